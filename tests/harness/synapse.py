@@ -1,0 +1,1 @@
+"""Fixtures for this component are being written; see the module owner."""
