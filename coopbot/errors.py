@@ -8,7 +8,7 @@
     │   ├── PermissionDenied   carries the role that was needed
     │   ├── NotFound           unknown app, server, recipe, version
     │   └── Busy               another operation holds the app
-    ├── AdapterError           a boundary (Matrix, Docker/SSH, git, restic) failed; detail goes to the log
+    ├── AdapterError           a boundary (Matrix, Docker/SSH, git, restic) failed; detail is logged
     │   ├── MatrixError
     │   ├── ServerUnreachable
     │   ├── HostKeyError       unknown or changed SSH host key: never auto-accepted

@@ -1,0 +1,1 @@
+"""Command families, one module each. Imported as `coopbot.commands` (see pyproject.toml)."""

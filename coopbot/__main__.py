@@ -1,0 +1,5 @@
+import sys
+
+from coopbot.cli import main
+
+sys.exit(main())

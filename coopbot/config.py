@@ -1,0 +1,315 @@
+"""The config file: YAML validated into typed, frozen models.
+
+Validation is pydantic's (a maintained validator that names the key of every problem); this module
+only shapes its errors into one sentence per problem and resolves secrets (`*_file`, `${ENV}`).
+Loading never raises anything but ConfigError, so the CLI can print the problems and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from coopbot.errors import ConfigError
+
+MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+ROOM_REF = re.compile(r"^[!#][^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors (a typo must not silently disable a setting)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _check_mxid(value: str) -> str:
+    if not MXID.match(value):
+        raise ValueError(f"{value!r} is not a Matrix user id like @name:server")
+    return value
+
+
+UserId = Annotated[str, AfterValidator(_check_mxid)]
+
+
+class MatrixConfig(Strict):
+    homeserver: str
+    user_id: UserId
+    password: str | None = None
+    password_file: Path | None = None
+    access_token: str | None = None
+    access_token_file: Path | None = None
+    device_name: str = "coopbot"
+    store: Path = Path("state/matrix")
+    command_prefix: str = "!"
+    # Commands that reached the homeserver more than this many seconds before the bot came up
+    # are answered as expired instead of run.
+    offline_grace_seconds: float = Field(default=5.0, ge=0)
+
+    @field_validator("homeserver")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("command_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be a non-empty string without spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> MatrixConfig:
+        given = [k for k in ("password", "password_file", "access_token", "access_token_file")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of password, password_file, access_token, access_token_file"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        return self
+
+
+class RoleRule(Strict):
+    """A role is held by whoever has at least `power_level` in the room, or is listed in `users`."""
+
+    power_level: int | None = None
+    users: list[UserId] = []
+
+
+class RoomConfig(Strict):
+    servers: list[str] = []
+    apps: list[str] = ["*"]
+    notifications: bool = False
+    roles: dict[str, RoleRule] = {}
+
+
+class InviteConfig(Strict):
+    users: list[UserId] = []
+    servers: list[str] = []
+
+
+class LocalServer(Strict):
+    kind: Literal["local"] = "local"
+    socket: str = "/var/run/docker.sock"
+
+
+class SSHServer(Strict):
+    kind: Literal["ssh"] = "ssh"
+    host: str
+    port: int = Field(default=22, ge=1, le=65535)
+    user: str = "root"
+    key_file: Path
+    known_hosts_file: Path
+    connect_timeout: float = Field(default=10.0, gt=0)
+
+
+ServerConfig = Annotated[LocalServer | SSHServer, Field(discriminator="kind")]
+
+
+class RecipesConfig(Strict):
+    url_template: str = "https://git.coopcloud.tech/coop-cloud/{recipe}.git"
+    overrides: dict[str, str] = {}
+    cache: Path = Path("state/recipes")
+
+    @field_validator("url_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{recipe}" not in value:
+            raise ValueError("must contain {recipe}")
+        return value
+
+
+class Config(Strict):
+    matrix: MatrixConfig
+    database: Path = Path("state/coopbot.db")
+    # Bot admins hold every role in every room and are the only ones answered in rooms not listed.
+    admins: list[UserId] = []
+    # Listed from least to most privileged: holding a role also grants every role listed before it.
+    roles: dict[str, RoleRule] = {
+        "member": RoleRule(power_level=0),
+        "operator": RoleRule(power_level=50),
+        "admin": RoleRule(power_level=100),
+    }
+    # When set, only users of these homeservers may hold roles (remote servers can forge users).
+    role_homeservers: list[str] | None = None
+    invites: InviteConfig = InviteConfig()
+    rooms: dict[str, RoomConfig] = {}
+    servers: dict[str, ServerConfig] = {}
+    apps_dir: Path = Path("~/.abra")
+    recipes: RecipesConfig = RecipesConfig()
+
+    @field_validator("roles")
+    @classmethod
+    def _role_names(cls, value: dict[str, RoleRule]) -> dict[str, RoleRule]:
+        if not value:
+            raise ValueError("at least one role is needed")
+        for name, rule in value.items():
+            if not NAME.match(name):
+                raise ValueError(f"role name {name!r} must be lowercase letters, digits, - or _")
+            if rule.power_level is None and not rule.users:
+                raise ValueError(f"role {name!r} grants nobody: give power_level or users")
+        return value
+
+    @field_validator("rooms")
+    @classmethod
+    def _room_refs(cls, value: dict[str, RoomConfig]) -> dict[str, RoomConfig]:
+        for ref in value:
+            if not ROOM_REF.match(ref):
+                raise ValueError(f"{ref!r} is not a room id (!id:server) or alias (#name:server)")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Config:
+        for ref, room in self.rooms.items():
+            for role in room.roles:
+                if role not in self.roles:
+                    raise ValueError(f"rooms.{ref}.roles: unknown role {role!r}")
+            for server in room.servers:
+                if server not in self.servers:
+                    raise ValueError(f"rooms.{ref}.servers: unknown server {server!r}")
+        return self
+
+    def role_order(self) -> list[str]:
+        return list(self.roles)
+
+
+def load_config(path: Path) -> Config:
+    """Read, validate and resolve a config file. Raises ConfigError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError([f"{path}: cannot read the config file ({error.strerror})"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError([f"{path}: not valid YAML{line}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of keys"])
+    base = path.parent
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+    return _resolve(config, base)
+
+
+def _describe(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors():
+        # Drop pydantic's union-member tags (e.g. "ssh") from the key path: users never wrote them.
+        parts = [str(p) for p in item["loc"] if p not in ("local", "ssh")]
+        key = ".".join(parts) or "(top level)"
+        kind = item["type"]
+        if kind == "missing":
+            message = "is required"
+        elif kind == "extra_forbidden":
+            message = "is not a known key"
+        elif kind.endswith("_type") or kind == "model_type":
+            message = f"has the wrong type: {item['msg'].lower()}"
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{key}: {message}")
+    return problems
+
+
+def _resolve(config: Config, base: Path) -> Config:
+    """Make paths absolute (relative to the config file) and read secrets from files or env."""
+    problems: list[str] = []
+    matrix = config.matrix
+
+    def secret(key: str, inline: str | None, file: Path | None) -> str | None:
+        if file is not None:
+            target = file if file.is_absolute() else base / file
+            try:
+                return target.read_text(encoding="utf-8").strip()
+            except OSError as error:
+                problems.append(f"matrix.{key}_file: cannot read {target} ({error.strerror})")
+                return None
+        if inline is None:
+            return None
+        missing = [name for name in ENV_REF.findall(inline) if name not in os.environ]
+        if missing:
+            problems.append(f"matrix.{key}: environment variable {missing[0]} is not set")
+            return None
+        return ENV_REF.sub(lambda m: os.environ[m.group(1)], inline)
+
+    password = secret("password", matrix.password, matrix.password_file)
+    token = secret("access_token", matrix.access_token, matrix.access_token_file)
+    if problems:
+        raise ConfigError(problems)
+
+    def absolute(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else (base / p).resolve()
+
+    servers: dict[str, Any] = {}
+    for name, server in config.servers.items():
+        if isinstance(server, SSHServer):
+            server = server.model_copy(update={
+                "key_file": absolute(server.key_file),
+                "known_hosts_file": absolute(server.known_hosts_file),
+            })
+        servers[name] = server
+    return config.model_copy(update={
+        "matrix": matrix.model_copy(update={
+            "password": password, "password_file": None,
+            "access_token": token, "access_token_file": None,
+            "store": absolute(matrix.store),
+        }),
+        "database": absolute(config.database),
+        "apps_dir": absolute(config.apps_dir),
+        "recipes": config.recipes.model_copy(update={"cache": absolute(config.recipes.cache)}),
+        "servers": servers,
+    })
+
+
+def summary(config: Config) -> list[str]:
+    """What check-config prints: rooms, roles, servers, in a few lines."""
+    lines = [f"homeserver {config.matrix.homeserver} as {config.matrix.user_id}"]
+    order = config.role_order()
+    for name in order:
+        rule = config.roles[name]
+        grants = []
+        if rule.power_level is not None:
+            grants.append(f"power >= {rule.power_level}")
+        if rule.users:
+            grants.append(f"{len(rule.users)} listed user(s)")
+        lines.append(f"role {name}: {' or '.join(grants)}")
+    if config.role_homeservers is not None:
+        lines.append(f"roles only for users of: {', '.join(config.role_homeservers)}")
+    lines.append(f"bot admins: {', '.join(config.admins) or 'none'}")
+    for ref, room in config.rooms.items():
+        parts = [f"servers {', '.join(room.servers) or 'none'}", f"apps {', '.join(room.apps)}"]
+        if room.notifications:
+            parts.append("notifications")
+        if room.roles:
+            parts.append(f"role overrides: {', '.join(room.roles)}")
+        lines.append(f"room {ref}: {'; '.join(parts)}")
+    if not config.rooms:
+        lines.append("no rooms configured: only bot admins get answers")
+    for name, server in config.servers.items():
+        if isinstance(server, SSHServer):
+            lines.append(f"server {name}: ssh {server.user}@{server.host}:{server.port}")
+        else:
+            lines.append(f"server {name}: local docker socket {server.socket}")
+    lines.append(f"database {config.database}")
+    return lines

@@ -1,0 +1,340 @@
+"""matrix-nio behind the interfaces the pipeline needs (Responder, PowerSource) plus the sync loop.
+
+nio errors are turned into MatrixError here. Everything that must survive a restart is persisted:
+the sync token (in the bot's database), the device id and token (session.json) and the crypto
+store (nio's). The bot never logs out: that would destroy its device keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nio
+
+from coopbot.config import InviteConfig, MatrixConfig
+from coopbot.errors import MatrixError
+from coopbot.ids import EventID, RoomID, UserID, server_of
+from coopbot.matrix.content import edit_of, in_thread, incoming, notice
+from coopbot.matrix.session import StoredSession, load_session, save_session
+from coopbot.messages import IncomingMessage
+from coopbot.replies import Reply
+from coopbot.roles import PowerInfo
+from coopbot.store.kv import KeyValueStore
+
+log = logging.getLogger(__name__)
+
+SYNC_TOKEN_KEY = "matrix.sync_token"
+MESSAGE_EVENTS = (nio.RoomMessageText, nio.RoomMessageNotice, nio.RoomMessageEmote)
+# Per-request retries on 429 and timeouts are bounded: nio would otherwise retry forever.
+MAX_RETRIES = 5
+TXN_NAMESPACE = uuid.UUID("6f1f1c5e-8a55-4c38-9e8e-3f8d2a1b7c01")
+
+MessageHandler = Callable[[IncomingMessage], Awaitable[None]]
+
+
+class MatrixGateway:
+    def __init__(
+        self,
+        config: MatrixConfig,
+        kv: KeyValueStore,
+        invites: InviteConfig,
+        *,
+        admins: frozenset[str],
+        configured_rooms: Callable[[], list[RoomID]],
+    ) -> None:
+        self._config = config
+        self._kv = kv
+        self._invites = invites
+        self._admins = admins
+        self._configured_rooms = configured_rooms
+        self._power: dict[RoomID, PowerInfo] = {}
+        self._power_state: dict[RoomID, dict[str, Any]] = {}
+        self._started_at = time.time()
+        self._stopping = asyncio.Event()
+        self.synced_once = asyncio.Event()
+        store = Path(config.store)
+        store.mkdir(parents=True, exist_ok=True)
+        store.chmod(0o700)
+        self._session_file = store / "session.json"
+        self.client = nio.AsyncClient(
+            config.homeserver,
+            config.user_id,
+            store_path=str(store),
+            config=nio.AsyncClientConfig(
+                encryption_enabled=True,
+                store_sync_tokens=False,  # the bot's own database holds the token
+                max_limit_exceeded=MAX_RETRIES,
+                max_timeouts=MAX_RETRIES,
+                request_timeout=45,
+            ),
+        )
+
+    @property
+    def user_id(self) -> UserID:
+        return UserID(self._config.user_id)
+
+    # ---- start and stop -------------------------------------------------------------------
+
+    async def login(self) -> None:
+        """Restore the stored device, or log in once and store it. Never creates a second device
+        while the stored one still works."""
+        stored = load_session(self._session_file)
+        if stored and stored.user_id == self._config.user_id:
+            self.client.restore_login(stored.user_id, stored.device_id, stored.access_token)
+            whoami = await self.client.whoami()
+            if isinstance(whoami, nio.WhoamiResponse):
+                log.info("restored Matrix session for device %s", stored.device_id)
+                await self._upload_keys()
+                return
+            log.warning("stored Matrix session no longer valid; logging in again")
+            self.client.device_id = stored.device_id
+        if self._config.access_token:
+            self.client.access_token = self._config.access_token
+            whoami = await self.client.whoami()
+            if not isinstance(whoami, nio.WhoamiResponse) or not whoami.device_id:
+                raise MatrixError("the configured access token was refused by the homeserver")
+            self.client.restore_login(
+                self._config.user_id, whoami.device_id, self._config.access_token
+            )
+        else:
+            response = await self.client.login(
+                password=self._config.password, device_name=self._config.device_name
+            )
+            if not isinstance(response, nio.LoginResponse):
+                raise MatrixError(f"login as {self._config.user_id} failed",
+                                  detail=getattr(response, "message", ""))
+        save_session(self._session_file, StoredSession(
+            homeserver=self._config.homeserver,
+            user_id=self._config.user_id,
+            device_id=str(self.client.device_id),
+            access_token=str(self.client.access_token),
+        ))
+        log.info("logged in as %s on device %s", self._config.user_id, self.client.device_id)
+        await self._upload_keys()
+
+    async def close(self) -> None:
+        """Stop syncing and close connections. Deliberately no logout."""
+        self._stopping.set()
+        await self.client.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # ---- the sync loop --------------------------------------------------------------------
+
+    async def run(self, on_message: MessageHandler) -> None:
+        """Sync until stopped. Messages are handed to `on_message` in timeline order; the token is
+        stored only after the batch was handed over, so a crash replays rather than loses."""
+        since = await self._kv.get(SYNC_TOKEN_KEY)
+        first = True
+        backoff = 1.0
+        while not self._stopping.is_set():
+            try:
+                response = await self.client.sync(
+                    timeout=0 if first else 30_000,
+                    since=since,
+                    # full_state on the first sync re-fetches room state (power levels) after a
+                    # restart, since nio keeps no room state on disk.
+                    full_state=True if first else None,
+                    sync_filter={"room": {"timeline": {"limit": 50}}},
+                )
+            except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                log.warning("sync failed (%s); retrying in %.0f s", type(error).__name__, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            if not isinstance(response, nio.SyncResponse):
+                log.warning("sync error: %s; retrying in %.0f s", response.message, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+                continue
+            backoff = 1.0
+            await self._after_sync_crypto()
+            await self._process(response, on_message, history_only=first and since is None,
+                                catching_up=first and since is not None)
+            since = response.next_batch
+            await self._kv.set(SYNC_TOKEN_KEY, since)
+            if first:
+                first = False
+                await self._join_configured_rooms()
+                self.synced_once.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def _process(
+        self, response: nio.SyncResponse, on_message: MessageHandler, *,
+        history_only: bool, catching_up: bool,
+    ) -> None:
+        for room_id, info in response.rooms.invite.items():
+            await self._consider_invite(RoomID(room_id), info.invite_state)
+        grace_ms = self._config.offline_grace_seconds * 1000
+        started_ms = self._started_at * 1000
+        for room_id, join in response.rooms.join.items():
+            room = RoomID(room_id)
+            for state in join.state:
+                self._note_state(room, state.source)
+            for event in join.timeline.events:
+                if isinstance(event, nio.MegolmEvent):
+                    log.warning("could not decrypt event %s in %s", event.event_id, room_id)
+                    continue
+                source = event.source
+                if "state_key" in source:
+                    self._note_state(room, source)
+                    continue
+                if history_only or not isinstance(event, MESSAGE_EVENTS):
+                    # The very first sync of a new bot shows history: never act on it.
+                    continue
+                during_downtime = catching_up and event.server_timestamp < started_ms - grace_ms
+                await on_message(incoming(room_id, source, during_downtime=during_downtime))
+
+    async def _after_sync_crypto(self) -> None:
+        # What nio's sync_forever does between syncs: keep one-time keys, device lists and
+        # olm sessions fresh so encrypted rooms keep working.
+        try:
+            await self._upload_keys()
+            if self.client.should_query_keys:
+                await self.client.keys_query()
+            if self.client.should_claim_keys:
+                await self.client.keys_claim(self.client.get_users_for_key_claiming())
+            await self.client.send_to_device_messages()
+        except (TimeoutError, aiohttp.ClientError, nio.LocalProtocolError) as error:
+            log.warning("encryption upkeep failed: %s", error)
+
+    async def _upload_keys(self) -> None:
+        if self.client.should_upload_keys:
+            await self.client.keys_upload()
+
+    # ---- room state: power levels and creators ---------------------------------------------
+
+    def _note_state(self, room_id: RoomID, source: dict[str, Any]) -> None:
+        kind = source.get("type")
+        if kind not in ("m.room.power_levels", "m.room.create") or source.get("state_key") != "":
+            return
+        state = self._power_state.setdefault(room_id, {})
+        state[kind] = source
+        self._power[room_id] = self._power_from(state)
+
+    @staticmethod
+    def _power_from(state: dict[str, Any]) -> PowerInfo:
+        levels = state.get("m.room.power_levels")
+        create = state.get("m.room.create")
+        return PowerInfo.from_state(
+            levels.get("content") if levels else None,
+            create.get("content") if create else None,
+            create.get("sender") if create else None,
+        )
+
+    async def power_info(self, room_id: RoomID) -> PowerInfo:
+        cached = self._power.get(room_id)
+        if cached is not None:
+            return cached
+        return await self.refresh_power(room_id)
+
+    async def refresh_power(self, room_id: RoomID) -> PowerInfo:
+        """Fetch the room's state from the homeserver (used on a cache miss)."""
+        response = await self.client.room_get_state(room_id)
+        if not isinstance(response, nio.RoomGetStateResponse):
+            raise MatrixError("could not read this room's power levels",
+                              detail=getattr(response, "message", ""))
+        for source in response.events:
+            self._note_state(room_id, source)
+        return self._power.get(room_id, PowerInfo())
+
+    # ---- invites and joins ---------------------------------------------------------------
+
+    def invite_allowed(self, inviter: str | None, room_id: RoomID) -> bool:
+        if room_id in self._configured_rooms():
+            return True
+        if inviter is None:
+            return False
+        return (
+            inviter in self._admins
+            or inviter in self._invites.users
+            or server_of(inviter) in self._invites.servers
+        )
+
+    async def _consider_invite(self, room_id: RoomID, invite_state: list[Any]) -> None:
+        inviter = None
+        for event in invite_state:
+            source = getattr(event, "source", None) or {}
+            if (source.get("type") == "m.room.member"
+                    and source.get("state_key") == self._config.user_id):
+                inviter = source.get("sender")
+            elif (isinstance(event, nio.InviteMemberEvent)
+                    and event.state_key == self._config.user_id):
+                inviter = event.sender
+        if self.invite_allowed(inviter, room_id):
+            log.info("joining %s (invited by %s)", room_id, inviter)
+            result = await self.client.join(room_id)
+            if not isinstance(result, nio.JoinResponse):
+                log.warning("could not join %s: %s", room_id, getattr(result, "message", result))
+        else:
+            log.info("declining invite to %s from %s (not allowed by config `invites`)",
+                     room_id, inviter)
+            await self.client.room_leave(room_id)
+
+    async def _join_configured_rooms(self) -> None:
+        joined = set(self.client.rooms)
+        for room_id in self._configured_rooms():
+            if room_id not in joined:
+                result = await self.client.join(room_id)
+                if not isinstance(result, nio.JoinResponse):
+                    log.warning("configured room %s could not be joined: %s",
+                                room_id, getattr(result, "message", result))
+
+    async def resolve_alias(self, alias: str) -> RoomID:
+        response = await self.client.room_resolve_alias(alias)
+        if not isinstance(response, nio.RoomResolveAliasResponse):
+            raise MatrixError(f"room alias {alias} could not be resolved",
+                              detail=getattr(response, "message", ""))
+        return RoomID(response.room_id)
+
+    # ---- sending -------------------------------------------------------------------------
+
+    async def send(
+        self, room_id: RoomID, content: dict[str, Any], *, key: str,
+        event_type: str = "m.room.message",
+    ) -> EventID:
+        # A transaction id derived from a stable key: a retried send (even after a restart)
+        # is deduplicated by the homeserver instead of posted twice.
+        txn = str(uuid.uuid5(TXN_NAMESPACE, f"{self.client.device_id}/{key}"))
+        try:
+            response = await self.client.room_send(
+                room_id, event_type, content, tx_id=txn, ignore_unverified_devices=True
+            )
+        except (TimeoutError, aiohttp.ClientError, nio.LocalProtocolError) as error:
+            raise MatrixError("could not send to the room", detail=repr(error)) from error
+        if not isinstance(response, nio.RoomSendResponse):
+            raise MatrixError("could not send to the room", detail=getattr(response, "message", ""))
+        return EventID(response.event_id)
+
+    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID:
+        content = in_thread(notice(reply), to.reply_thread_root, to.event_id)
+        return await self.send(to.room_id, content, key=key)
+
+    async def post(self, room_id: RoomID, reply: Reply, *, key: str,
+                   thread_root: EventID | None = None) -> EventID:
+        content = notice(reply)
+        if thread_root is not None:
+            content = in_thread(content, thread_root, thread_root)
+        return await self.send(room_id, content, key=key)
+
+    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None:
+        await self.send(room_id, edit_of(event_id, reply), key=f"edit/{uuid.uuid4()}")
+
+    async def typing(self, room_id: RoomID, active: bool) -> None:
+        try:
+            await self.client.room_typing(room_id, active, timeout=30_000)
+        except (TimeoutError, aiohttp.ClientError) as error:
+            log.debug("typing notice failed: %s", error)

@@ -1,0 +1,213 @@
+"""One linear pipeline per message: accept -> parse -> authorize -> approval -> operation -> report.
+
+Each stage either returns a value for the next or raises a typed error; `handle` turns errors into
+one clear sentence in the room (details only in the log) and one audit row. Permission checks live
+here and nowhere else, so no command can forget one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from coopbot.errors import CoopbotError, PermissionDenied, UnknownCommand, UsageError, UserError
+from coopbot.ids import EventID, RoomID, UserID
+from coopbot.invocation import Invocation
+from coopbot.messages import IncomingMessage
+from coopbot.parser import CommandParser, ParsedCommand
+from coopbot.registry import CommandRegistry, CommandSpec
+from coopbot.replies import Reply
+from coopbot.roles import PowerInfo, RoleGrant, RoleResolver
+from coopbot.rooms import ConfiguredRoom, RoomDirectory
+from coopbot.store.audit import AuditLog, Decision
+from coopbot.store.handled import HandledEvents
+
+log = logging.getLogger(__name__)
+
+
+class Responder(Protocol):
+    """The room side of the pipeline (the Matrix adapter implements it)."""
+
+    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID: ...
+
+    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None: ...
+
+
+class PowerSource(Protocol):
+    async def power_info(self, room_id: RoomID) -> PowerInfo: ...
+
+
+# Approval stage hook: returns True to run now, False when the request is parked for votes.
+ApprovalGate = Callable[[Invocation], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    bot_user_id: UserID
+    prefix: str
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        settings: PipelineSettings,
+        parser: CommandParser,
+        registry: CommandRegistry,
+        rooms: RoomDirectory,
+        roles: RoleResolver,
+        power: PowerSource,
+        handled: HandledEvents,
+        audit: AuditLog,
+        responder: Responder,
+        approval: ApprovalGate | None = None,
+    ) -> None:
+        self._settings = settings
+        self._parser = parser
+        self._registry = registry
+        self._rooms = rooms
+        self._roles = roles
+        self._power = power
+        self._handled = handled
+        self._audit = audit
+        self._responder = responder
+        self._approval = approval
+
+    async def handle(self, message: IncomingMessage) -> None:
+        if not self._accept(message):
+            return
+        parsed = self._parser.parse(message.body)
+        if parsed is None:
+            return
+        if not await self._handled.claim(message.event_id, message.room_id):
+            log.debug("duplicate event %s ignored", message.event_id)
+            return
+        room = self._rooms.get(message.room_id)
+        if room is None and not self._roles.is_bot_admin(message.sender):
+            # Unconfigured rooms get no answer (except for bot admins), but the attempt is recorded.
+            await self._record(message, parsed, Decision.IGNORED, "room not configured")
+            return
+        if message.during_downtime:
+            await self._record(message, parsed, Decision.EXPIRED, "sent while the bot was offline")
+            await self._say(message, Reply.of(
+                f"I was offline when you sent `{parsed.text}`, so I did not run it. "
+                "Please send it again if it is still wanted."
+            ))
+            return
+        try:
+            spec = self._registry.lookup(parsed.name)
+            args = spec.bind(parsed.words, self._settings.prefix)
+            grant = await self._authorize(message, room, spec)
+        except (UnknownCommand, UsageError) as error:
+            await self._record(message, parsed, Decision.INVALID, str(error))
+            await self._say(message, Reply.of(str(error)))
+            return
+        except PermissionDenied as error:
+            await self._record(message, parsed, Decision.DENIED, str(error))
+            await self._say(message, Reply.of(str(error)))
+            return
+        await self._run(message, parsed, room, spec, args, grant)
+
+    def _accept(self, message: IncomingMessage) -> bool:
+        """Own events, notices (other bots) and edits are never commands."""
+        if message.sender == self._settings.bot_user_id:
+            return False
+        if message.msgtype == "m.notice" or message.is_edit:
+            return False
+        return message.msgtype in ("m.text", "m.emote")
+
+    async def _authorize(
+        self, message: IncomingMessage, room: ConfiguredRoom | None, spec: CommandSpec
+    ) -> RoleGrant:
+        power = await self._power.power_info(message.room_id)
+        grant = self._roles.resolve(message.sender, room.config if room else None, power)
+        if not grant.has(spec.role):
+            raise PermissionDenied(spec.name, spec.role)
+        return grant
+
+    async def _run(
+        self,
+        message: IncomingMessage,
+        parsed: ParsedCommand,
+        room: ConfiguredRoom | None,
+        spec: CommandSpec,
+        args: dict[str, str],
+        grant: RoleGrant,
+    ) -> None:
+        status_event: list[EventID] = []
+
+        async def progress(update: Reply) -> None:
+            # One status message per command, edited in place as work goes on.
+            if status_event:
+                await self._responder.edit(message.room_id, status_event[0], update)
+            else:
+                status_event.append(
+                    await self._responder.reply(message, update, key=f"{message.event_id}/status")
+                )
+
+        invocation = Invocation(
+            room_id=message.room_id,
+            event_id=message.event_id,
+            sender=message.sender,
+            spec=spec,
+            args=args,
+            grant=grant,
+            room=room.config if room else None,
+            event_timestamp_ms=message.timestamp_ms,
+            received_at=message.received_at,
+            progress=progress,
+        )
+        if self._approval is not None and spec.operation is not None:
+            if not await self._approval(invocation):
+                await self._record(message, parsed, Decision.RAN, "waiting for approval")
+                return
+        await self._record(message, parsed, Decision.RAN)
+        started = time.monotonic()
+        try:
+            reply = await spec.handler(invocation)
+        except UserError as error:
+            await self._result(message, parsed, f"refused: {error}", started)
+            await self._say(message, Reply.of(str(error)))
+            return
+        except CoopbotError as error:
+            log.warning("%s failed: %s (%s)", spec.name, error, error.detail or "no detail")
+            await self._result(message, parsed, f"failed: {error}", started)
+            await self._say(message, Reply.of(f"`{spec.name}` failed: {error}"))
+            return
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("%s crashed (reference %s)", spec.name, reference)
+            await self._result(message, parsed, f"crashed (reference {reference})", started)
+            await self._say(message, Reply.of(
+                f"`{spec.name}` hit an internal error; the details are in the bot's log "
+                f"(reference {reference})."
+            ))
+            return
+        await self._result(message, parsed, "ok", started)
+        await self._say(message, reply)
+
+    async def _say(self, message: IncomingMessage, reply: Reply) -> None:
+        await self._responder.reply(message, reply, key=f"{message.event_id}/answer")
+
+    async def _record(
+        self, message: IncomingMessage, parsed: ParsedCommand, decision: Decision, result: str = ""
+    ) -> None:
+        await self._audit.append(
+            command=parsed.name,
+            args=" ".join(parsed.words),
+            decision=decision,
+            event_id=message.event_id,
+            room_id=message.room_id,
+            sender=message.sender,
+            result=result,
+        )
+
+    async def _result(
+        self, message: IncomingMessage, parsed: ParsedCommand, result: str, started: float
+    ) -> None:
+        took = time.monotonic() - started
+        await self._record(message, parsed, Decision.RESULT, f"{result} ({took:.2f} s)")

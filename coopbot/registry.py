@@ -1,0 +1,102 @@
+"""Commands declared as data: name, arguments, help, required role; one explicit registry.
+
+The dispatcher (pipeline.py) does parsing, permission checks and error reporting for every command,
+so a command module only declares a CommandSpec and writes its handler.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from coopbot.errors import UnknownCommand, UsageError
+
+if TYPE_CHECKING:
+    from coopbot.invocation import Invocation
+    from coopbot.replies import Reply
+
+Handler = Callable[["Invocation"], Awaitable["Reply"]]
+
+
+@dataclass(frozen=True)
+class Arg:
+    name: str
+    help: str = ""
+    optional: bool = False
+    rest: bool = False  # takes every remaining word (e.g. a reason)
+
+    def usage(self) -> str:
+        shown = f"{self.name}..." if self.rest else self.name
+        return f"[{shown}]" if self.optional else f"<{shown}>"
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    summary: str
+    role: str
+    handler: Handler
+    args: tuple[Arg, ...] = ()
+    details: str = ""
+    examples: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    # Operation kind for approval policies and locks (deploy, upgrade, ...); None for read-only.
+    operation: str | None = None
+    extra: Mapping[str, object] = field(default_factory=dict)
+
+    def usage(self, prefix: str = "!") -> str:
+        return " ".join([f"{prefix}{self.name}", *(a.usage() for a in self.args)])
+
+    def bind(self, words: tuple[str, ...], prefix: str = "!") -> dict[str, str]:
+        """Match words to declared arguments, or raise UsageError with this command's usage."""
+        values: dict[str, str] = {}
+        remaining = list(words)
+        for arg in self.args:
+            if arg.rest:
+                if remaining:
+                    values[arg.name] = " ".join(remaining)
+                    remaining = []
+                elif not arg.optional:
+                    raise UsageError(f"`{self.name}` needs {arg.usage()}.", self.usage(prefix))
+                continue
+            if remaining:
+                values[arg.name] = remaining.pop(0)
+            elif not arg.optional:
+                raise UsageError(f"`{self.name}` needs {arg.usage()}.", self.usage(prefix))
+        if remaining:
+            raise UsageError(
+                f"`{self.name}` got unexpected words: {' '.join(remaining)}", self.usage(prefix)
+            )
+        return values
+
+
+class CommandRegistry:
+    def __init__(self, specs: Iterable[CommandSpec] = ()) -> None:
+        self._specs: dict[str, CommandSpec] = {}
+        self._aliases: dict[str, str] = {}
+        for spec in specs:
+            self.register(spec)
+
+    def register(self, spec: CommandSpec) -> None:
+        for name in (spec.name, *spec.aliases):
+            if name in self._specs or name in self._aliases:
+                raise ValueError(f"command name {name!r} registered twice")
+        self._specs[spec.name] = spec
+        for alias in spec.aliases:
+            self._aliases[alias] = spec.name
+
+    def lookup(self, name: str) -> CommandSpec:
+        key = self._aliases.get(name, name)
+        spec = self._specs.get(key)
+        if spec is None:
+            raise UnknownCommand(name, self.suggest(name))
+        return spec
+
+    def suggest(self, name: str) -> str | None:
+        close = difflib.get_close_matches(name, [*self._specs, *self._aliases], n=1, cutoff=0.6)
+        return self._aliases.get(close[0], close[0]) if close else None
+
+    def all(self) -> list[CommandSpec]:
+        return list(self._specs.values())

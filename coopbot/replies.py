@@ -1,0 +1,58 @@
+"""What a command answers: a plain body and an HTML body, built together so they never disagree."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+_CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str
+    html: str
+
+    @staticmethod
+    def of(text: str) -> Reply:
+        """A reply from light markup: `code`, **bold**, lines starting with "- " as a list."""
+        return Reply(text=_plain(text), html=_to_html(text))
+
+    @staticmethod
+    def preformatted(title: str, block: str) -> Reply:
+        return Reply(
+            text=f"{_plain(title)}\n{block}",
+            html=f"{_to_html(title)}<pre><code>{html.escape(block)}</code></pre>",
+        )
+
+
+def _plain(text: str) -> str:
+    return _BOLD.sub(r"\1", text)
+
+
+def _inline(line: str) -> str:
+    escaped = html.escape(line, quote=False)
+    escaped = _CODE.sub(r"<code>\1</code>", escaped)
+    return _BOLD.sub(r"<strong>\1</strong>", escaped)
+
+
+def _to_html(text: str) -> str:
+    out: list[str] = []
+    in_list = False
+    for line in text.split("\n"):
+        if line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{_inline(line[2:])}</li>")
+            continue
+        if in_list:
+            out.append("</ul>")
+            in_list = False
+        out.append(_inline(line) + "<br/>")
+    if in_list:
+        out.append("</ul>")
+    result = "".join(out)
+    return result.removesuffix("<br/>")

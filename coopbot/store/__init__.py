@@ -1,0 +1,1 @@
+"""SQLite state: numbered migrations and one small repository class per table family."""

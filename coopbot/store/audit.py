@@ -1,0 +1,79 @@
+"""The append-only audit log: every command received, what was decided and what came of it.
+
+Rows are never updated (the schema has triggers that refuse it): a command that runs for a while
+gets one row when it is decided and one more row with its result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from coopbot.store.database import Database
+
+
+class Decision(StrEnum):
+    RAN = "ran"
+    DENIED = "denied"
+    INVALID = "invalid"
+    EXPIRED = "expired"
+    IGNORED = "ignored"
+    RESULT = "result"
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: float
+    event_id: str | None
+    room_id: str | None
+    sender: str | None
+    command: str
+    args: str
+    decision: str
+    result: str
+    operation_id: str | None
+
+
+class AuditLog:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def append(
+        self,
+        *,
+        command: str,
+        decision: Decision,
+        event_id: str | None = None,
+        room_id: str | None = None,
+        sender: str | None = None,
+        args: str = "",
+        result: str = "",
+        operation_id: str | None = None,
+    ) -> int:
+        cursor = await self._db.conn.execute(
+            "INSERT INTO audit_log(at, event_id, room_id, sender, command, args, decision, result,"
+            " operation_id) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), event_id, room_id, sender, command, args, decision.value, result,
+             operation_id),
+        )
+        return int(cursor.lastrowid or 0)
+
+    async def recent(self, *, room_id: str | None = None, limit: int = 20) -> list[AuditRow]:
+        query = "SELECT * FROM audit_log"
+        params: tuple[object, ...] = ()
+        if room_id is not None:
+            query += " WHERE room_id = ?"
+            params = (room_id,)
+        query += " ORDER BY id DESC LIMIT ?"
+        async with self._db.conn.execute(query, (*params, limit)) as cursor:
+            rows = await cursor.fetchall()
+        return [AuditRow(*row) for row in rows]
+
+    async def for_event(self, event_id: str) -> list[AuditRow]:
+        async with self._db.conn.execute(
+            "SELECT * FROM audit_log WHERE event_id = ? ORDER BY id", (event_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [AuditRow(*row) for row in rows]

@@ -1,0 +1,33 @@
+"""Numbered schema migrations. Append only: never edit a migration that has shipped.
+
+Each entry runs in one transaction together with the bump of `schema_version`.
+"""
+
+MIGRATIONS: list[str] = [
+    # 1: bot core: sync token, handled events (dedup), append-only audit log.
+    """
+    CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE handled_events (
+        event_id TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL,
+        handled_at REAL NOT NULL
+    );
+    CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        event_id TEXT,
+        room_id TEXT,
+        sender TEXT,
+        command TEXT NOT NULL,
+        args TEXT NOT NULL DEFAULT '',
+        decision TEXT NOT NULL,
+        result TEXT NOT NULL DEFAULT '',
+        operation_id TEXT
+    );
+    CREATE INDEX audit_log_room ON audit_log(room_id, id);
+    CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+    """,
+]
