@@ -44,17 +44,19 @@ def _check_mxid(value: str) -> str:
 
 
 UserId = Annotated[str, AfterValidator(_check_mxid)]
+# YAML has no path type: paths arrive as strings, so these fields convert instead of being strict.
+FilePath = Annotated[Path, Field(strict=False)]
 
 
 class MatrixConfig(Strict):
     homeserver: str
     user_id: UserId
     password: str | None = None
-    password_file: Path | None = None
+    password_file: FilePath | None = None
     access_token: str | None = None
-    access_token_file: Path | None = None
+    access_token_file: FilePath | None = None
     device_name: str = "coopbot"
-    store: Path = Path("state/matrix")
+    store: FilePath = Path("state/matrix")
     command_prefix: str = "!"
     # Commands that reached the homeserver more than this many seconds before the bot came up
     # are answered as expired instead of run.
@@ -115,8 +117,8 @@ class SSHServer(Strict):
     host: str
     port: int = Field(default=22, ge=1, le=65535)
     user: str = "root"
-    key_file: Path
-    known_hosts_file: Path
+    key_file: FilePath
+    known_hosts_file: FilePath
     connect_timeout: float = Field(default=10.0, gt=0)
 
 
@@ -126,7 +128,7 @@ ServerConfig = Annotated[LocalServer | SSHServer, Field(discriminator="kind")]
 class RecipesConfig(Strict):
     url_template: str = "https://git.coopcloud.tech/coop-cloud/{recipe}.git"
     overrides: dict[str, str] = {}
-    cache: Path = Path("state/recipes")
+    cache: FilePath = Path("state/recipes")
 
     @field_validator("url_template")
     @classmethod
@@ -138,7 +140,7 @@ class RecipesConfig(Strict):
 
 class Config(Strict):
     matrix: MatrixConfig
-    database: Path = Path("state/coopbot.db")
+    database: FilePath = Path("state/coopbot.db")
     # Bot admins hold every role in every room and are the only ones answered in rooms not listed.
     admins: list[UserId] = []
     # Listed from least to most privileged: holding a role also grants every role listed before it.
@@ -152,7 +154,7 @@ class Config(Strict):
     invites: InviteConfig = InviteConfig()
     rooms: dict[str, RoomConfig] = {}
     servers: dict[str, ServerConfig] = {}
-    apps_dir: Path = Path("~/.abra")
+    apps_dir: FilePath = Path("~/.abra")
     recipes: RecipesConfig = RecipesConfig()
 
     @field_validator("roles")
@@ -217,7 +219,7 @@ def _describe(error: ValidationError) -> list[str]:
     for item in error.errors():
         # Drop pydantic's union-member tags (e.g. "ssh") from the key path: users never wrote them.
         parts = [str(p) for p in item["loc"] if p not in ("local", "ssh")]
-        key = ".".join(parts) or "(top level)"
+        key = ".".join(parts)
         kind = item["type"]
         if kind == "missing":
             message = "is required"
@@ -227,7 +229,8 @@ def _describe(error: ValidationError) -> list[str]:
             message = f"has the wrong type: {item['msg'].lower()}"
         else:
             message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{key}: {message}")
+        # Cross-key checks already name their key in the message.
+        problems.append(f"{key}: {message}" if key else message)
     return problems
 
 

@@ -33,7 +33,7 @@ class CommandParser:
 
     def __init__(self, prefix: str, bot_user_id: str, display_name: str | None = None) -> None:
         self._prefix = prefix
-        names = {bot_user_id, bot_user_id.split(":", 1)[0].lstrip("@")}
+        names = {bot_user_id.lstrip("@"), bot_user_id.split(":", 1)[0].lstrip("@")}
         if display_name:
             names.add(display_name)
         alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
@@ -48,9 +48,9 @@ class CommandParser:
             if not match:
                 return None
             rest = text[match.end():]
-        rest = rest.strip()
         if not rest or rest[0].isspace():
             return None
+        rest = rest.strip()
         words = _split(rest)
         if not words:
             return None
