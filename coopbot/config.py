@@ -26,7 +26,8 @@ from pydantic import (
 from coopbot.errors import ConfigError
 
 MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
-ROOM_REF = re.compile(r"^[!#][^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
+# Room ids of version 12+ rooms have no server part (`!hash`); aliases always have one.
+ROOM_REF = re.compile(r"^(![^:\s]+(:[A-Za-z0-9.\-\[\]:]+)?|#[^:\s]+:[A-Za-z0-9.\-\[\]:]+)$")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -174,7 +175,7 @@ class Config(Strict):
     def _room_refs(cls, value: dict[str, RoomConfig]) -> dict[str, RoomConfig]:
         for ref in value:
             if not ROOM_REF.match(ref):
-                raise ValueError(f"{ref!r} is not a room id (!id:server) or alias (#name:server)")
+                raise ValueError(f"{ref!r} is not a room id (!id) or alias (#name:server)")
         return value
 
     @model_validator(mode="after")
