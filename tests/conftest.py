@@ -1,4 +1,4 @@
-"""Test harness entry: each real component's fixtures live in its own module under tests/harness/."""
+"""Test harness entry: each real component has its own fixture module under tests/harness/."""
 
 import os
 
@@ -8,6 +8,7 @@ pytest_plugins = [
     "tests.harness.synapse",
     "tests.harness.swarm",
     "tests.harness.recipes",
+    "tests.harness.bot",
 ]
 
 

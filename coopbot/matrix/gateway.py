@@ -137,7 +137,7 @@ class MatrixGateway:
         backoff = 1.0
         while not self._stopping.is_set():
             try:
-                response = await self.client.sync(
+                response = await self._sync_unless_stopped(
                     timeout=0 if first else 30_000,
                     since=since,
                     # full_state on the first sync re-fetches room state (power levels) after a
@@ -145,6 +145,8 @@ class MatrixGateway:
                     full_state=True if first else None,
                     sync_filter={"room": {"timeline": {"limit": 50}}},
                 )
+                if response is None:
+                    return
             except (TimeoutError, aiohttp.ClientError, OSError) as error:
                 log.warning("sync failed (%s); retrying in %.0f s", type(error).__name__, backoff)
                 await self._sleep(backoff)
@@ -165,6 +167,21 @@ class MatrixGateway:
                 first = False
                 await self._join_configured_rooms()
                 self.synced_once.set()
+
+    async def _sync_unless_stopped(
+        self, **kwargs: Any
+    ) -> nio.SyncResponse | nio.SyncError | None:
+        """One sync request, abandoned (None) as soon as stop() is called: a long poll must
+        not delay shutdown by up to 30 s."""
+        sync = asyncio.ensure_future(self.client.sync(**kwargs))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({sync, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if sync.done():
+            stopping.cancel()
+            return sync.result()
+        sync.cancel()
+        await asyncio.gather(sync, return_exceptions=True)
+        return None
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -1,0 +1,113 @@
+"""Run the real bot in-process against the session Synapse, with its own state folder.
+
+    start_bot   function-scoped factory: `bot = await start_bot(rooms={room_id: {...}})`
+
+The bot is built by the real composition root from a real config file, logs in over HTTP and
+syncs like in production. `await bot.restart()` stops it (no logout) and starts it again on the
+same state folder, which is how restart and downtime behaviour is tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+import yaml
+
+from coopbot.app import Bot, build
+from coopbot.config import load_config
+from coopbot.homeserver import LocalSynapse
+from coopbot.store.audit import AuditRow
+
+READY_TIMEOUT = 30.0
+
+
+class RunningBot:
+    def __init__(self, config_path: Path, user_id: str) -> None:
+        self.config_path = config_path
+        self.user_id = user_id
+        self.bot: Bot | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = await asyncio.to_thread(load_config, self.config_path)
+        self.bot = build(config)
+        self._task = asyncio.create_task(self.bot.run(), name=f"bot {self.user_id}")
+        waiter = asyncio.create_task(self.bot.gateway.synced_once.wait())
+        done, _ = await asyncio.wait({waiter, self._task}, timeout=READY_TIMEOUT,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            waiter.cancel()
+            self._task.result()  # raises the start-up error
+            raise AssertionError("the bot stopped during start-up")
+        if waiter not in done:
+            waiter.cancel()
+            raise AssertionError(f"the bot did not finish its first sync in {READY_TIMEOUT} s")
+
+    async def stop(self) -> None:
+        if self.bot is None or self._task is None:
+            return
+        self.bot.stop()
+        await asyncio.wait_for(self._task, timeout=30)
+        self.bot = None
+        self._task = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def rewrite_config(self, **changes: Any) -> None:
+        data = yaml.safe_load(self.config_path.read_text())
+        data.update(changes)
+        self.config_path.write_text(yaml.safe_dump(data))
+
+    async def audit(self, limit: int = 50) -> list[AuditRow]:
+        assert self.bot is not None, "bot not running"
+        from coopbot.store.audit import AuditLog
+
+        return await AuditLog(self.bot.database).recent(limit=limit)
+
+
+class StartBot(Protocol):
+    def __call__(self, **config: Any) -> Awaitable[RunningBot]: ...
+
+
+@pytest.fixture
+async def start_bot(synapse: LocalSynapse, tmp_path: Path) -> AsyncIterator[StartBot]:
+    """Factory for a bot with a fresh account and state folder; extra config keys are merged in
+    (e.g. rooms=..., admins=..., roles=...)."""
+    running: list[RunningBot] = []
+
+    async def start(**extra: Any) -> RunningBot:
+        localpart = f"bot-{uuid.uuid4().hex[:8]}"
+        password = secrets.token_urlsafe(12)
+        user_id = await asyncio.to_thread(synapse.register, localpart, password)
+        folder = tmp_path / localpart
+        folder.mkdir()
+        (folder / "password").write_text(password)
+        config: dict[str, Any] = {
+            "matrix": {
+                "homeserver": synapse.base_url,
+                "user_id": user_id,
+                "password_file": "password",
+                "store": "state/matrix",
+                "offline_grace_seconds": 1,
+            },
+            "database": "state/coopbot.db",
+        }
+        config.update(extra)
+        path = folder / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        bot = RunningBot(path, user_id)
+        running.append(bot)
+        await bot.start()
+        return bot
+
+    yield start
+    for bot in running:
+        await bot.stop()
