@@ -30,4 +30,32 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
     """,
+    # 2: swarm operations: one row per operation, and per-app locks that survive restarts.
+    """
+    CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        app TEXT NOT NULL,
+        server TEXT NOT NULL,
+        from_version TEXT,
+        to_version TEXT,
+        requester TEXT NOT NULL,
+        approvers TEXT NOT NULL DEFAULT '',
+        room_id TEXT,
+        event_id TEXT,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        result TEXT NOT NULL DEFAULT 'running',
+        summary TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX operations_app ON operations(app, started_at);
+    CREATE TABLE app_locks (
+        app TEXT PRIMARY KEY,
+        operation_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        since REAL NOT NULL,
+        instance TEXT NOT NULL
+    );
+    """,
 ]

@@ -1,0 +1,143 @@
+"""Operation records and per-app locks.
+
+A lock row names the bot process (`instance`) that holds it; at start-up every lock held by an
+earlier process is released and its operation marked interrupted, so a crash never leaves an app
+locked forever, and the record says what happened.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+
+from coopbot.store.database import Database
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    app: str
+    operation_id: str
+    kind: str
+    holder: str
+    since: float
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    id: str
+    kind: str
+    app: str
+    server: str
+    from_version: str | None
+    to_version: str | None
+    requester: str
+    approvers: str
+    room_id: str | None
+    event_id: str | None
+    started_at: float
+    finished_at: float | None
+    result: str
+    summary: str
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+
+class OperationStore:
+    def __init__(self, db: Database, instance: str | None = None) -> None:
+        self._db = db
+        self.instance = instance or uuid.uuid4().hex
+
+    async def release_stale_locks(self) -> list[LockHolder]:
+        """Release locks of earlier bot processes; mark their operations interrupted."""
+        async with self._db.conn.execute(
+            "SELECT app, operation_id, kind, holder, since FROM app_locks WHERE instance != ?",
+            (self.instance,),
+        ) as cursor:
+            stale = [LockHolder(*row) for row in await cursor.fetchall()]
+        for lock in stale:
+            await self._db.conn.execute("DELETE FROM app_locks WHERE app = ?", (lock.app,))
+            await self.finish(lock.operation_id, "interrupted",
+                              "the bot stopped while this operation ran")
+        return stale
+
+    async def try_lock(
+        self, app: str, operation_id: str, kind: str, holder: str
+    ) -> LockHolder | None:
+        """Take the app's lock. Returns None on success, or the current holder when busy."""
+        try:
+            await self._db.conn.execute(
+                "INSERT INTO app_locks(app, operation_id, kind, holder, since, instance)"
+                " VALUES(?, ?, ?, ?, ?, ?)",
+                (app, operation_id, kind, holder, time.time(), self.instance),
+            )
+            return None
+        except sqlite3.IntegrityError:
+            async with self._db.conn.execute(
+                "SELECT app, operation_id, kind, holder, since FROM app_locks WHERE app = ?", (app,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:  # released in between: try once more
+                return await self.try_lock(app, operation_id, kind, holder)
+            return LockHolder(*row)
+
+    async def unlock(self, app: str, operation_id: str) -> None:
+        await self._db.conn.execute(
+            "DELETE FROM app_locks WHERE app = ? AND operation_id = ?", (app, operation_id)
+        )
+
+    async def begin(
+        self, *, operation_id: str, kind: str, app: str, server: str, requester: str,
+        from_version: str | None, to_version: str | None, room_id: str | None,
+        event_id: str | None, approvers: str = "",
+    ) -> None:
+        await self._db.conn.execute(
+            "INSERT INTO operations(id, kind, app, server, from_version, to_version, requester,"
+            " approvers, room_id, event_id, started_at) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (operation_id, kind, app, server, from_version, to_version, requester, approvers,
+             room_id, event_id, time.time()),
+        )
+
+    async def set_versions(self, operation_id: str, from_version: str | None,
+                           to_version: str | None) -> None:
+        await self._db.conn.execute(
+            "UPDATE operations SET from_version = ?, to_version = ? WHERE id = ?",
+            (from_version, to_version, operation_id),
+        )
+
+    async def finish(self, operation_id: str, result: str, summary: str) -> None:
+        await self._db.conn.execute(
+            "UPDATE operations SET finished_at = ?, result = ?, summary = ? WHERE id = ?",
+            (time.time(), result, summary, operation_id),
+        )
+
+    async def get(self, operation_id: str) -> OperationRecord | None:
+        async with self._db.conn.execute(
+            "SELECT * FROM operations WHERE id = ?", (operation_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return OperationRecord(*row) if row else None
+
+    async def history(self, app: str | None = None, limit: int = 20) -> list[OperationRecord]:
+        query = "SELECT * FROM operations"
+        params: tuple[object, ...] = ()
+        if app is not None:
+            query += " WHERE app = ?"
+            params = (app,)
+        async with self._db.conn.execute(
+            query + " ORDER BY started_at DESC, rowid DESC LIMIT ?", (*params, limit)
+        ) as cursor:
+            return [OperationRecord(*row) for row in await cursor.fetchall()]
+
+    async def deployed_versions(self, app: str) -> list[str]:
+        """Versions this app was successfully brought to, newest first (for rollback)."""
+        async with self._db.conn.execute(
+            "SELECT to_version FROM operations WHERE app = ? AND result = 'ok'"
+            " AND kind IN ('deploy', 'upgrade', 'rollback') AND to_version IS NOT NULL"
+            " ORDER BY started_at DESC, rowid DESC",
+            (app,),
+        ) as cursor:
+            return [str(row[0]) for row in await cursor.fetchall()]

@@ -1,0 +1,82 @@
+"""The SQLite store: migrations, dedup, append-only audit, locks that survive a crash."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from coopbot.ids import EventID, RoomID
+from coopbot.store.audit import AuditLog, Decision
+from coopbot.store.database import Database
+from coopbot.store.handled import HandledEvents
+from coopbot.store.kv import KeyValueStore
+from coopbot.store.migrations import MIGRATIONS
+from coopbot.store.operations import OperationStore
+
+
+async def test_migrations_apply_once_and_state_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    async with Database(path) as db:
+        assert await db.schema_version() == len(MIGRATIONS)
+        await KeyValueStore(db).set("matrix.sync_token", "s1")
+        await KeyValueStore(db).set("matrix.sync_token", "s2")
+    async with Database(path) as db:
+        assert await db.schema_version() == len(MIGRATIONS)
+        assert await KeyValueStore(db).get("matrix.sync_token") == "s2"
+
+
+async def test_handled_events_claim_once(tmp_path: Path) -> None:
+    async with Database(tmp_path / "bot.db") as db:
+        handled = HandledEvents(db)
+        assert await handled.claim(EventID("$a"), RoomID("!r"))
+        assert not await handled.claim(EventID("$a"), RoomID("!r"))
+        assert await handled.claim(EventID("$b"), RoomID("!r"))
+
+
+async def test_audit_log_is_append_only(tmp_path: Path) -> None:
+    async with Database(tmp_path / "bot.db") as db:
+        audit = AuditLog(db)
+        row_id = await audit.append(command="ping", decision=Decision.RAN, sender="@a:x")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            await db.conn.execute("UPDATE audit_log SET result = 'forged' WHERE id = ?", (row_id,))
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            await db.conn.execute("DELETE FROM audit_log")
+        rows = await audit.recent()
+        assert [(r.command, r.decision, r.sender) for r in rows] == [("ping", "ran", "@a:x")]
+
+
+async def test_locks_are_exclusive_and_released_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    async with Database(path) as db:
+        first = OperationStore(db)
+        await first.begin(operation_id="op1", kind="deploy", app="blog", server="s",
+                          requester="@a:x", from_version=None, to_version="1.0.0",
+                          room_id=None, event_id=None)
+        assert await first.try_lock("blog", "op1", "deploy", "@a:x") is None
+        busy = await first.try_lock("blog", "op2", "upgrade", "@b:x")
+        assert busy is not None and busy.holder == "@a:x" and busy.kind == "deploy"
+        # another app is independent
+        assert await first.try_lock("wiki", "op3", "deploy", "@b:x") is None
+    # The process "crashed" with locks held; a new process releases them at start-up.
+    async with Database(path) as db:
+        second = OperationStore(db)
+        released = await second.release_stale_locks()
+        assert sorted(lock.app for lock in released) == ["blog", "wiki"]
+        assert await second.try_lock("blog", "op4", "deploy", "@b:x") is None
+        record = await second.get("op1")
+        assert record is not None and record.result == "interrupted"
+
+
+async def test_deployed_versions_newest_first(tmp_path: Path) -> None:
+    async with Database(tmp_path / "bot.db") as db:
+        ops = OperationStore(db)
+        for number, (version, result) in enumerate(
+            [("1.0.0", "ok"), ("1.1.0", "ok"), ("1.2.0", "failed")]
+        ):
+            await ops.begin(operation_id=f"op{number}", kind="deploy", app="blog", server="s",
+                            requester="@a:x", from_version=None, to_version=version,
+                            room_id=None, event_id=None)
+            await ops.finish(f"op{number}", result, "")
+        assert await ops.deployed_versions("blog") == ["1.1.0", "1.0.0"]
