@@ -191,7 +191,6 @@ class LocalSynapse:
         config: dict[str, Any] = {
             "server_name": SERVER_NAME,
             "public_baseurl": f"{self.base_url}/",
-            "pid_file": str(work / "homeserver.pid"),
             "listeners": [
                 {
                     "port": self.port,
@@ -280,17 +279,10 @@ class LocalSynapse:
             return
         # A leftover Synapse on our port would answer the readiness probe for us. Check
         # a known port before the (slow, ~2 s) first config write, and again after it.
-        if self._port is not None and _port_in_use(self._port):
-            raise RuntimeError(
-                f"Port {self._port} on {HOST} is already in use; stop whatever holds it "
-                "or choose another port."
-            )
+        if self._port is not None:
+            self._refuse_busy_port(self._port)
         self.ensure_config()
-        if _port_in_use(self.port):
-            raise RuntimeError(
-                f"Port {self.port} on {HOST} is already in use (a Synapse from an earlier "
-                f"run of {self.workdir} still running?); stop it or choose another port."
-            )
+        self._refuse_busy_port(self.port)
         self._out = self.output_path.open("ab")
         self._proc = subprocess.Popen(
             self._command(),
@@ -299,12 +291,16 @@ class LocalSynapse:
             stdout=self._out,
             stderr=subprocess.STDOUT,
         )
+        # Synapse writes no pid file unless it daemonizes; ours names a leftover process
+        # (say, after the bot was killed) in the "port in use" error of the next run.
+        self._pid_path.write_text(f"{self._proc.pid}\n", encoding="utf-8")
         deadline = time.monotonic() + timeout
         while True:
             code = self._proc.poll()
             if code is not None:
-                self._close_output()
                 self._proc = None
+                self._pid_path.unlink(missing_ok=True)
+                self._close_output()
                 raise RuntimeError(
                     f"Synapse exited with code {code} during startup.\n{self.log_tail()}"
                 )
@@ -317,6 +313,23 @@ class LocalSynapse:
                     f"{self.log_tail()}"
                 )
             time.sleep(0.1)
+
+    @property
+    def _pid_path(self) -> Path:
+        return self.workdir / "synapse.pid"
+
+    def _refuse_busy_port(self, port: int) -> None:
+        if not _port_in_use(port):
+            return
+        hint = ""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self._pid_path.read_text(encoding="utf-8"))
+            os.kill(pid, 0)  # raises if no such process
+            hint = f" (Synapse pid {pid}, started from {self.workdir}, may still be running)"
+        raise RuntimeError(
+            f"Port {port} on {HOST} is already in use{hint}; stop whatever holds it "
+            "or choose another port."
+        )
 
     def _ready(self) -> bool:
         try:
@@ -337,6 +350,8 @@ class LocalSynapse:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if proc is not None:
+            self._pid_path.unlink(missing_ok=True)
         self._close_output()
 
     def _close_output(self) -> None:
