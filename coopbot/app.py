@@ -8,20 +8,30 @@ import signal
 from dataclasses import dataclass
 
 from coopbot.commands.core import CoreCommands
-from coopbot.config import Config
+from coopbot.commands.swarm import SwarmCommands
+from coopbot.config import Config, SSHServer
 from coopbot.errors import MatrixError
 from coopbot.ids import UserID
 from coopbot.matrix.gateway import MatrixGateway
 from coopbot.messages import IncomingMessage
+from coopbot.operations.deployer import Deployer
+from coopbot.operations.preflight import Preflight
+from coopbot.operations.scope import AppScope
+from coopbot.operations.status import StatusViews
 from coopbot.parser import CommandParser
 from coopbot.pipeline import Pipeline, PipelineSettings
+from coopbot.recipes.apps import AppCatalog
+from coopbot.recipes.repo import RecipeStore
 from coopbot.registry import CommandRegistry
 from coopbot.roles import RoleResolver
 from coopbot.rooms import RoomDirectory
+from coopbot.servers.pool import ServerPool
+from coopbot.servers.spec import ServerSpec
 from coopbot.store.audit import AuditLog
 from coopbot.store.database import Database
 from coopbot.store.handled import HandledEvents
 from coopbot.store.kv import KeyValueStore
+from coopbot.store.operations import OperationStore
 from coopbot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
@@ -39,10 +49,15 @@ class Bot:
     registry: CommandRegistry
     tasks: TaskGroup
     handled: HandledEvents
+    operations: OperationStore
+    pool: ServerPool
 
     async def start(self) -> None:
         await self.database.open()
         await self.handled.forget_older_than(HANDLED_EVENTS_KEPT_SECONDS)
+        for lock in await self.operations.release_stale_locks():
+            log.warning("released the lock of %s held by an earlier run (%s by %s)",
+                        lock.app, lock.kind, lock.holder)
         await self.gateway.login()
         for alias in self.rooms.aliases():
             try:
@@ -68,6 +83,7 @@ class Bot:
     async def shutdown(self) -> None:
         await self.tasks.drain(timeout=10)
         await self.gateway.close()
+        await self.pool.close()
         await self.database.close()
 
 
@@ -83,9 +99,24 @@ def build(config: Config) -> Bot:
         admins=frozenset(config.admins),
         configured_rooms=rooms.room_ids,
     )
+    operations = OperationStore(database)
+    pool = ServerPool(server_specs(config))
+    recipes = RecipeStore(config.recipes.cache, config.recipes.url_template,
+                          config.recipes.overrides)
+    scope = AppScope(AppCatalog(config.apps_dir))
+    preflight = Preflight({name: s.check_images for name, s in config.servers.items()})
+    deployer = Deployer(scope, recipes, pool, operations, preflight)
+    status = StatusViews(scope, recipes, pool)
+
     prefix = config.matrix.command_prefix
     registry = CommandRegistry()
-    families = [CoreCommands(registry, prefix, lowest_role=roles.order[0])]
+    lowest = roles.order[0]
+    # Changing a swarm needs the second role (operator by default) when there is one.
+    change_role = roles.order[1] if len(roles.order) > 1 else lowest
+    families = [
+        CoreCommands(registry, prefix, lowest_role=lowest),
+        SwarmCommands(deployer, status, read_role=lowest, change_role=change_role),
+    ]
     for family in families:
         for spec in family.specs():
             registry.register(spec)
@@ -102,8 +133,24 @@ def build(config: Config) -> Bot:
     )
     return Bot(
         config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
-        registry=registry, tasks=TaskGroup(), handled=handled,
+        registry=registry, tasks=TaskGroup(), handled=handled, operations=operations,
+        pool=pool,
     )
+
+
+def server_specs(config: Config) -> list[ServerSpec]:
+    specs = []
+    for name, server in config.servers.items():
+        if isinstance(server, SSHServer):
+            specs.append(ServerSpec(
+                name=name, kind="ssh", host=server.host, port=server.port, user=server.user,
+                key_file=server.key_file, known_hosts_file=server.known_hosts_file,
+                connect_timeout=server.connect_timeout, command_timeout=server.command_timeout,
+            ))
+        else:
+            specs.append(ServerSpec(name=name, kind="local", socket=server.socket,
+                                    command_timeout=server.command_timeout))
+    return specs
 
 
 async def run_bot(config: Config) -> None:

@@ -111,6 +111,9 @@ class InviteConfig(Strict):
 class LocalServer(Strict):
     kind: Literal["local"] = "local"
     socket: str = "/var/run/docker.sock"
+    command_timeout: float = Field(default=60.0, gt=0)
+    # Preflight requires every image to be on the node already (servers without a registry).
+    check_images: bool = False
 
 
 class SSHServer(Strict):
@@ -121,6 +124,8 @@ class SSHServer(Strict):
     key_file: FilePath
     known_hosts_file: FilePath
     connect_timeout: float = Field(default=10.0, gt=0)
+    command_timeout: float = Field(default=60.0, gt=0)
+    check_images: bool = False
 
 
 ServerConfig = Annotated[LocalServer | SSHServer, Field(discriminator="kind")]

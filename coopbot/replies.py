@@ -11,9 +11,19 @@ _BOLD = re.compile(r"\*\*([^*]+)\*\*")
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """Long output (logs) goes to the room as a file instead of a wall of text."""
+
+    filename: str
+    data: bytes
+    mimetype: str = "text/plain"
+
+
+@dataclass(frozen=True)
 class Reply:
     text: str
     html: str
+    attachment: Attachment | None = None
 
     @staticmethod
     def of(text: str) -> Reply:
@@ -26,6 +36,9 @@ class Reply:
             text=f"{_plain(title)}\n{block}",
             html=f"{_to_html(title)}<pre><code>{html.escape(block)}</code></pre>",
         )
+
+    def with_attachment(self, attachment: Attachment) -> Reply:
+        return Reply(self.text, self.html, attachment)
 
 
 def _plain(text: str) -> str:

@@ -8,6 +8,7 @@ store (nio's). The bot never logs out: that would destroy its device keys.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import time
 import uuid
@@ -24,7 +25,7 @@ from coopbot.ids import EventID, RoomID, UserID, server_of
 from coopbot.matrix.content import edit_of, in_thread, incoming, notice
 from coopbot.matrix.session import StoredSession, load_session, save_session
 from coopbot.messages import IncomingMessage
-from coopbot.replies import Reply
+from coopbot.replies import Attachment, Reply
 from coopbot.roles import PowerInfo
 from coopbot.store.kv import KeyValueStore
 
@@ -338,7 +339,37 @@ class MatrixGateway:
 
     async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID:
         content = in_thread(notice(reply), to.reply_thread_root, to.event_id)
-        return await self.send(to.room_id, content, key=key)
+        event_id = await self.send(to.room_id, content, key=key)
+        if reply.attachment is not None:
+            file_content = await self._upload(to.room_id, reply.attachment)
+            await self.send(to.room_id, in_thread(file_content, to.reply_thread_root, event_id),
+                            key=f"{key}/file")
+        return event_id
+
+    async def _upload(self, room_id: RoomID, attachment: Attachment) -> dict[str, Any]:
+        """Upload a file (encrypted when the room is) and return its m.file content."""
+        room = self.client.rooms.get(room_id)
+        encrypt = bool(room and room.encrypted)
+        try:
+            response, keys = await self.client.upload(
+                io.BytesIO(attachment.data), content_type=attachment.mimetype,
+                filename=attachment.filename, encrypt=encrypt, filesize=len(attachment.data),
+            )
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise MatrixError("could not upload the file", detail=repr(error)) from error
+        if not isinstance(response, nio.UploadResponse):
+            raise MatrixError("could not upload the file", detail=getattr(response, "message", ""))
+        content: dict[str, Any] = {
+            "msgtype": "m.file",
+            "body": attachment.filename,
+            "filename": attachment.filename,
+            "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)},
+        }
+        if encrypt and keys:
+            content["file"] = {"url": response.content_uri, **keys}
+        else:
+            content["url"] = response.content_uri
+        return content
 
     async def post(self, room_id: RoomID, reply: Reply, *, key: str,
                    thread_root: EventID | None = None) -> EventID:

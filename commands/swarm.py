@@ -1,0 +1,104 @@
+"""Swarm commands: servers, apps, versions, ps, logs (read) and deploy, upgrade, rollback,
+undeploy (change). Parsing, roles and error reporting are the pipeline's; this module only
+declares the commands and hands each to the operations layer."""
+
+from __future__ import annotations
+
+from coopbot.errors import UsageError
+from coopbot.invocation import Invocation
+from coopbot.operations.deployer import Deployer
+from coopbot.operations.plan import OperationRequest
+from coopbot.operations.status import StatusViews
+from coopbot.registry import Arg, CommandSpec
+from coopbot.replies import Reply
+
+DEFAULT_LOG_LINES = 50
+MAX_LOG_LINES = 2000
+
+
+class SwarmCommands:
+    def __init__(self, deployer: Deployer, status: StatusViews, *, read_role: str,
+                 change_role: str) -> None:
+        self._deployer = deployer
+        self._status = status
+        self._read = read_role
+        self._change = change_role
+
+    def specs(self) -> list[CommandSpec]:
+        app = Arg("app", help="the app's name: its env file name, usually its domain")
+        version = Arg("version", optional=True, help="a recipe version tag, e.g. 1.2.0+1.21.0")
+        return [
+            CommandSpec("servers", "reachability, Docker version, swarm and stacks of each server",
+                        self._read, self.servers),
+            CommandSpec("apps", "apps this room controls, deployed and newest versions, state",
+                        self._read, self.apps, args=(Arg("server", optional=True),)),
+            CommandSpec("versions", "a recipe's versions, newest first, deployed ones marked",
+                        self._read, self.versions, args=(Arg("recipe"),),
+                        examples=("!versions gitea",)),
+            CommandSpec("ps", "an app's services: replicas, image, version, health, last error",
+                        self._read, self.ps, args=(app,)),
+            CommandSpec("logs", "the last log lines of an app's service (env values redacted)",
+                        self._change, self.logs,
+                        args=(app, Arg("service", optional=True, help="default: app"),
+                              Arg("lines", optional=True, help=f"default {DEFAULT_LOG_LINES}")),
+                        examples=("!logs blog.example.org", "!logs blog.example.org db 200")),
+            CommandSpec(
+                "deploy", "deploy an app (version: given, else its env file's, else the newest)",
+                self._change, self.deploy, args=(app, version), operation="deploy",
+                details="Runs preflight checks (env keys, secrets, networks, images), deploys "
+                        "with `docker stack deploy`, waits until every service is healthy, and "
+                        "returns to the previous version if it is not.",
+                examples=("!deploy blog.example.org", "!deploy blog.example.org 1.2.0+1.21.0")),
+            CommandSpec(
+                "upgrade", "upgrade an app to the newest (or given newer) version",
+                self._change, self.upgrade, args=(app, version), operation="upgrade",
+                details="Shows the release notes in between; never goes back to an older "
+                        "version. A failed upgrade returns to the version that ran before.",
+                examples=("!upgrade blog.example.org",)),
+            CommandSpec(
+                "rollback", "roll an app back to the version it ran before (or a given older one)",
+                self._change, self.rollback, args=(app, version), operation="rollback",
+                examples=("!rollback blog.example.org",)),
+            CommandSpec(
+                "undeploy", "remove an app's stack; its volumes and secrets stay",
+                self._change, self.undeploy, args=(app,), operation="undeploy"),
+        ]
+
+    async def servers(self, inv: Invocation) -> Reply:
+        return await self._status.servers(inv.room)
+
+    async def apps(self, inv: Invocation) -> Reply:
+        return await self._status.apps(inv.room, inv.arg("server"))
+
+    async def versions(self, inv: Invocation) -> Reply:
+        return await self._status.versions(inv.room, inv.args["recipe"])
+
+    async def ps(self, inv: Invocation) -> Reply:
+        return await self._status.ps(inv.room, inv.args["app"])
+
+    async def logs(self, inv: Invocation) -> Reply:
+        lines_text = inv.arg("lines", str(DEFAULT_LOG_LINES)) or str(DEFAULT_LOG_LINES)
+        if not lines_text.isdigit() or not 0 < int(lines_text) <= MAX_LOG_LINES:
+            raise UsageError(f"lines must be a number from 1 to {MAX_LOG_LINES}.",
+                             inv.spec.usage())
+        return await self._status.logs(inv.room, inv.args["app"], inv.arg("service"),
+                                       int(lines_text))
+
+    async def deploy(self, inv: Invocation) -> Reply:
+        return await self._operate("deploy", inv)
+
+    async def upgrade(self, inv: Invocation) -> Reply:
+        return await self._operate("upgrade", inv)
+
+    async def rollback(self, inv: Invocation) -> Reply:
+        return await self._operate("rollback", inv)
+
+    async def undeploy(self, inv: Invocation) -> Reply:
+        return await self._operate("undeploy", inv)
+
+    async def _operate(self, kind: str, inv: Invocation) -> Reply:
+        request = OperationRequest(
+            kind=kind, app_name=inv.args["app"], version=inv.arg("version"),
+            requester=inv.sender, room_id=inv.room_id, event_id=inv.event_id,
+        )
+        return await self._deployer.run(request, inv.room, inv.progress)

@@ -1,0 +1,1 @@
+"""Swarm operations: which apps a room controls, planning with preflight, deploy and recovery."""

@@ -1,0 +1,347 @@
+"""Deploy, upgrade, rollback and undeploy, the way abra means them, with recovery on failure.
+
+Flow of a version change: lock the app -> fetch the recipe -> resolve versions -> check out the
+target into a private tree -> preflight (env keys, secrets, networks, images) -> `docker stack
+deploy` (the maintained compose implementation) -> wait for convergence -> on success record
+the version in the env file and the store; on failure report the failing service and bring the
+previous version back, then say what runs now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from coopbot.config import RoomConfig
+from coopbot.errors import Busy, CoopbotError, NotFound, OperationFailed, UserError
+from coopbot.operations.plan import OperationRequest, Plan, digest
+from coopbot.operations.preflight import Preflight
+from coopbot.operations.redact import Redactor
+from coopbot.operations.scope import AppScope
+from coopbot.recipes.apps import App
+from coopbot.recipes.compose import deploy_env, load_compose
+from coopbot.recipes.compose import images as compose_images
+from coopbot.recipes.envfile import write_type_version
+from coopbot.recipes.repo import Checkout, RecipeStore, RecipeVersion
+from coopbot.recipes.versions import Version, try_parse
+from coopbot.replies import Reply
+from coopbot.servers.engine import DockerEngine
+from coopbot.servers.pool import ServerPool
+from coopbot.servers.states import ConvergenceProgress, ConvergenceResult, ServiceState
+from coopbot.store.operations import OperationStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[Reply], Awaitable[None]]
+# Env keys users already see in rooms; every other env value is redacted from output.
+PUBLIC_KEYS = ("TYPE", "RECIPE", "DOMAIN", "COMPOSE_FILE", "TIMEOUT", "LETS_ENCRYPT_ENV",
+               "ENABLE_BACKUPS", "STACK_NAME")
+LOG_LINES_IN_ROOM = 8
+LOG_LINE_WIDTH = 200
+PROGRESS_MIN_INTERVAL = 2.0
+
+
+def version_label_of(services: list[ServiceState], stack: str) -> str | None:
+    """The deployed version, from the `app` service's coop-cloud label (as abra reads it)."""
+    key = f"coop-cloud.{stack}.version"
+    for service in services:
+        if service.short_name == "app" and key in service.labels:
+            return service.labels[key]
+    return next((s.labels[key] for s in services if key in s.labels), None)
+
+
+class Deployer:
+    def __init__(
+        self,
+        scope: AppScope,
+        recipes: RecipeStore,
+        pool: ServerPool,
+        operations: OperationStore,
+        preflight: Preflight,
+    ) -> None:
+        self._scope = scope
+        self._recipes = recipes
+        self._pool = pool
+        self._operations = operations
+        self._preflight = preflight
+
+    # ---- entry point -------------------------------------------------------------------------
+
+    async def run(self, request: OperationRequest, room: RoomConfig | None,
+                  progress: Progress) -> Reply:
+        app = await asyncio.to_thread(self._scope.get, request.app_name, room)
+        engine = self._pool.get(app.server)
+        operation_id = uuid.uuid4().hex[:8]
+        busy = await self._operations.try_lock(app.name, operation_id, request.kind,
+                                               request.requester)
+        if busy is not None:
+            since = time.strftime("%H:%M:%S UTC", time.gmtime(busy.since))
+            raise Busy(f"busy: {busy.kind} of `{app.name}` by {busy.holder} since {since}")
+        started = time.monotonic()
+        await self._operations.begin(
+            operation_id=operation_id, kind=request.kind, app=app.name, server=app.server,
+            requester=request.requester, from_version=None, to_version=request.version,
+            room_id=request.room_id, event_id=request.event_id,
+            approvers=",".join(request.approvers),
+        )
+        throttled = _Throttle(progress)
+        try:
+            if request.kind == "undeploy":
+                reply = await self._undeploy(app, engine, operation_id, throttled)
+            else:
+                reply = await self._change_version(request, app, engine, operation_id, throttled,
+                                                   started)
+        except CoopbotError as error:
+            await self._operations.finish(operation_id, "failed", str(error))
+            raise
+        except BaseException:
+            await self._operations.finish(operation_id, "failed", "internal error")
+            raise
+        finally:
+            await self._operations.unlock(app.name, operation_id)
+        return reply
+
+    # ---- version changes -------------------------------------------------------------------------
+
+    async def _change_version(
+        self, request: OperationRequest, app: App, engine: DockerEngine, operation_id: str,
+        progress: _Throttle, started: float,
+    ) -> Reply:
+        await progress.say(f"{request.kind} `{app.name}`: reading the swarm and the recipe...")
+        current = version_label_of(await engine.services(app.stack_name), app.stack_name)
+        await self._recipes.fetch(app.recipe)
+        target = await self._target(request, app, current)
+        await self._operations.set_versions(operation_id, current, str(target.version))
+        notes = await self._notes_between(app, current, target) if request.kind == "upgrade" else ()
+
+        async with self._recipes.checkout(app.recipe, str(target.version)) as checkout:
+            plan = await self._plan(request.kind, app, engine, checkout, current, notes)
+            await progress.say(
+                f"{request.kind} `{app.name}`: deploying {plan.to_version} on {app.server} "
+                f"(recipe commit {checkout.commit[:8]})..."
+            )
+            result = await self._deploy_and_wait(app, engine, checkout, plan, progress)
+
+        took = time.monotonic() - started
+        if result.ok:
+            await asyncio.to_thread(write_type_version, app.env_path, app.recipe, target.version)
+            summary = f"{plan.describe()}: ok in {took:.0f} s"
+            await self._operations.finish(operation_id, "ok", summary)
+            return self._success_reply(plan, took)
+
+        failure = self._describe_failure(app, result)
+        recovery = await self._recover(app, engine, current, progress)
+        message = f"{plan.describe()} failed after {took:.0f} s.\n{failure}\n{recovery}"
+        await self._operations.finish(operation_id, "failed", f"{failure} {recovery}")
+        raise OperationFailed(message)
+
+    async def _target(self, request: OperationRequest, app: App,
+                      current: str | None) -> RecipeVersion:
+        current_version = try_parse(current) if current else None
+        if request.kind == "deploy":
+            if current is not None and request.version is None:
+                # Redeploying what runs (e.g. after an env change) is fine; changing version is
+                # what upgrade and rollback are for.
+                return await self._recipes.resolve(app.recipe, current)
+            wanted = request.version or app.version
+            target = await self._recipes.resolve(app.recipe, wanted)
+            if current is not None and str(target.version) != current:
+                raise UserError(
+                    f"`{app.name}` already runs {current}. Use `!upgrade` or `!rollback` to "
+                    f"change its version, or `!undeploy` it first."
+                )
+            return target
+        if current is None:
+            raise UserError(f"`{app.name}` is not deployed; use `!deploy` first.")
+        releases = await self._recipes.versions(app.recipe)
+        if request.kind == "upgrade":
+            newest = (await self._recipes.resolve(app.recipe, request.version) if request.version
+                      else releases[0] if releases else None)
+            if newest is None or (current_version is not None
+                                  and not newest.version > current_version):
+                if request.version and newest is not None:
+                    raise UserError(
+                        f"{newest.version} is not newer than {current}; upgrades never go "
+                        "back (use `!rollback`)."
+                    )
+                raise UserError(f"`{app.name}` already runs the newest version, {current}.")
+            return newest
+        # rollback
+        if request.version:
+            target = await self._recipes.resolve(app.recipe, request.version)
+            if current_version is not None and not target.version < current_version:
+                raise UserError(
+                    f"{target.version} is not older than {current}; use `!upgrade` to go forward."
+                )
+            return target
+        previous = await self._previous_version(app, current_version, releases)
+        if previous is None:
+            raise UserError(f"There is no older version of `{app.name}` to roll back to.")
+        return previous
+
+    async def _previous_version(
+        self, app: App, current: Version | None, releases: list[RecipeVersion]
+    ) -> RecipeVersion | None:
+        """The version this app ran before (from the store), else the next older release."""
+        by_text = {str(r.version): r for r in releases}
+        for version in await self._operations.deployed_versions(app.name):
+            parsed = try_parse(version)
+            if parsed is not None and current is not None and parsed < current \
+                    and version in by_text:
+                return by_text[version]
+        older = [r for r in releases if current is not None and r.version < current]
+        return older[0] if older else None
+
+    async def _notes_between(self, app: App, current: str | None,
+                             target: RecipeVersion) -> tuple[tuple[str, str], ...]:
+        current_version = try_parse(current) if current else None
+        releases = await self._recipes.versions(app.recipe)
+        between = [r for r in releases
+                   if r.version <= target.version
+                   and (current_version is None or r.version > current_version)]
+        notes: list[tuple[str, str]] = []
+        for release in reversed(between):
+            text = await self._recipes.release_notes(app.recipe, release.version)
+            if text:
+                notes.append((str(release.version), text.strip()))
+        return tuple(notes)
+
+    async def _plan(self, kind: str, app: App, engine: DockerEngine, checkout: Checkout,
+                    current: str | None, notes: tuple[tuple[str, str], ...]) -> Plan:
+        env = deploy_env(app, checkout)
+        compose = await asyncio.to_thread(load_compose, checkout.path, app.compose_files, env)
+        await self._preflight.check(app, engine, checkout, compose)
+        return Plan(
+            kind=kind, app=app, from_version=current,
+            to_version=str(checkout.version) if checkout.version else checkout.commit[:8],
+            commit=checkout.commit, compose_digest=digest(compose), env_digest=digest(app.env),
+            images=compose_images(compose), release_notes=notes,
+        )
+
+    async def _deploy_and_wait(self, app: App, engine: DockerEngine, checkout: Checkout,
+                               plan: Plan, progress: _Throttle) -> ConvergenceResult:
+        env = deploy_env(app, checkout)
+        files = [checkout.path / name for name in app.compose_files]
+        await engine.stack_deploy(app.stack_name, files, env, checkout.path)
+        timeout = self._timeout(app, env, checkout.path)
+
+        async def converging(state: ConvergenceProgress) -> None:
+            done = len(state.services) - len(state.pending)
+            waiting = f" (waiting for {', '.join(state.pending)})" if state.pending else ""
+            await progress.say(
+                f"{plan.kind} `{app.name}` to {plan.to_version}: converging, {done}/"
+                f"{len(state.services)} services ready{waiting}, {state.elapsed:.0f} s of "
+                f"{timeout:.0f} s"
+            )
+
+        return await engine.wait_converged(app.stack_name, timeout, converging)
+
+    @staticmethod
+    def _timeout(app: App, env: dict[str, str], path: Path) -> float:
+        """The recipe's `coop-cloud.<stack>.timeout` label, else TIMEOUT, else 300 s."""
+        try:
+            compose = load_compose(path, app.compose_files, env)
+            service = (compose.get("services") or {}).get("app") or {}
+            labels = (service.get("deploy") or {}).get("labels") or {}
+            if isinstance(labels, list):
+                labels = dict(str(item).split("=", 1) for item in labels if "=" in str(item))
+            value = labels.get(f"coop-cloud.{app.stack_name}.timeout")
+            if value is not None:
+                return float(value)
+        except (CoopbotError, ValueError, TypeError, AttributeError):
+            pass
+        return float(app.timeout)
+
+    async def _recover(self, app: App, engine: DockerEngine, previous: str | None,
+                       progress: _Throttle) -> str:
+        """Bring the version that ran before back, by redeploying it (stack deploy is
+        declarative, so this also repairs services swarm already rolled back)."""
+        if previous is None:
+            return ("There was no earlier version to return to; the stack is left as it is "
+                    f"(`!ps {app.name}` shows it, `!undeploy {app.name}` removes it).")
+        await progress.say(f"returning `{app.name}` to {previous}...")
+        try:
+            async with self._recipes.checkout(app.recipe, previous) as checkout:
+                env = deploy_env(app, checkout)
+                files = [checkout.path / name for name in app.compose_files]
+                await engine.stack_deploy(app.stack_name, files, env, checkout.path)
+                result = await engine.wait_converged(
+                    app.stack_name, self._timeout(app, env, checkout.path)
+                )
+        except CoopbotError as error:
+            log.warning("recovery of %s failed: %s (%s)", app.name, error, error.detail)
+            return f"Returning to {previous} failed too: {error}"
+        now = version_label_of(list(result.services), app.stack_name) or "unknown"
+        if result.ok:
+            return f"Returned to {previous}: running now is {now}, converged and healthy."
+        return (f"Returning to {previous} did not converge either; running now is {now}. "
+                + self._describe_failure(app, result))
+
+    def _describe_failure(self, app: App, result: ConvergenceResult) -> str:
+        redact = Redactor.for_env(app.env, keep=PUBLIC_KEYS)
+        parts: list[str] = []
+        for failure in result.failures:
+            line = f"Service `{failure.short_name}`: {failure.reason}."
+            if failure.task_error:
+                line += f" Last task error: {redact(failure.task_error)[:LOG_LINE_WIDTH]}."
+            parts.append(line)
+            tail = [redact(x)[:LOG_LINE_WIDTH] for x in failure.raw_log_tail[-LOG_LINES_IN_ROOM:]]
+            if tail:
+                parts.append("Last log lines:\n" + "\n".join(f"    {x}" for x in tail))
+        if result.timed_out:
+            parts.append(f"Gave up waiting after {result.elapsed:.0f} s.")
+        return "\n".join(parts) or "The stack did not converge."
+
+    def _success_reply(self, plan: Plan, took: float) -> Reply:
+        verb = {"deploy": "deployed", "upgrade": "upgraded", "rollback": "rolled back"}[plan.kind]
+        changed = (f"{plan.from_version} -> {plan.to_version}" if plan.from_version
+                   and plan.from_version != plan.to_version else f"{plan.to_version}")
+        lines = [f"**`{plan.app.name}` {verb}**: {changed} on {plan.app.server}, converged and "
+                 f"healthy in {took:.0f} s."]
+        for version, notes in plan.release_notes:
+            lines.append(f"Release notes {version}:")
+            lines += [f"    {line}" for line in notes.splitlines()[:10]]
+        return Reply.of("\n".join(lines))
+
+    # ---- undeploy ----------------------------------------------------------------------------
+
+    async def _undeploy(self, app: App, engine: DockerEngine, operation_id: str,
+                        progress: _Throttle) -> Reply:
+        services = await engine.services(app.stack_name)
+        if not services:
+            raise NotFound(f"`{app.name}` is not deployed on {app.server}.")
+        current = version_label_of(services, app.stack_name)
+        await self._operations.set_versions(operation_id, current, None)
+        volumes = await engine.stack_volumes(app.stack_name)
+        await progress.say(f"undeploy `{app.name}`: removing stack {app.stack_name}...")
+        await engine.stack_remove(app.stack_name)
+        await self._operations.finish(operation_id, "ok", f"undeployed {current}")
+        kept = ", ".join(f"`{v}`" for v in volumes) or "none"
+        return Reply.of(
+            f"**`{app.name}` undeployed** from {app.server} "
+            f"(it ran {current or 'an unknown version'}). "
+            f"Volumes and secrets stay: volumes {kept}. `!deploy {app.name}` brings it back."
+        )
+
+
+class _Throttle:
+    """Status edits at most every PROGRESS_MIN_INTERVAL seconds: a long deploy must not trip the
+    homeserver's rate limits. The last skipped update is not needed: the final answer follows."""
+
+    def __init__(self, sink: Progress) -> None:
+        self._sink = sink
+        self._last = 0.0
+
+    async def say(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last < PROGRESS_MIN_INTERVAL:
+            return
+        self._last = now
+        try:
+            await self._sink(Reply.of(f"⏳ {text}"))
+        except CoopbotError as error:
+            log.warning("progress update failed: %s", error)
