@@ -1,0 +1,136 @@
+"""Wait until a stack has converged, or say precisely which service did not and why.
+
+Converged means, for every service: all desired tasks run the CURRENT spec (a task with a
+healthcheck stays "starting" until healthy, so start_period is waiting, not failure), and no
+update is running. An update that ended rolled back or paused is a failure, even though the
+old tasks run fine.
+
+Stale status: right after `docker stack deploy`, old tasks still run and the updater may not
+have started. Swarm resets UpdateStatus on every spec update (so an old "rollback_completed"
+cannot be mistaken for this deploy's result) and tasks are only counted when the daemon says
+they match the current spec, so a deploy is never reported converged before it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from coopbot.errors import CoopbotError, NotFound, ServerUnreachable
+from coopbot.servers.states import (
+    ConvergenceProgress,
+    ConvergenceResult,
+    ServiceFailure,
+    ServiceState,
+)
+
+Snapshot = Callable[[], Awaitable[list[ServiceState]]]
+LogTail = Callable[[str], Awaitable[list[str]]]
+ProgressCallback = Callable[[ConvergenceProgress], Awaitable[None]]
+
+_FAILED_REASONS = {
+    "rollback_completed": "its update failed and was rolled back",
+    "rollback_paused": "its update failed and the rollback paused",
+    "paused": "its update failed and paused",
+}
+
+
+async def wait_converged(
+    stack: str,
+    snapshot: Snapshot,
+    log_tail: LogTail,
+    *,
+    timeout: float,
+    progress: ProgressCallback | None = None,
+    poll: float = 1.0,
+    expect_rollback: bool = False,
+) -> ConvergenceResult:
+    """Poll `snapshot()` until done or `timeout`; `progress` is called when something changed.
+
+    `expect_rollback=True` after a requested rollback: "rollback_completed" is then the goal.
+
+    A server that stops answering mid-wait is polled again until the deadline (a deploy keeps
+    running server-side); its error is raised only if it never answered again.
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    seen: tuple[object, ...] | None = None
+    services: list[ServiceState] = []
+    while True:
+        elapsed = loop.time() - start
+        try:
+            services = await snapshot()
+        except ServerUnreachable:
+            if elapsed >= timeout:
+                raise
+            await asyncio.sleep(poll)
+            continue
+        if not services:
+            raise NotFound(f"stack {stack} has no services to wait for")
+        pending = tuple(
+            s.short_name
+            for s in services
+            if not _ok(s, expect_rollback) and not _failed(s, expect_rollback)
+        )
+        if progress is not None and _signature(services) != seen:
+            seen = _signature(services)
+            await progress(ConvergenceProgress(stack, elapsed, tuple(services), pending))
+        timed_out = elapsed >= timeout
+        if not pending or timed_out:
+            break
+        await asyncio.sleep(min(poll, max(timeout - elapsed, 0.0)))
+    failures = [
+        await _failure(s, log_tail, timeout)
+        for s in services
+        if _failed(s, expect_rollback) or (timed_out and not _ok(s, expect_rollback))
+    ]
+    return ConvergenceResult(
+        stack=stack,
+        ok=not failures,
+        timed_out=timed_out and bool(pending),
+        elapsed=loop.time() - start,
+        services=tuple(services),
+        failures=tuple(failures),
+    )
+
+
+def _ok(service: ServiceState, expect_rollback: bool) -> bool:
+    if expect_rollback and service.update_state == "rollback_completed":
+        return service.replicas_updated >= service.replicas_desired
+    return service.converged
+
+
+def _failed(service: ServiceState, expect_rollback: bool) -> bool:
+    return service.update_failed and not (
+        expect_rollback and service.update_state == "rollback_completed"
+    )
+
+
+def _signature(services: Sequence[ServiceState]) -> tuple[object, ...]:
+    return tuple(
+        (s.name, s.replicas_updated, s.replicas_desired, s.update_state, s.health) for s in services
+    )
+
+
+async def _failure(service: ServiceState, log_tail: LogTail, timeout: float) -> ServiceFailure:
+    if service.update_state in _FAILED_REASONS:
+        reason = _FAILED_REASONS[service.update_state]
+    else:
+        reason = (
+            f"not converged after {timeout:g} s: {service.replicas_updated} of "
+            f"{service.replicas_desired} tasks running the new version"
+        )
+        if service.updating:
+            reason += f" (swarm state: {service.update_state})"
+    try:
+        tail = tuple(await log_tail(service.name))
+    except CoopbotError:
+        tail = ()  # the verdict matters more than the logs
+    return ServiceFailure(
+        service=service.name,
+        short_name=service.short_name,
+        reason=reason,
+        update_state=service.update_state,
+        task_error=service.last_error,
+        raw_log_tail=tail,
+    )

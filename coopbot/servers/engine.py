@@ -1,0 +1,288 @@
+"""Async adapter over one server's Docker engine (local socket or SSH tunnel).
+
+Every blocking SDK call runs in this server's own small thread pool with a timeout, so a slow
+or unreachable server can neither stall the event loop nor use up threads other servers need.
+Results are the frozen states of `states.py`; failures are the error tree of coopbot.errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from coopbot.errors import DockerError, ServerUnreachable
+from coopbot.servers import swarm_parse
+from coopbot.servers.cli import run_docker
+from coopbot.servers.convergence import ProgressCallback
+from coopbot.servers.convergence import wait_converged as _wait_converged
+from coopbot.servers.docker_client import open_api_client
+from coopbot.servers.docker_errors import TRANSPORT_ERRORS, translate_docker_error
+from coopbot.servers.spec import ServerSpec
+from coopbot.servers.states import ConvergenceResult, ServerInfo, ServiceState, SwarmRole
+from coopbot.servers.swarm_parse import STACK_LABEL
+from coopbot.servers.tunnel import SSHTunnel
+
+T = TypeVar("T")
+ResolveImage = Literal["always", "changed", "never"]
+
+_FAILURE_LOG_LINES = 20
+_REMOVAL_POLL = 0.5
+
+
+class DockerEngine:
+    """One server's Docker engine. Connects lazily on first use; `close()` when done."""
+
+    def __init__(self, spec: ServerSpec, *, threads: int = 4) -> None:
+        self.spec = spec
+        self._threads = threads
+        self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"docker-{spec.name}")
+        self._tunnel = SSHTunnel(spec, executor=self._executor) if spec.kind == "ssh" else None
+        self._api: Any = None  # docker.APIClient, created on first use
+        self._api_lock = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def tunnel(self) -> SSHTunnel | None:
+        return self._tunnel
+
+    async def docker_host(self) -> str:
+        """A DOCKER_HOST value reaching this engine (for the CLI); opens the tunnel if needed."""
+        if self._tunnel is None:
+            return f"unix://{self.spec.socket}"
+        await self._tunnel.start()  # also reconnects a dropped transport, with a clear error
+        return self._tunnel.docker_host
+
+    async def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+        if self._tunnel is not None:
+            await self._tunnel.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def info(self) -> ServerInfo:
+        def fetch(api: Any) -> tuple[Any, Any, Any, Any]:
+            swarm = api.info().get("Swarm") or {}
+            manager = bool(swarm.get("ControlAvailable"))
+            nodes = api.nodes() if manager else []
+            services = api.services(filters={"label": STACK_LABEL}) if manager else []
+            return api.version(), swarm, nodes, services
+
+        version, swarm, nodes, services = await self._call("read the server status", fetch)
+        return ServerInfo(
+            server=self.name,
+            docker_version=str(version.get("Version", "?")),
+            api_version=str(version.get("ApiVersion", "?")),
+            swarm_role=_swarm_role(swarm),
+            nodes=tuple(swarm_parse.node_state(node) for node in nodes),
+            stack_count=swarm_parse.stack_count(services),
+        )
+
+    async def stacks(self) -> dict[str, list[ServiceState]]:
+        grouped: dict[str, list[ServiceState]] = defaultdict(list)
+        for state in await self._service_states(None):
+            grouped[state.stack].append(state)
+        return dict(grouped)
+
+    async def services(self, stack: str) -> list[ServiceState]:
+        return await self._service_states(stack)
+
+    async def secret_names(self) -> set[str]:
+        secrets = await self._call("list the secrets", lambda api: api.secrets())
+        return {str(s["Spec"]["Name"]) for s in secrets}
+
+    async def network_names(self) -> set[str]:
+        networks = await self._call("list the networks", lambda api: api.networks())
+        return {str(n["Name"]) for n in networks}
+
+    async def image_tags(self) -> set[str]:
+        """`repo:tag` of the images present on this node (what a deploy can use without a pull)."""
+        images = await self._call("list the images", lambda api: api.images())
+        return {str(t) for i in images for t in (i.get("RepoTags") or []) if t != "<none>:<none>"}
+
+    async def stack_volumes(self, stack: str) -> list[str]:
+        """Volumes the stack created on this node (labelled with its namespace by the CLI)."""
+        found = await self._call(
+            f"list the volumes of {stack}",
+            lambda api: api.volumes(filters={"label": f"{STACK_LABEL}={stack}"}),
+        )
+        return sorted(str(v["Name"]) for v in (found.get("Volumes") or []))
+
+    async def service_logs(
+        self, service: str, tail: int = 100, *, timestamps: bool = False
+    ) -> list[str]:
+        """The last `tail` lines of stdout+stderr of the service's tasks.
+
+        RAW output: it may contain secrets or env values; redact before posting anywhere.
+        """
+
+        def fetch(api: Any) -> bytes:
+            chunks = api.service_logs(
+                service, stdout=True, stderr=True, tail=tail, timestamps=timestamps
+            )
+            return b"".join(chunks)
+
+        data = await self._call(f"read the logs of service {service}", fetch)
+        return data.decode(errors="replace").splitlines()[-tail:] if tail > 0 else []
+
+    # --- changing ------------------------------------------------------------------------------
+
+    async def stack_deploy(
+        self,
+        stack: str,
+        compose_files: Sequence[Path],
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        prune: bool = True,
+        with_registry_auth: bool = False,
+        resolve_image: ResolveImage = "never",
+    ) -> None:
+        """`docker stack deploy` with ONLY `env` (plus PATH/HOME) for interpolation.
+
+        `resolve_image="never"` by default: the engine uses the tags as given, and the bot needs
+        no registry access (tags are checked beforehand against `image_tags()` if wanted).
+        """
+        args = ["stack", "deploy", "--resolve-image", resolve_image]
+        if prune:
+            args.append("--prune")
+        if with_registry_auth:
+            args.append("--with-registry-auth")
+        for compose_file in compose_files:
+            args += ["-c", str(compose_file)]
+        await self._cli([*args, "--", stack], env=env, cwd=cwd)
+
+    async def stack_remove(self, stack: str) -> None:
+        """Remove the stack and wait until its services, networks and containers are gone.
+
+        `docker stack rm` returns at once; waiting avoids racing a redeploy or a volume removal
+        against its leftovers. Volumes and external secrets stay, as with abra's undeploy.
+        """
+        await self._cli(["stack", "rm", "--", stack])
+        label = {"label": f"{STACK_LABEL}={stack}"}
+
+        def leftovers(api: Any) -> int:
+            return (
+                len(api.services(filters=label))
+                + len(api.networks(filters=label))
+                + len(api.containers(all=True, filters=label))
+            )
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.spec.command_timeout
+        while await self._call(f"check the removal of {stack}", leftovers):
+            if loop.time() > deadline:
+                raise DockerError(
+                    f"stack {stack} on server {self.name} was not fully removed within "
+                    f"{self.spec.command_timeout:g} s"
+                )
+            await asyncio.sleep(_REMOVAL_POLL)
+
+    async def rollback_service(self, service: str) -> None:
+        """Ask swarm to roll the service back to its previous spec (returns at once)."""
+        await self._cli(["service", "rollback", "--detach", "--quiet", "--", service])
+
+    async def wait_converged(
+        self,
+        stack: str,
+        timeout: float,
+        progress: ProgressCallback | None = None,
+        poll: float = 1.0,
+        *,
+        expect_rollback: bool = False,
+    ) -> ConvergenceResult:
+        """See `convergence.wait_converged`. Failures carry a RAW log tail (may hold secrets)."""
+        return await _wait_converged(
+            stack,
+            lambda: self._service_states(stack),
+            lambda service: self.service_logs(service, _FAILURE_LOG_LINES),
+            timeout=timeout,
+            progress=progress,
+            poll=poll,
+            expect_rollback=expect_rollback,
+        )
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    async def _service_states(self, stack: str | None) -> list[ServiceState]:
+        label = {"label": f"{STACK_LABEL}={stack}" if stack else STACK_LABEL}
+
+        def fetch(api: Any) -> tuple[Any, Any, Any]:
+            services = api.services(filters=label, status=True)
+            tasks = api.tasks(filters=label)
+            # The daemon's own "matches the current spec" test, as `docker service update` uses.
+            current = api.tasks(
+                filters={**label, "_up-to-date": "true", "desired-state": "running"}
+            )
+            return services, tasks, current
+
+        where = f"stack {stack}" if stack else "all stacks"
+        services, tasks, current = await self._call(f"list the services of {where}", fetch)
+        by_service: dict[str, list[Any]] = defaultdict(list)
+        for task in tasks:
+            by_service[task["ServiceID"]].append(task)
+        updated: dict[str, int] = defaultdict(int)
+        for task in current:
+            if task["Status"]["State"] == "running":
+                updated[task["ServiceID"]] += 1
+        states = [
+            swarm_parse.service_state(s, by_service[s["ID"]], updated[s["ID"]]) for s in services
+        ]
+        return sorted(states, key=lambda state: state.name)
+
+    async def _call(self, action: str, fn: Callable[[Any], T]) -> T:
+        """Run `fn(api_client)` in this server's threads, bounded by command_timeout."""
+        api = await self._client()
+        return await self._in_thread(action, lambda: fn(api), self.spec.command_timeout)
+
+    async def _client(self) -> Any:
+        await self.docker_host()  # for SSH: (re)connects the tunnel, with a clear error
+        socket_path = self.spec.socket if self._tunnel is None else str(self._tunnel.socket_path)
+        async with self._api_lock:
+            if self._api is None:
+                self._api = await self._in_thread(
+                    "connect to Docker",
+                    lambda: open_api_client(
+                        socket_path,
+                        timeout=self.spec.command_timeout,
+                        max_connections=self._threads,
+                    ),
+                    self.spec.connect_timeout,
+                )
+        return self._api
+
+    async def _in_thread(self, action: str, fn: Callable[[], T], timeout: float) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(self._executor, fn), timeout)
+        except TimeoutError:
+            raise ServerUnreachable(self.name, "Docker did not answer in time") from None
+        except TRANSPORT_ERRORS as exc:
+            raise translate_docker_error(self.name, action, exc) from exc
+
+    async def _cli(
+        self, args: list[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> str:
+        return await run_docker(
+            args,
+            server=self.name,
+            docker_host=await self.docker_host(),
+            timeout=self.spec.command_timeout,
+            env=env,
+            cwd=cwd,
+        )
+
+
+def _swarm_role(swarm: Mapping[str, Any]) -> SwarmRole:
+    if swarm.get("LocalNodeState") != "active":
+        return "inactive"
+    return "manager" if swarm.get("ControlAvailable") else "worker"

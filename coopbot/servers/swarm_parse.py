@@ -1,0 +1,111 @@
+"""Turn Engine API dicts (services, tasks, nodes) into the package's frozen states. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from coopbot.servers.states import Health, NodeState, ServiceState
+
+STACK_LABEL = "com.docker.stack.namespace"
+
+_MODES = {
+    "Replicated": "replicated",
+    "Global": "global",
+    "ReplicatedJob": "replicated-job",
+    "GlobalJob": "global-job",
+}
+
+ApiDict = Mapping[str, Any]
+
+
+def strip_digest(image: str) -> str:
+    """`app:v1@sha256:...` -> `app:v1`: the digest is noise in a room."""
+    return image.split("@", 1)[0]
+
+
+def short_name(name: str, stack: str) -> str:
+    prefix = f"{stack}_"
+    return name[len(prefix) :] if stack and name.startswith(prefix) else name
+
+
+def service_state(
+    service: ApiDict, tasks: Iterable[ApiDict], updated_running: int = 0
+) -> ServiceState:
+    """`tasks` are this service's tasks (any state); `updated_running` counts its running tasks
+    that the daemon reports as up to date with the current spec."""
+    spec = service["Spec"]
+    labels: dict[str, str] = dict(spec.get("Labels") or {})
+    stack = labels.get(STACK_LABEL, "")
+    container = spec["TaskTemplate"].get("ContainerSpec") or {}
+    mode = _MODES.get(next(iter(spec.get("Mode") or {"Replicated": {}})), "replicated")
+    live = [t for t in tasks if t.get("DesiredState") == "running"]
+    running = sum(1 for t in live if t["Status"]["State"] == "running")
+    starting = sum(1 for t in live if t["Status"]["State"] == "starting")
+    desired = _desired(service, mode)
+    last_error = _last_error(tasks)
+    update = service.get("UpdateStatus") or {}
+    return ServiceState(
+        name=spec["Name"],
+        short_name=short_name(spec["Name"], stack),
+        stack=stack,
+        image=strip_digest(str(container.get("Image", ""))),
+        mode=mode,
+        replicas_desired=desired,
+        replicas_running=running,
+        replicas_updated=updated_running,
+        update_state=update.get("State"),
+        update_message=str(update.get("Message", "")),
+        last_error=last_error,
+        health=_health(container, starting, running, desired, last_error),
+        labels=labels,
+    )
+
+
+def _desired(service: ApiDict, mode: str) -> int:
+    if mode == "replicated":
+        return int(service["Spec"]["Mode"]["Replicated"].get("Replicas", 1))
+    if mode == "global":
+        # Only the daemon knows how many nodes are eligible (needs `status=True` on the list).
+        return int((service.get("ServiceStatus") or {}).get("DesiredTasks", 0))
+    return 0  # jobs run to completion: they never hold up convergence
+
+
+def _last_error(tasks: Iterable[ApiDict]) -> str | None:
+    failed = [t for t in tasks if t["Status"].get("Err")]
+    if not failed:
+        return None
+    newest = max(failed, key=lambda t: _timestamp_key(t["Status"].get("Timestamp", "")))
+    return str(newest["Status"]["Err"])
+
+
+def _timestamp_key(stamp: str) -> str:
+    """RFC 3339 with Go's trimmed nanoseconds sorts wrongly as text: pad the fraction."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    return f"{head}.{frac.ljust(9, '0')}"
+
+
+def _health(
+    container: ApiDict, starting: int, running: int, desired: int, last_error: str | None
+) -> Health:
+    test = (container.get("Healthcheck") or {}).get("Test") or []
+    has_check = bool(test) and test[0] != "NONE"
+    if starting:
+        return "starting"
+    if running < desired and last_error and "unhealthy" in last_error:
+        return "unhealthy"
+    return "healthy" if has_check else "none"
+
+
+def node_state(node: ApiDict) -> NodeState:
+    return NodeState(
+        hostname=str(node.get("Description", {}).get("Hostname", node.get("ID", "?"))),
+        role=str(node["Spec"].get("Role", "worker")),
+        state=str(node.get("Status", {}).get("State", "unknown")),
+        availability=str(node["Spec"].get("Availability", "active")),
+        leader=bool((node.get("ManagerStatus") or {}).get("Leader", False)),
+    )
+
+
+def stack_count(services: Iterable[ApiDict]) -> int:
+    return len({(s["Spec"].get("Labels") or {}).get(STACK_LABEL) for s in services} - {None})
