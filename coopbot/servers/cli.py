@@ -88,9 +88,13 @@ async def run_docker(
         raise DockerError(
             f"`{what}` on server {server} did not finish within {timeout:g} s"
         ) from None
+    except asyncio.CancelledError:
+        proc.kill()  # never leave a deploy running behind a cancelled operation
+        raise
     stdout = out.decode(errors="replace")
     if proc.returncode != 0:
-        stderr = scrub(err.decode(errors="replace"), env, cwd)
+        # The tunnel socket path is noise in a room: name it like the variable that holds it.
+        stderr = scrub(err.decode(errors="replace"), {**env, "DOCKER_HOST": docker_host}, cwd)
         raise DockerError(
             f"`{what}` failed on server {server}: {summary_line(stderr)}",
             detail=f"exit {proc.returncode}\n{stderr}",

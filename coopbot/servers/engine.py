@@ -120,19 +120,23 @@ class DockerEngine:
     async def service_logs(
         self, service: str, tail: int = 100, *, timestamps: bool = False
     ) -> list[str]:
-        """The last `tail` lines of stdout+stderr of the service's tasks.
+        """The last `tail` lines of stdout+stderr of the service's tasks, oldest first.
 
         RAW output: it may contain secrets or env values; redact before posting anywhere.
         """
 
         def fetch(api: Any) -> bytes:
-            chunks = api.service_logs(
-                service, stdout=True, stderr=True, tail=tail, timestamps=timestamps
-            )
+            chunks = api.service_logs(service, stdout=True, stderr=True, tail=tail, timestamps=True)
             return b"".join(chunks)
 
         data = await self._call(f"read the logs of service {service}", fetch)
-        return data.decode(errors="replace").splitlines()[-tail:] if tail > 0 else []
+        # The daemon interleaves its tasks' streams as they arrive: order them by time.
+        stamped = sorted(
+            (line.partition(" ") for line in data.decode(errors="replace").splitlines()),
+            key=lambda parts: swarm_parse.timestamp_key(parts[0]),
+        )
+        lines = [f"{stamp} {text}" if timestamps else text for stamp, _, text in stamped]
+        return lines[-tail:] if tail > 0 else []
 
     # --- changing ------------------------------------------------------------------------------
 

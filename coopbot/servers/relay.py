@@ -52,7 +52,7 @@ class Relay:
                         # The client is done sending: pass the EOF on and drain the answer.
                         chan.shutdown_write()
                         local_open = False
-        except (OSError, ValueError, paramiko.SSHException) as exc:
+        except (OSError, EOFError, ValueError, paramiko.SSHException) as exc:
             log.debug("relay ended: %r", exc)
         finally:
             self.stop()
@@ -66,4 +66,7 @@ class Relay:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # the peer already went away
-        self.channel.close()
+        try:
+            self.channel.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the transport died first: the channel is gone with it

@@ -75,11 +75,11 @@ def _last_error(tasks: Iterable[ApiDict]) -> str | None:
     failed = [t for t in tasks if t["Status"].get("Err")]
     if not failed:
         return None
-    newest = max(failed, key=lambda t: _timestamp_key(t["Status"].get("Timestamp", "")))
+    newest = max(failed, key=lambda t: timestamp_key(t["Status"].get("Timestamp", "")))
     return str(newest["Status"]["Err"])
 
 
-def _timestamp_key(stamp: str) -> str:
+def timestamp_key(stamp: str) -> str:
     """RFC 3339 with Go's trimmed nanoseconds sorts wrongly as text: pad the fraction."""
     head, _, frac = stamp.rstrip("Z").partition(".")
     return f"{head}.{frac.ljust(9, '0')}"

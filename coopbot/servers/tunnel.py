@@ -70,6 +70,12 @@ class SSHTunnel:
         transport = client.get_transport() if client is not None else None
         return transport is not None and transport.is_active()
 
+    @property
+    def open_channels(self) -> int:
+        """Bridged connections now open (each is an SSH channel; sshd allows 10 by default)."""
+        with self._relays_lock:
+            return len(self._relays)
+
     async def start(self) -> None:
         """Connect and serve the local socket. Idempotent."""
         await self.ensure()
@@ -96,7 +102,10 @@ class SSHTunnel:
         self._closed = True
         listener, self._listener = self._listener, None
         if listener is not None:
-            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept thread
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept thread
+            except OSError:
+                pass  # not listening any more: nothing to wake
             listener.close()
         with self._relays_lock:
             relays = list(self._relays)

@@ -9,8 +9,8 @@
 - `sshd` (session): an OpenSSH server on a free 127.0.0.1 port with its own host key, client
   key, authorized_keys and known_hosts (plus `wrong_known_hosts_file`: another key, same host).
 - `local_spec` / `ssh_spec` (session): ServerSpecs for the same engine, via socket or SSH.
-- `engine` (function, params local/ssh): a DockerEngine for the contract tests, closed after.
-- `stack` (function): a unique stack name; its stack, containers, volumes and secrets are
+- `docker_engine` (function, params local/ssh): a DockerEngine for the contract tests, closed after.
+- `stack_name` (function): a unique stack name; its stack, containers, volumes and secrets are
   removed afterwards.
 """
 
@@ -102,7 +102,7 @@ FROM scratch
 COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 COPY www /www
-CMD ["sh", "-c", "echo coopbot-test {version} starting; exec httpd -f -vv -p 80 -h /www"]
+CMD ["sh", "-c", "echo coopbot-test {version} starting; exec httpd -f -p 80 -h /www"]
 """
 
 # Serves nothing: every healthcheck probe fails, and swarm kills it ("unhealthy container").
@@ -249,7 +249,7 @@ def ssh_spec(sshd: Sshd) -> ServerSpec:
 
 
 @pytest.fixture(params=["local", "ssh"])
-async def engine(
+async def docker_engine(
     request: pytest.FixtureRequest, local_spec: ServerSpec, ssh_spec: ServerSpec
 ) -> AsyncIterator[DockerEngine]:
     spec = local_spec if request.param == "local" else ssh_spec
@@ -261,7 +261,7 @@ async def engine(
 
 
 @pytest.fixture
-def stack(dockerd: Dockerd, test_images: AppImages) -> Iterator[str]:
+def stack_name(dockerd: Dockerd, test_images: AppImages) -> Iterator[str]:
     name = f"ct{uuid.uuid4().hex[:10]}"
     yield name
     remove_stack(name)

@@ -1,0 +1,213 @@
+"""DockerEngine contract on the REAL swarm, through the local socket and through the SSH tunnel.
+
+Each test deploys its own uniquely named stack (removed afterwards by the `stack_name` fixture).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coopbot.errors import DockerError, NotFound
+from coopbot.servers import ConvergenceProgress, DockerEngine
+from tests.harness.swarm import AppImages, docker
+
+COMPOSE = """\
+version: "3.8"
+services:
+  app:
+    image: ${IMAGE}
+    environment:
+      - GREETING=${GREETING}
+    volumes:
+      - data:/data
+    secrets:
+      - db_password
+    healthcheck:
+      test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1/"]
+      interval: 1s
+      timeout: 1s
+      retries: 2
+      start_period: 3s
+    stop_grace_period: 2s
+    deploy:
+      labels:
+        - "coop-cloud.${STACK_NAME}.version=${VERSION}"
+        - "coopbot.test.env=${COOPBOT_TEST_BOT_ENV:-not-passed}"
+      update_config:
+        failure_action: rollback
+        order: start-first
+        monitor: 5s
+      rollback_config:
+        order: start-first
+        monitor: 1s
+volumes:
+  data:
+secrets:
+  db_password:
+    external: true
+    name: ${STACK_NAME}_db_password_v1
+"""
+
+
+def create_secret(stack: str) -> str:
+    name = f"{stack}_db_password_v1"
+    docker("secret", "create", name, "-", input=b"correct horse battery staple")
+    return name
+
+
+async def deploy(engine: DockerEngine, stack: str, workdir: Path, image: str) -> None:
+    (workdir / "compose.yml").write_text(COMPOSE)
+    env = {
+        "IMAGE": image,
+        "STACK_NAME": stack,
+        "VERSION": image.rsplit(":", 1)[1],
+        "GREETING": "hello from the app env",
+    }
+    await engine.stack_deploy(stack, [Path("compose.yml")], env, workdir)
+
+
+async def test_info_reports_the_swarm(docker_engine: DockerEngine) -> None:
+    info = await docker_engine.info()
+    assert info.server == docker_engine.name
+    assert info.swarm_role == "manager"
+    assert info.docker_version == docker("version", "--format", "{{.Server.Version}}").strip()
+    assert info.api_version == "1.41"
+    assert info.node_count >= 1
+    assert info.node_states.get("ready", 0) >= 1
+    assert any(node.leader and node.role == "manager" for node in info.nodes)
+    assert info.stack_count == len(docker("stack", "ls", "--format", "{{.Name}}").split())
+
+
+async def test_lifecycle_deploy_inspect_update_rollback_remove(
+    docker_engine: DockerEngine,
+    stack_name: str,
+    test_images: AppImages,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The bot's own environment must never reach the CLI (it may hold tokens).
+    monkeypatch.setenv("COOPBOT_TEST_BOT_ENV", "leaked-from-the-bot")
+    secret = create_secret(stack_name)
+    seen: list[ConvergenceProgress] = []
+
+    async def progress(update: ConvergenceProgress) -> None:
+        seen.append(update)
+
+    await deploy(docker_engine, stack_name, tmp_path, test_images.v1)
+    result = await docker_engine.wait_converged(stack_name, timeout=60, progress=progress, poll=0.3)
+
+    assert result.ok, result.failures
+    assert not result.timed_out and not result.failures
+    [app] = result.services
+    assert (app.name, app.short_name, app.stack) == (f"{stack_name}_app", "app", stack_name)
+    assert app.image == test_images.v1
+    assert (app.replicas_desired, app.replicas_running, app.replicas_updated) == (1, 1, 1)
+    assert app.health == "healthy"
+    assert app.update_state is None  # created, never updated
+    assert app.labels[f"coop-cloud.{stack_name}.version"] == "v1"
+    assert app.labels["coopbot.test.env"] == "not-passed"
+    assert seen and seen[0].pending == ("app",) and seen[-1].pending == ()
+    assert any(s.health == "starting" for update in seen for s in update.services)
+
+    assert await docker_engine.services(stack_name) == list(result.services)
+    assert (await docker_engine.stacks())[stack_name] == list(result.services)
+    assert secret in await docker_engine.secret_names()
+    assert {f"{stack_name}_default", "ingress"} <= await docker_engine.network_names()
+    assert {test_images.v1, test_images.v2, test_images.v3} <= await docker_engine.image_tags()
+    assert await docker_engine.stack_volumes(stack_name) == [f"{stack_name}_data"]
+    logs = await docker_engine.service_logs(app.name, tail=50)
+    assert "coopbot-test v1 starting" in logs
+    assert len(await docker_engine.service_logs(app.name, tail=1)) == 1
+
+    await deploy(docker_engine, stack_name, tmp_path, test_images.v2)
+    upgraded = await docker_engine.wait_converged(stack_name, timeout=60, poll=0.3)
+    assert upgraded.ok, upgraded.failures
+    assert upgraded.services[0].image == test_images.v2
+    assert upgraded.services[0].update_state == "completed"
+
+    await docker_engine.rollback_service(app.name)
+    back = await docker_engine.wait_converged(
+        stack_name, timeout=60, poll=0.3, expect_rollback=True
+    )
+    assert back.ok, back.failures
+    assert back.services[0].image == test_images.v1
+    assert back.services[0].update_state == "rollback_completed"
+
+    await docker_engine.stack_remove(stack_name)
+    assert await docker_engine.services(stack_name) == []
+    assert stack_name not in await docker_engine.stacks()
+    assert f"{stack_name}_default" not in await docker_engine.network_names()
+    assert not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={stack_name}")
+    assert await docker_engine.stack_volumes(stack_name) == [
+        f"{stack_name}_data"
+    ]  # data stays, as with abra
+
+
+async def test_unhealthy_update_is_rolled_back_and_reported(
+    docker_engine: DockerEngine, stack_name: str, test_images: AppImages, tmp_path: Path
+) -> None:
+    create_secret(stack_name)
+    await deploy(docker_engine, stack_name, tmp_path, test_images.v1)
+    assert (await docker_engine.wait_converged(stack_name, timeout=60, poll=0.3)).ok
+
+    await deploy(docker_engine, stack_name, tmp_path, test_images.v3)
+    result = await docker_engine.wait_converged(stack_name, timeout=90, poll=0.3)
+
+    assert not result.ok and not result.timed_out
+    assert result.rolled_back
+    [failure] = result.failures
+    assert (failure.service, failure.short_name) == (f"{stack_name}_app", "app")
+    assert failure.update_state == "rollback_completed"
+    assert failure.reason == "its update failed and was rolled back"
+    assert failure.task_error is not None and "unhealthy" in failure.task_error
+    assert any("v3 broken on purpose" in line for line in failure.raw_log_tail)
+    [app] = result.services
+    assert app.image == test_images.v1  # swarm put the previous version back
+    assert app.replicas_running == 1
+
+    # A new deploy resets the update status: the old rollback must not read as this failure.
+    await deploy(docker_engine, stack_name, tmp_path, test_images.v2)
+    again = await docker_engine.wait_converged(stack_name, timeout=60, poll=0.3)
+    assert again.ok, again.failures
+    assert again.services[0].image == test_images.v2
+
+
+async def test_first_deploy_of_a_broken_image_times_out_with_the_reason(
+    docker_engine: DockerEngine, stack_name: str, test_images: AppImages, tmp_path: Path
+) -> None:
+    create_secret(stack_name)
+    await deploy(docker_engine, stack_name, tmp_path, test_images.v3)  # nothing to roll back to
+    result = await docker_engine.wait_converged(stack_name, timeout=6, poll=0.5)
+
+    assert not result.ok and result.timed_out
+    [failure] = result.failures
+    assert failure.reason == "not converged after 6 s: 0 of 1 tasks running the new version"
+    assert result.services[0].health in ("starting", "unhealthy")
+
+
+async def test_failed_deploy_message_is_short_and_scrubbed(
+    docker_engine: DockerEngine, stack_name: str, tmp_path: Path
+) -> None:
+    (tmp_path / "compose.yml").write_text(COMPOSE)
+    env = {"IMAGE": "coopbot-test/app:v1", "STACK_NAME": "hunter2-s3cret-stack", "VERSION": "v1"}
+    with pytest.raises(DockerError) as caught:
+        await docker_engine.stack_deploy(
+            stack_name, [Path("compose.yml")], {**env, "GREETING": "x"}, tmp_path
+        )
+    message = str(caught.value)
+    assert message.startswith(f"`docker stack deploy` failed on server {docker_engine.name}: ")
+    assert "secret not found: ${STACK_NAME}_db_password_v1" in message
+    assert "hunter2" not in message and "hunter2" not in (caught.value.detail or "")
+    assert str(tmp_path) not in message
+    assert "\n" not in message
+
+
+async def test_logs_of_an_unknown_service_is_not_found(docker_engine: DockerEngine) -> None:
+    with pytest.raises(NotFound) as caught:
+        await docker_engine.service_logs("coopbot_no_such_service")
+    assert str(caught.value) == (
+        "could not read the logs of service coopbot_no_such_service on server "
+        f"{docker_engine.name}: it does not exist"
+    )
