@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     dev = sub.add_parser("dev", help="run the bot on a throwaway local homeserver")
     dev.add_argument("--workdir", type=Path, default=Path(".coopbot-dev"))
     dev.add_argument("--port", type=int, default=None, help="homeserver port (default: free one)")
+    dev.add_argument("--swarm", action="store_true",
+                     help="make the local Docker engine a single-node swarm without asking")
 
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "dev":
             from coopbot.dev import run_dev
 
-            asyncio.run(run_dev(args.workdir.resolve(), port=args.port))
+            asyncio.run(run_dev(args.workdir.resolve(), port=args.port, init_swarm=args.swarm))
             return 0
     except ConfigError as error:
         for problem in error.problems:

@@ -8,6 +8,8 @@ import asyncio
 import json
 import logging
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,51 @@ async def _ensure_room(base_url: str, admin_id: str, password: str, bot_id: str,
         await client.close()
 
 
+def _swarm_ready(init_swarm: bool) -> bool:
+    """Whether the local engine runs a swarm; initialise one only when allowed (flag or yes)."""
+    try:
+        state = subprocess.run(
+            ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+            capture_output=True, text=True, timeout=15, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        print("No local Docker engine answers: the bot runs without servers "
+              "(scripts/try starts one).", flush=True)
+        return False
+    if state == "active":
+        return True
+    if not init_swarm:
+        if not sys.stdin.isatty():
+            print("The local Docker engine is not a swarm; run `coopbot dev --swarm` to make it "
+                  "a single-node swarm and get a sample app to deploy.", flush=True)
+            return False
+        answer = input("Make the local Docker engine a single-node swarm for coopbot? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return False
+    subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+                   capture_output=True, timeout=60, check=True)
+    print("Initialised a single-node swarm on the local Docker engine.", flush=True)
+    return True
+
+
+def _sample_config(workdir: Path, room_id: str) -> dict[str, Any]:
+    """The local engine as server `local`, the sample recipe and its app `hello.localhost`."""
+    from coopbot import sample
+
+    sample.build_images()
+    bare = sample.create_recipe(workdir / "recipes" / f"{sample.RECIPE}.git")
+    sample.write_app(workdir / "abra", "local")
+    return {
+        "servers": {"local": {"kind": "local", "check_images": True}},
+        "apps_dir": "abra",
+        "recipes": {"overrides": {sample.RECIPE: str(bare)}, "cache": "state/recipes"},
+        "room_servers": ["local"],
+    }
+
+
 def _write_config(workdir: Path, base_url: str, bot_id: str, bot_password: str, admin_id: str,
-                  room_id: str) -> Path:
+                  room_id: str, extra: dict[str, Any]) -> Path:
+    room_servers = extra.pop("room_servers", [])
     config = {
         "matrix": {
             "homeserver": base_url,
@@ -76,7 +121,8 @@ def _write_config(workdir: Path, base_url: str, bot_id: str, bot_password: str, 
         "database": "state/coopbot.db",
         "admins": [admin_id],
         "invites": {"users": [admin_id]},
-        "rooms": {room_id: {"notifications": True}},
+        "rooms": {room_id: {"notifications": True, "servers": room_servers}},
+        **extra,
     }
     password_file = workdir / "bot-password"
     password_file.write_text(bot_password)
@@ -93,7 +139,7 @@ def _prepare(workdir: Path) -> dict[str, Any]:
     return _state(workdir)
 
 
-async def run_dev(workdir: Path, *, port: int | None = None) -> None:
+async def run_dev(workdir: Path, *, port: int | None = None, init_swarm: bool = False) -> None:
     from coopbot.homeserver import LocalSynapse
 
     state = _prepare(workdir)
@@ -113,8 +159,12 @@ async def run_dev(workdir: Path, *, port: int | None = None) -> None:
             _save_state(workdir, state)
         config_path = workdir / "config.yaml"
         if not await asyncio.to_thread(config_path.exists):
+            extra: dict[str, Any] = {}
+            if await asyncio.to_thread(_swarm_ready, init_swarm):
+                print("Preparing the sample app (building two small local images)...", flush=True)
+                extra = await asyncio.to_thread(_sample_config, workdir, state["room_id"])
             _write_config(workdir, synapse.base_url, bot_id, state["bot_password"], admin_id,
-                          state["room_id"])
+                          state["room_id"], extra)
         print(
             "\n".join([
                 "",
@@ -123,7 +173,8 @@ async def run_dev(workdir: Path, *, port: int | None = None) -> None:
                 f"  log in as:  {admin_id}  password: {state['admin_password']}",
                 f"  ops room:   {state['room_id']}",
                 f"  config:     {config_path}",
-                "Open any Matrix client on that homeserver, join the ops room and type !help.",
+                "Open any Matrix client on that homeserver, join the ops room and type !help"
+                " (with a swarm: `!apps`, then `!deploy hello.localhost`).",
                 "Stop with Ctrl-C; run `coopbot dev` again to continue where you left off.",
                 "",
             ]),

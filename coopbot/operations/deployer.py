@@ -89,6 +89,8 @@ class Deployer:
             approvers=",".join(request.approvers),
         )
         throttled = _Throttle(progress)
+        log.info("operation %s: %s %s on %s for %s", operation_id, request.kind, app.name,
+                 app.server, request.requester)
         try:
             if request.kind == "undeploy":
                 reply = await self._undeploy(app, engine, operation_id, throttled)
@@ -96,6 +98,7 @@ class Deployer:
                 reply = await self._change_version(request, app, engine, operation_id, throttled,
                                                    started)
         except CoopbotError as error:
+            log.info("operation %s failed: %s", operation_id, error.detail or error)
             await self._operations.finish(operation_id, "failed", str(error))
             raise
         except BaseException:
@@ -103,6 +106,7 @@ class Deployer:
             raise
         finally:
             await self._operations.unlock(app.name, operation_id)
+        log.info("operation %s: done in %.1f s", operation_id, time.monotonic() - started)
         return reply
 
     # ---- version changes -------------------------------------------------------------------------
