@@ -173,6 +173,9 @@ async def test_deploy_upgrade_failed_upgrade_rollback_undeploy_over_ssh(
         ("undeploy", "1.0.0+v1", None, "ok"),
     ]
     assert all(op.requester == s.bob.user_id for op in history)
+    audit = [r for r in await s.bot.audit(200) if r.decision == "operation"]
+    assert sorted(r.operation_id or "" for r in audit) == sorted(op.id for op in history)
+    assert all(r.sender == s.bob.user_id for r in audit)
 
 
 async def test_preflight_lists_missing_secret_env_key_and_image(

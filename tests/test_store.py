@@ -67,6 +67,11 @@ async def test_locks_are_exclusive_and_released_after_a_crash(tmp_path: Path) ->
         assert await second.try_lock("blog", "op4", "deploy", "@b:x") is None
         record = await second.get("op1")
         assert record is not None and record.result == "interrupted"
+        audit = await AuditLog(db).recent()
+        assert [(r.command, r.decision, r.operation_id) for r in audit] == [
+            ("deploy", "operation", "op1")
+        ]
+        assert audit[0].result.startswith("interrupted in ")
 
 
 async def test_deployed_versions_newest_first(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ class Decision(StrEnum):
     EXPIRED = "expired"
     IGNORED = "ignored"
     RESULT = "result"
+    OPERATION = "operation"  # a swarm operation's outcome, with its operation id
 
 
 @dataclass(frozen=True)

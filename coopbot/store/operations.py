@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.database import Database
 
 
@@ -49,6 +50,7 @@ class OperationRecord:
 class OperationStore:
     def __init__(self, db: Database, instance: str | None = None) -> None:
         self._db = db
+        self._audit = AuditLog(db)
         self.instance = instance or uuid.uuid4().hex
 
     async def release_stale_locks(self) -> list[LockHolder]:
@@ -109,9 +111,25 @@ class OperationStore:
         )
 
     async def finish(self, operation_id: str, result: str, summary: str) -> None:
+        """Close the operation record and append its outcome to the audit log."""
         await self._db.conn.execute(
             "UPDATE operations SET finished_at = ?, result = ?, summary = ? WHERE id = ?",
             (time.time(), result, summary, operation_id),
+        )
+        record = await self.get(operation_id)
+        if record is None:
+            return
+        took = f" in {record.duration:.1f} s" if record.duration is not None else ""
+        await self._audit.append(
+            command=record.kind,
+            args=f"{record.app} on {record.server}: {record.from_version or '-'} -> "
+                 f"{record.to_version or '-'}",
+            decision=Decision.OPERATION,
+            event_id=record.event_id,
+            room_id=record.room_id,
+            sender=record.requester,
+            result=f"{result}{took}: {summary}"[:2000],
+            operation_id=operation_id,
         )
 
     async def get(self, operation_id: str) -> OperationRecord | None:
