@@ -144,6 +144,48 @@ class RecipesConfig(Strict):
         return value
 
 
+class RetentionConfig(Strict):
+    """restic `forget --prune` policy applied after scheduled backups."""
+
+    keep_last: int | None = Field(default=None, ge=1)
+    keep_daily: int | None = Field(default=7, ge=1)
+    keep_weekly: int | None = Field(default=4, ge=1)
+    keep_monthly: int | None = Field(default=6, ge=1)
+
+
+SCHEDULE = re.compile(r"^(hourly|daily( [0-2][0-9]:[0-5][0-9])?)$")
+
+
+class BackupConfig(Strict):
+    """Where one server's app backups go (a restic repository) and how they run."""
+
+    # A path on that server, or `sftp:user@host:/path`, or `s3:https://host/bucket`.
+    repository: str
+    # The repository password: exactly one of a file or an environment variable's name.
+    password_file: FilePath | None = None
+    password_env: str | None = None
+    # Extra environment for restic (e.g. AWS_ACCESS_KEY_ID for s3:), one KEY=value per line.
+    environment_file: FilePath | None = None
+    # The image that runs restic on the node holding the volumes.
+    helper_image: str = "restic/restic:0.16.4"
+    retention: RetentionConfig = RetentionConfig()
+    # "hourly", "daily" or "daily HH:MM" (UTC); none: only on request and before operations.
+    schedule: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None and not SCHEDULE.match(value):
+            raise ValueError("must be hourly, daily or daily HH:MM")
+        return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> BackupConfig:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("give exactly one of password_file, password_env")
+        return self
+
+
 class Config(Strict):
     matrix: MatrixConfig
     database: FilePath = Path("state/coopbot.db")
@@ -162,6 +204,8 @@ class Config(Strict):
     servers: dict[str, ServerConfig] = {}
     apps_dir: FilePath = Path("~/.abra")
     recipes: RecipesConfig = RecipesConfig()
+    # Per server name: its restic repository for app backups.
+    backups: dict[str, BackupConfig] = {}
 
     @field_validator("roles")
     @classmethod
@@ -192,6 +236,9 @@ class Config(Strict):
             for server in room.servers:
                 if server not in self.servers:
                     raise ValueError(f"rooms.{ref}.servers: unknown server {server!r}")
+        for server in self.backups:
+            if server not in self.servers:
+                raise ValueError(f"backups: unknown server {server!r}")
         return self
 
     def role_order(self) -> list[str]:
@@ -223,8 +270,10 @@ def load_config(path: Path) -> Config:
 def _describe(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
-        # Drop pydantic's union-member tags (e.g. "ssh") from the key path: users never wrote them.
-        parts = [str(p) for p in item["loc"] if p not in ("local", "ssh")]
+        loc = list(item["loc"])
+        if len(loc) > 2 and loc[0] == "servers" and loc[2] in ("local", "ssh"):
+            del loc[2]  # pydantic's union tag for the server kind: users never wrote it
+        parts = [str(p) for p in loc]
         key = ".".join(parts)
         kind = item["type"]
         if kind == "missing":
@@ -278,7 +327,25 @@ def _resolve(config: Config, base: Path) -> Config:
                 "known_hosts_file": absolute(server.known_hosts_file),
             })
         servers[name] = server
+    backups: dict[str, BackupConfig] = {}
+    for name, backup in config.backups.items():
+        update: dict[str, Any] = {}
+        for key in ("password_file", "environment_file"):
+            file = getattr(backup, key)
+            if file is None:
+                continue
+            target = absolute(file)
+            if not os.access(target, os.R_OK):
+                problems.append(f"backups.{name}.{key}: cannot read {target}")
+            update[key] = target
+        if backup.password_env is not None and backup.password_env not in os.environ:
+            problems.append(f"backups.{name}.password_env: environment variable "
+                            f"{backup.password_env} is not set")
+        backups[name] = backup.model_copy(update=update)
+    if problems:
+        raise ConfigError(problems)
     return config.model_copy(update={
+        "backups": backups,
         "matrix": matrix.model_copy(update={
             "password": password, "password_file": None,
             "access_token": token, "access_token_file": None,

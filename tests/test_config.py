@@ -153,3 +153,28 @@ def test_cli_summarises_a_valid_config(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "room #ops:localhost: servers none; apps *; notifications" in result.stdout
     assert "role operator: power >= 50" in result.stdout
+
+
+def test_backups_validated(tmp_path: Path) -> None:
+    (tmp_path / "restic-pw").write_text("pw\n")
+    base = MINIMAL + "servers:\n  local: {kind: local}\n"
+    config = load_config(write(tmp_path, base + """
+backups:
+  local: {repository: /srv/restic, password_file: restic-pw, schedule: daily 03:00}
+"""))
+    assert config.backups["local"].password_file == tmp_path / "restic-pw"
+    assert config.backups["local"].retention.keep_daily == 7
+    problems = problems_of(write(tmp_path, base + """
+backups:
+  local: {repository: /srv/restic, password_file: nope, schedule: weekly}
+  other: {repository: /srv/restic, password_env: X, password_file: restic-pw}
+"""))
+    assert problems == [
+        "backups.local.schedule: must be hourly, daily or daily HH:MM",
+        "backups.other: give exactly one of password_file, password_env",
+    ]
+    problems = problems_of(write(tmp_path, base + """
+backups:
+  local: {repository: /srv/restic, password_file: nope}
+"""))
+    assert problems[0].startswith("backups.local.password_file: cannot read")
