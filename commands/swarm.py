@@ -97,8 +97,12 @@ class SwarmCommands:
         return await self._operate("undeploy", inv)
 
     async def _operate(self, kind: str, inv: Invocation) -> Reply:
-        request = OperationRequest(
+        return await self._deployer.run(self.request(kind, inv), inv.room, inv.progress)
+
+    @staticmethod
+    def request(kind: str, inv: Invocation) -> OperationRequest:
+        return OperationRequest(
             kind=kind, app_name=inv.args["app"], version=inv.arg("version"),
             requester=inv.sender, room_id=inv.room_id, event_id=inv.event_id,
+            approvers=inv.approvers, expected_binding=inv.expected_binding,
         )
-        return await self._deployer.run(request, inv.room, inv.progress)

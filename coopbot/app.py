@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
+from coopbot.approvals.policy import PolicyResolver
+from coopbot.approvals.service import Approvals, PlannedChange, Planner
+from coopbot.commands.approvals import ApprovalCommands
 from coopbot.commands.core import CoreCommands
 from coopbot.commands.swarm import SwarmCommands
 from coopbot.config import Config, SSHServer
 from coopbot.errors import MatrixError
 from coopbot.ids import UserID
+from coopbot.invocation import Invocation
 from coopbot.matrix.gateway import MatrixGateway
-from coopbot.messages import IncomingMessage
+from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.scope import AppScope
@@ -22,11 +27,12 @@ from coopbot.parser import CommandParser
 from coopbot.pipeline import Pipeline, PipelineSettings
 from coopbot.recipes.apps import AppCatalog
 from coopbot.recipes.repo import RecipeStore
-from coopbot.registry import CommandRegistry
+from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.roles import RoleResolver
 from coopbot.rooms import RoomDirectory
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.spec import ServerSpec
+from coopbot.store.approvals import ApprovalStore
 from coopbot.store.audit import AuditLog
 from coopbot.store.database import Database
 from coopbot.store.handled import HandledEvents
@@ -37,6 +43,10 @@ from coopbot.tasks import TaskGroup
 log = logging.getLogger(__name__)
 
 HANDLED_EVENTS_KEPT_SECONDS = 30 * 24 * 3600
+
+
+class CommandFamily(Protocol):
+    def specs(self) -> list[CommandSpec]: ...
 
 
 @dataclass
@@ -51,6 +61,8 @@ class Bot:
     handled: HandledEvents
     operations: OperationStore
     pool: ServerPool
+    approvals: Approvals
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         await self.database.open()
@@ -68,19 +80,35 @@ class Bot:
     async def run(self) -> None:
         """Run until stopped (SIGINT/SIGTERM, or `stop()`)."""
         await self.start()
+        self.tasks.spawn(self._after_first_sync(), name="approvals catch-up and expiry")
         try:
-            await self.gateway.run(self._dispatch)
+            await self.gateway.run(self)
         finally:
             await self.shutdown()
 
-    async def _dispatch(self, message: IncomingMessage) -> None:
-        # Each message runs in its own task so a long deploy never holds up the sync loop.
+    async def _after_first_sync(self) -> None:
+        await self.gateway.synced_once.wait()
+        await self.approvals.catch_up()
+        await self.approvals.run_expiry(self.stopping)
+
+    # The sync listener: each event is handled in its own task, so a long deploy never holds
+    # up the sync loop.
+    async def message(self, message: IncomingMessage) -> None:
         self.tasks.spawn(self.pipeline.handle(message), name=f"message {message.event_id}")
 
+    async def reaction(self, reaction: IncomingReaction) -> None:
+        self.tasks.spawn(self.approvals.reaction(reaction), name=f"reaction {reaction.event_id}")
+
+    async def redaction(self, redaction: IncomingRedaction) -> None:
+        self.tasks.spawn(self.approvals.redaction(redaction),
+                         name=f"redaction {redaction.event_id}")
+
     def stop(self) -> None:
+        self.stopping.set()
         self.gateway.stop()
 
     async def shutdown(self) -> None:
+        self.stopping.set()
         await self.tasks.drain(timeout=10)
         await self.gateway.close()
         await self.pool.close()
@@ -113,13 +141,23 @@ def build(config: Config) -> Bot:
     lowest = roles.order[0]
     # Changing a swarm needs the second role (operator by default) when there is one.
     change_role = roles.order[1] if len(roles.order) > 1 else lowest
-    families = [
+    families: list[CommandFamily] = [
         CoreCommands(registry, prefix, lowest_role=lowest),
         SwarmCommands(deployer, status, read_role=lowest, change_role=change_role),
     ]
+    tasks = TaskGroup()
+    approvals = Approvals(
+        store=ApprovalStore(database), policies=PolicyResolver(config), roles=roles,
+        power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
+        poster=gateway, planners=swarm_planners(deployer), tasks=tasks, prefix=prefix,
+    )
+    families.append(ApprovalCommands(approvals, audit, member_role=lowest,
+                                     audit_role=change_role))
     for family in families:
         for spec in family.specs():
             registry.register(spec)
+    for command, role in config.command_roles.items():
+        registry.override_role(command, role)
     pipeline = Pipeline(
         settings=PipelineSettings(bot_user_id=UserID(config.matrix.user_id), prefix=prefix),
         parser=CommandParser(prefix, config.matrix.user_id),
@@ -130,12 +168,26 @@ def build(config: Config) -> Bot:
         handled=handled,
         audit=audit,
         responder=gateway,
+        approval=approvals.gate,
     )
+    approvals.bind_executor(pipeline.execute)
     return Bot(
         config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
-        registry=registry, tasks=TaskGroup(), handled=handled, operations=operations,
-        pool=pool,
+        registry=registry, tasks=tasks, handled=handled, operations=operations,
+        pool=pool, approvals=approvals,
     )
+
+
+def swarm_planners(deployer: Deployer) -> dict[str, Planner]:
+    """How approvals compute the plan a vote binds to, per swarm operation."""
+
+    async def plan(inv: Invocation) -> PlannedChange:
+        kind = inv.spec.operation or ""
+        planned = await deployer.plan(SwarmCommands.request(kind, inv), inv.room)
+        return PlannedChange(binding=planned.binding, lines=planned.card_lines(),
+                             app=planned.app.name)
+
+    return {kind: plan for kind in ("deploy", "upgrade", "rollback", "undeploy")}
 
 
 def server_specs(config: Config) -> list[ServerSpec]:

@@ -96,11 +96,54 @@ class RoleRule(Strict):
     users: list[UserId] = []
 
 
+DURATION = re.compile(r"^(\d+)([smhd])$")
+DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+OPERATIONS = ("deploy", "upgrade", "rollback", "undeploy", "backup", "restore")
+
+
+def parse_duration(text: str) -> int:
+    """`90s`, `30m`, `24h`, `7d` -> seconds."""
+    match = DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30m, 24h or 7d")
+    return int(match.group(1)) * DURATION_SECONDS[match.group(2)]
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_check_duration)]
+
+
+class PolicyConfig(Strict):
+    """When an operation needs the co-op's approval first. Every key is optional so that room and
+    app overrides only change what they name; unset keys fall back to the next level."""
+
+    # Approvals needed (0: runs at once, but `backup_first` still applies).
+    approvals: int | None = Field(default=None, ge=0, le=50)
+    # The role a voter must hold, checked again when votes are counted.
+    approver_role: str | None = None
+    # How long a request stays open.
+    expires: Duration | None = None
+    # Whether the requester's own vote counts.
+    self_vote: bool | None = None
+    # Whether one "no" from an eligible approver blocks the request.
+    veto: bool | None = None
+    # Whether a verified backup must succeed before the operation runs.
+    backup_first: bool | None = None
+    # Whether upgrades the bot starts itself (auto-update) are approved without votes.
+    auto_approve_autoupdates: bool | None = None
+
+
 class RoomConfig(Strict):
     servers: list[str] = []
     apps: list[str] = ["*"]
     notifications: bool = False
     roles: dict[str, RoleRule] = {}
+    # Per-operation policy overrides for this room.
+    policies: dict[str, PolicyConfig] = {}
 
 
 class InviteConfig(Strict):
@@ -206,6 +249,15 @@ class Config(Strict):
     recipes: RecipesConfig = RecipesConfig()
     # Per server name: its restic repository for app backups.
     backups: dict[str, BackupConfig] = {}
+    # Per operation (deploy, upgrade, rollback, undeploy, backup, restore): approval policy.
+    policies: dict[str, PolicyConfig] = {
+        "upgrade": PolicyConfig(approvals=0, backup_first=True),
+        "restore": PolicyConfig(approvals=1, backup_first=True),
+    }
+    # Per app name: policy overrides that win over the room's and the global ones.
+    app_policies: dict[str, dict[str, PolicyConfig]] = {}
+    # Per command: the role it needs, overriding the command's default (e.g. audit: admin).
+    command_roles: dict[str, str] = {}
 
     @field_validator("roles")
     @classmethod
@@ -239,6 +291,21 @@ class Config(Strict):
         for server in self.backups:
             if server not in self.servers:
                 raise ValueError(f"backups: unknown server {server!r}")
+        scopes: list[tuple[str, dict[str, PolicyConfig]]] = [("policies", self.policies)]
+        scopes += [(f"rooms.{ref}.policies", room.policies) for ref, room in self.rooms.items()]
+        scopes += [(f"app_policies.{app}", policies)
+                   for app, policies in self.app_policies.items()]
+        for where, policies in scopes:
+            for operation, policy in policies.items():
+                if operation not in OPERATIONS:
+                    raise ValueError(f"{where}: unknown operation {operation!r} "
+                                     f"(one of {', '.join(OPERATIONS)})")
+                if policy.approver_role is not None and policy.approver_role not in self.roles:
+                    raise ValueError(f"{where}.{operation}.approver_role: unknown role "
+                                     f"{policy.approver_role!r}")
+        for command, role in self.command_roles.items():
+            if role not in self.roles:
+                raise ValueError(f"command_roles.{command}: unknown role {role!r}")
         return self
 
     def role_order(self) -> list[str]:

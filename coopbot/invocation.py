@@ -27,6 +27,12 @@ class Invocation:
     event_timestamp_ms: int
     received_at: float  # time.time() when the bot saw the event
     progress: ProgressSink
+    # Set when the operation runs after a vote: who approved it, and the plan they approved.
+    approvers: tuple[str, ...] = ()
+    expected_binding: str | None = None
+    request_id: int | None = None
+    # Set when the bot itself asks (auto-update): skips nothing, but is shown as such.
+    automatic: bool = False
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         return self.args.get(name, default)

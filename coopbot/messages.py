@@ -25,3 +25,22 @@ class IncomingMessage:
     def reply_thread_root(self) -> EventID:
         """Answers go into the command's thread, or start one on the command itself."""
         return self.thread_root or self.event_id
+
+
+@dataclass(frozen=True)
+class IncomingReaction:
+    """An m.annotation (emoji reaction) on an event: how members vote on request cards."""
+
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    relates_to: EventID
+    key: str
+
+
+@dataclass(frozen=True)
+class IncomingRedaction:
+    room_id: RoomID
+    event_id: EventID
+    sender: UserID
+    redacts: EventID

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from coopbot.errors import CoopbotError, PermissionDenied, UnknownCommand, UsageError, UserError
 from coopbot.ids import EventID, RoomID, UserID
-from coopbot.invocation import Invocation
+from coopbot.invocation import Invocation, ProgressSink
 from coopbot.messages import IncomingMessage
 from coopbot.parser import CommandParser, ParsedCommand
 from coopbot.registry import CommandRegistry, CommandSpec
@@ -42,7 +42,7 @@ class PowerSource(Protocol):
 
 
 # Approval stage hook: returns True to run now, False when the request is parked for votes.
-ApprovalGate = Callable[[Invocation], Awaitable[bool]]
+ApprovalGate = Callable[[Invocation, IncomingMessage], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,12 @@ class Pipeline:
         room = self._rooms.get(message.room_id)
         if room is None and not self._roles.is_bot_admin(message.sender):
             # Unconfigured rooms get no answer (except for bot admins), but the attempt is recorded.
-            await self._record(message, parsed, Decision.IGNORED, "room not configured")
+            await self._record(message, parsed.name, parsed.words, Decision.IGNORED,
+                               "room not configured")
             return
         if message.during_downtime:
-            await self._record(message, parsed, Decision.EXPIRED, "sent while the bot was offline")
+            await self._record(message, parsed.name, parsed.words, Decision.EXPIRED,
+                               "sent while the bot was offline")
             await self._say(message, Reply.of(
                 f"I was offline when you sent `{parsed.text}`, so I did not run it. "
                 "Please send it again if it is still wanted."
@@ -103,11 +105,11 @@ class Pipeline:
             args = spec.bind(parsed.words, self._settings.prefix)
             grant = await self._authorize(message, room, spec)
         except (UnknownCommand, UsageError) as error:
-            await self._record(message, parsed, Decision.INVALID, str(error))
+            await self._record(message, parsed.name, parsed.words, Decision.INVALID, str(error))
             await self._say(message, Reply.of(str(error)))
             return
         except PermissionDenied as error:
-            await self._record(message, parsed, Decision.DENIED, str(error))
+            await self._record(message, parsed.name, parsed.words, Decision.DENIED, str(error))
             await self._say(message, Reply.of(str(error)))
             return
         await self._run(message, parsed, room, spec, args, grant)
@@ -138,17 +140,6 @@ class Pipeline:
         args: dict[str, str],
         grant: RoleGrant,
     ) -> None:
-        status_event: list[EventID] = []
-
-        async def progress(update: Reply) -> None:
-            # One status message per command, edited in place as work goes on.
-            if status_event:
-                await self._responder.edit(message.room_id, status_event[0], update)
-            else:
-                status_event.append(
-                    await self._responder.reply(message, update, key=f"{message.event_id}/status")
-                )
-
         invocation = Invocation(
             room_id=message.room_id,
             event_id=message.event_id,
@@ -159,46 +150,78 @@ class Pipeline:
             room=room.config if room else None,
             event_timestamp_ms=message.timestamp_ms,
             received_at=message.received_at,
-            progress=progress,
+            progress=self.progress_sink(message),
         )
         if self._approval is not None and spec.operation is not None:
-            if not await self._approval(invocation):
-                await self._record(message, parsed, Decision.RAN, "waiting for approval")
+            try:
+                run_now = await self._approval(invocation, message)
+            except UserError as error:
+                await self._record(message, parsed.name, parsed.words, Decision.INVALID,
+                                   str(error))
+                await self._say(message, Reply.of(str(error)))
                 return
-        await self._record(message, parsed, Decision.RAN)
+            if not run_now:
+                await self._record(message, parsed.name, parsed.words, Decision.RAN,
+                                   "waiting for approval")
+                return
+        await self._record(message, parsed.name, parsed.words, Decision.RAN)
+        await self.execute(invocation, message)
+
+    def progress_sink(self, message: IncomingMessage) -> ProgressSink:
+        """One status message per command, edited in place as work goes on."""
+        status_event: list[EventID] = []
+
+        async def progress(update: Reply) -> None:
+            if status_event:
+                await self._responder.edit(message.room_id, status_event[0], update)
+            else:
+                status_event.append(
+                    await self._responder.reply(message, update, key=f"{message.event_id}/status")
+                )
+
+        return progress
+
+    async def execute(self, invocation: Invocation, message: IncomingMessage) -> bool:
+        """The operation and report stages; approvals re-enter the pipeline here.
+        Returns whether the handler succeeded."""
+        spec = invocation.spec
+        words = tuple(invocation.args.values())
         started = time.monotonic()
         try:
             reply = await spec.handler(invocation)
         except UserError as error:
-            await self._result(message, parsed, f"refused: {error}", started)
+            await self._result(message, spec.name, words, f"refused: {error}", started)
             await self._say(message, Reply.of(str(error)))
-            return
+            return False
         except CoopbotError as error:
             log.warning("%s failed: %s (%s)", spec.name, error, error.detail or "no detail")
-            await self._result(message, parsed, f"failed: {error}", started)
+            await self._result(message, spec.name, words, f"failed: {error}", started)
             await self._say(message, Reply.of(f"`{spec.name}` failed: {error}"))
-            return
+            return False
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("%s crashed (reference %s)", spec.name, reference)
-            await self._result(message, parsed, f"crashed (reference {reference})", started)
+            await self._result(message, spec.name, words, f"crashed (reference {reference})",
+                               started)
             await self._say(message, Reply.of(
                 f"`{spec.name}` hit an internal error; the details are in the bot's log "
                 f"(reference {reference})."
             ))
-            return
-        await self._result(message, parsed, "ok", started)
+            return False
+        await self._result(message, spec.name, words, "ok", started)
         await self._say(message, reply)
+        return True
 
     async def _say(self, message: IncomingMessage, reply: Reply) -> None:
         await self._responder.reply(message, reply, key=f"{message.event_id}/answer")
 
     async def _record(
-        self, message: IncomingMessage, parsed: ParsedCommand, decision: Decision, result: str = ""
+        self, message: IncomingMessage, command: str, words: tuple[str, ...],
+        decision: Decision, result: str = "",
     ) -> None:
         await self._audit.append(
-            command=parsed.name,
-            args=" ".join(parsed.words),
+            command=command,
+            args=" ".join(words),
             decision=decision,
             event_id=message.event_id,
             room_id=message.room_id,
@@ -207,7 +230,8 @@ class Pipeline:
         )
 
     async def _result(
-        self, message: IncomingMessage, parsed: ParsedCommand, result: str, started: float
+        self, message: IncomingMessage, command: str, words: tuple[str, ...], result: str,
+        started: float,
     ) -> None:
         took = time.monotonic() - started
-        await self._record(message, parsed, Decision.RESULT, f"{result} ({took:.2f} s)")
+        await self._record(message, command, words, Decision.RESULT, f"{result} ({took:.2f} s)")

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from coopbot.errors import UnknownCommand, UsageError
+from coopbot.errors import ConfigError, UnknownCommand, UsageError
 
 if TYPE_CHECKING:
     from coopbot.invocation import Invocation
@@ -86,6 +86,13 @@ class CommandRegistry:
         self._specs[spec.name] = spec
         for alias in spec.aliases:
             self._aliases[alias] = spec.name
+
+    def override_role(self, name: str, role: str) -> None:
+        """Config `command_roles`: a co-op may require another role for a command."""
+        if name not in self._specs:
+            raise ConfigError([f"command_roles.{name}: unknown command "
+                               f"(one of {', '.join(sorted(self._specs))})"])
+        self._specs[name] = replace(self._specs[name], role=role)
 
     def lookup(self, name: str) -> CommandSpec:
         key = self._aliases.get(name, name)

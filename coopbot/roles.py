@@ -102,6 +102,10 @@ class RoleResolver:
     def order(self) -> list[str]:
         return list(self._order)
 
+    @property
+    def homeservers(self) -> frozenset[str] | None:
+        return self._homeservers
+
     def is_bot_admin(self, user_id: str) -> bool:
         return user_id in self._admins
 

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from coopbot.ids import EventID, RoomID, UserID
-from coopbot.messages import IncomingMessage
+from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.replies import Reply
 
 
@@ -55,4 +55,30 @@ def incoming(room_id: str, source: dict[str, Any], *, during_downtime: bool) -> 
         thread_root=EventID(thread_root) if thread_root else None,
         is_edit=rel_type == "m.replace" or "m.new_content" in content,
         during_downtime=during_downtime,
+    )
+
+
+def incoming_reaction(room_id: str, source: dict[str, Any]) -> IncomingReaction | None:
+    relates = (source.get("content") or {}).get("m.relates_to") or {}
+    if relates.get("rel_type") != "m.annotation" or not relates.get("event_id"):
+        return None
+    return IncomingReaction(
+        room_id=RoomID(room_id),
+        event_id=EventID(str(source.get("event_id", ""))),
+        sender=UserID(str(source.get("sender", ""))),
+        relates_to=EventID(str(relates["event_id"])),
+        key=str(relates.get("key", "")),
+    )
+
+
+def incoming_redaction(room_id: str, source: dict[str, Any]) -> IncomingRedaction | None:
+    # Room v11 moved `redacts` into the content; older versions have it at the top level.
+    redacts = (source.get("content") or {}).get("redacts") or source.get("redacts")
+    if not redacts:
+        return None
+    return IncomingRedaction(
+        room_id=RoomID(room_id),
+        event_id=EventID(str(source.get("event_id", ""))),
+        sender=UserID(str(source.get("sender", ""))),
+        redacts=EventID(str(redacts)),
     )

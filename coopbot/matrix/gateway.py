@@ -12,9 +12,9 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import nio
@@ -22,9 +22,16 @@ import nio
 from coopbot.config import InviteConfig, MatrixConfig
 from coopbot.errors import MatrixError
 from coopbot.ids import EventID, RoomID, UserID, server_of
-from coopbot.matrix.content import edit_of, in_thread, incoming, notice
+from coopbot.matrix.content import (
+    edit_of,
+    in_thread,
+    incoming,
+    incoming_reaction,
+    incoming_redaction,
+    notice,
+)
 from coopbot.matrix.session import StoredSession, load_session, save_session
-from coopbot.messages import IncomingMessage
+from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.replies import Attachment, Reply
 from coopbot.roles import PowerInfo
 from coopbot.store.kv import KeyValueStore
@@ -37,7 +44,14 @@ MESSAGE_EVENTS = (nio.RoomMessageText, nio.RoomMessageNotice, nio.RoomMessageEmo
 MAX_RETRIES = 5
 TXN_NAMESPACE = uuid.UUID("6f1f1c5e-8a55-4c38-9e8e-3f8d2a1b7c01")
 
-MessageHandler = Callable[[IncomingMessage], Awaitable[None]]
+class SyncListener(Protocol):
+    """What the sync loop hands events to, in timeline order."""
+
+    async def message(self, message: IncomingMessage) -> None: ...
+
+    async def reaction(self, reaction: IncomingReaction) -> None: ...
+
+    async def redaction(self, redaction: IncomingRedaction) -> None: ...
 
 
 class MatrixGateway:
@@ -130,7 +144,7 @@ class MatrixGateway:
 
     # ---- the sync loop --------------------------------------------------------------------
 
-    async def run(self, on_message: MessageHandler) -> None:
+    async def run(self, listener: SyncListener) -> None:
         """Sync until stopped. Messages are handed to `on_message` in timeline order; the token is
         stored only after the batch was handed over, so a crash replays rather than loses."""
         since = await self._kv.get(SYNC_TOKEN_KEY)
@@ -160,7 +174,7 @@ class MatrixGateway:
                 continue
             backoff = 1.0
             await self._after_sync_crypto()
-            await self._process(response, on_message, history_only=first and since is None,
+            await self._process(response, listener, history_only=first and since is None,
                                 catching_up=first and since is not None)
             since = response.next_batch
             await self._kv.set(SYNC_TOKEN_KEY, since)
@@ -191,7 +205,7 @@ class MatrixGateway:
             pass
 
     async def _process(
-        self, response: nio.SyncResponse, on_message: MessageHandler, *,
+        self, response: nio.SyncResponse, listener: SyncListener, *,
         history_only: bool, catching_up: bool,
     ) -> None:
         for room_id, info in response.rooms.invite.items():
@@ -210,11 +224,24 @@ class MatrixGateway:
                 if "state_key" in source:
                     self._note_state(room, source)
                     continue
-                if history_only or not isinstance(event, MESSAGE_EVENTS):
+                if history_only:
                     # The very first sync of a new bot shows history: never act on it.
                     continue
-                during_downtime = catching_up and event.server_timestamp < started_ms - grace_ms
-                await on_message(incoming(room_id, source, during_downtime=during_downtime))
+                kind = source.get("type")
+                if kind == "m.reaction":
+                    reaction = incoming_reaction(room_id, source)
+                    if reaction is not None:
+                        # Votes cast while the bot was down still count (they are not commands).
+                        await listener.reaction(reaction)
+                elif kind == "m.room.redaction":
+                    redaction = incoming_redaction(room_id, source)
+                    if redaction is not None:
+                        await listener.redaction(redaction)
+                elif isinstance(event, MESSAGE_EVENTS):
+                    during_downtime = (catching_up
+                                       and event.server_timestamp < started_ms - grace_ms)
+                    await listener.message(
+                        incoming(room_id, source, during_downtime=during_downtime))
 
     async def _after_sync_crypto(self) -> None:
         # What nio's sync_forever does between syncs: keep one-time keys, device lists and
@@ -380,6 +407,22 @@ class MatrixGateway:
 
     async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None:
         await self.send(room_id, edit_of(event_id, reply), key=f"edit/{uuid.uuid4()}")
+
+    async def reactions_to(self, room_id: RoomID, event_id: EventID) -> list[IncomingReaction]:
+        """Every (unredacted) reaction on an event, from the homeserver's relations API: how
+        votes cast while the bot was down are caught up after a restart."""
+        found: list[IncomingReaction] = []
+        try:
+            async for event in self.client.room_get_event_relations(
+                room_id, event_id, rel_type=nio.RelationshipType.annotation,
+            ):
+                reaction = incoming_reaction(room_id, event.source)
+                if reaction is not None:
+                    found.append(reaction)
+        except (TimeoutError, aiohttp.ClientError, nio.LocalProtocolError) as error:
+            raise MatrixError("could not read the votes on a request card",
+                              detail=repr(error)) from error
+        return found
 
     async def typing(self, room_id: RoomID, active: bool) -> None:
         try:

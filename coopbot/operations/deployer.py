@@ -18,7 +18,7 @@ from pathlib import Path
 
 from coopbot.config import RoomConfig
 from coopbot.errors import Busy, CoopbotError, NotFound, OperationFailed, UserError
-from coopbot.operations.plan import OperationRequest, Plan, digest
+from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.redact import Redactor
 from coopbot.operations.scope import AppScope
@@ -93,7 +93,7 @@ class Deployer:
                  app.server, request.requester)
         try:
             if request.kind == "undeploy":
-                reply = await self._undeploy(app, engine, operation_id, throttled)
+                reply = await self._undeploy(request, app, engine, operation_id, throttled)
             else:
                 reply = await self._change_version(request, app, engine, operation_id, throttled,
                                                    started)
@@ -108,6 +108,26 @@ class Deployer:
             await self._operations.unlock(app.name, operation_id)
         log.info("operation %s: done in %.1f s", operation_id, time.monotonic() - started)
         return reply
+
+    async def plan(self, request: OperationRequest, room: RoomConfig | None) -> Plan:
+        """The plan this request would run now, with preflight, changing nothing."""
+        app = await asyncio.to_thread(self._scope.get, request.app_name, room)
+        engine = self._pool.get(app.server)
+        current = version_label_of(await engine.services(app.stack_name), app.stack_name)
+        if request.kind == "undeploy":
+            return self._undeploy_plan(app, current)
+        await self._recipes.fetch(app.recipe)
+        target = await self._target(request, app, current)
+        notes = await self._notes_between(app, current, target) if request.kind == "upgrade" else ()
+        async with self._recipes.checkout(app.recipe, str(target.version)) as checkout:
+            return await self._plan(request.kind, app, engine, checkout, current, notes)
+
+    @staticmethod
+    def _undeploy_plan(app: App, current: str | None) -> Plan:
+        if current is None:
+            raise NotFound(f"`{app.name}` is not deployed on {app.server}.")
+        return Plan(kind="undeploy", app=app, from_version=current, to_version=None,
+                    commit=None, compose_digest=None, env_digest=digest(app.env))
 
     # ---- version changes -------------------------------------------------------------------------
 
@@ -124,6 +144,8 @@ class Deployer:
 
         async with self._recipes.checkout(app.recipe, str(target.version)) as checkout:
             plan = await self._plan(request.kind, app, engine, checkout, current, notes)
+            if request.expected_binding and plan.binding != request.expected_binding:
+                raise PlanChanged(request.expected_binding, plan.binding)
             await progress.say(
                 f"{request.kind} `{app.name}`: deploying {plan.to_version} on {app.server} "
                 f"(recipe commit {checkout.commit[:8]})..."
@@ -313,12 +335,15 @@ class Deployer:
 
     # ---- undeploy ----------------------------------------------------------------------------
 
-    async def _undeploy(self, app: App, engine: DockerEngine, operation_id: str,
-                        progress: _Throttle) -> Reply:
+    async def _undeploy(self, request: OperationRequest, app: App, engine: DockerEngine,
+                        operation_id: str, progress: _Throttle) -> Reply:
         services = await engine.services(app.stack_name)
         if not services:
             raise NotFound(f"`{app.name}` is not deployed on {app.server}.")
         current = version_label_of(services, app.stack_name)
+        plan = self._undeploy_plan(app, current)
+        if request.expected_binding and plan.binding != request.expected_binding:
+            raise PlanChanged(request.expected_binding, plan.binding)
         await self._operations.set_versions(operation_id, current, None)
         volumes = await engine.stack_volumes(app.stack_name)
         await progress.say(f"undeploy `{app.name}`: removing stack {app.stack_name}...")

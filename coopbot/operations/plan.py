@@ -12,9 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from coopbot.errors import UserError
 from coopbot.recipes.apps import App
-from coopbot.recipes.compose import images as compose_images
-from coopbot.recipes.versions import Version
 
 KINDS = ("deploy", "upgrade", "rollback", "undeploy")
 
@@ -28,6 +27,8 @@ class OperationRequest:
     room_id: str | None = None
     event_id: str | None = None
     approvers: tuple[str, ...] = ()
+    # The plan's binding the approvers voted on: execution refuses any other plan.
+    expected_binding: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,37 @@ class Plan:
             versions = f"{self.from_version or 'not deployed'} -> removed"
         return f"{self.kind} `{self.app.name}` on {self.app.server}: {versions}"
 
+    def card_lines(self) -> list[str]:
+        """What a request card shows of the plan."""
+        lines = [self.describe()]
+        if self.commit:
+            lines.append(f"recipe commit `{self.commit[:10]}`, compose digest "
+                         f"`{self.compose_digest}`, env digest `{self.env_digest}`")
+        if self.images:
+            lines.append("images: " + ", ".join(
+                f"{service}: `{image}`" for service, image in sorted(self.images.items())))
+        for version, notes in self.release_notes:
+            excerpt = " ".join(notes.split())[:300]
+            lines.append(f"release notes {version}: {excerpt}")
+        return lines
+
+
+BINDING_PARTS = ("operation", "app", "server", "deployed version", "target version",
+                 "recipe commit", "compose file", "app env file")
+
+
+class PlanChanged(UserError):
+    """The plan differs from the one that was approved: the votes do not carry over."""
+
+    def __init__(self, approved: str, now: str) -> None:
+        old, new = approved.split("|"), now.split("|")
+        changed = [name for name, a, b in zip(BINDING_PARTS, old, new, strict=False) if a != b]
+        self.changed = changed or ["plan"]
+        super().__init__("The plan changed since it was approved ("
+                         + ", ".join(self.changed) + " changed); the votes no longer apply.")
+
 
 def digest(value: Any) -> str:
     data = json.dumps(value, sort_keys=True, default=str).encode()
     return hashlib.sha256(data).hexdigest()[:16]
 
-
-def image_summary(compose: dict[str, Any]) -> dict[str, str]:
-    return compose_images(compose)
-
-
-def newer_than(versions: list[Version], current: Version | None) -> list[Version]:
-    return [v for v in versions if current is None or v > current]

@@ -61,12 +61,20 @@ class AuditLog:
         )
         return int(cursor.lastrowid or 0)
 
-    async def recent(self, *, room_id: str | None = None, limit: int = 20) -> list[AuditRow]:
-        query = "SELECT * FROM audit_log"
-        params: tuple[object, ...] = ()
+    async def recent(self, *, room_id: str | None = None, limit: int = 20,
+                     mentioning: str | None = None) -> list[AuditRow]:
+        """Newest first; `mentioning` narrows to rows whose arguments name it (an app)."""
+        clauses: list[str] = []
+        params: list[object] = []
         if room_id is not None:
-            query += " WHERE room_id = ?"
-            params = (room_id,)
+            clauses.append("room_id = ?")
+            params.append(room_id)
+        if mentioning is not None:
+            clauses.append("instr(args, ?) > 0")
+            params.append(mentioning)
+        query = "SELECT * FROM audit_log"
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
         query += " ORDER BY id DESC LIMIT ?"
         async with self._db.conn.execute(query, (*params, limit)) as cursor:
             rows = await cursor.fetchall()

@@ -58,4 +58,40 @@ MIGRATIONS: list[str] = [
         instance TEXT NOT NULL
     );
     """,
+    # 3: approval requests bound to a plan, and the votes on them.
+    """
+    CREATE TABLE approval_requests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        room_id TEXT NOT NULL,
+        command_event_id TEXT NOT NULL,
+        thread_root TEXT NOT NULL,
+        card_event_id TEXT,
+        requester TEXT NOT NULL,
+        command TEXT NOT NULL,
+        args TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        app TEXT NOT NULL,
+        binding TEXT NOT NULL,
+        plan_text TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'open',
+        closed_at REAL,
+        outcome TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX approval_requests_open ON approval_requests(state, room_id);
+    CREATE UNIQUE INDEX approval_requests_card ON approval_requests(card_event_id);
+    CREATE TABLE approval_votes (
+        request_id INTEGER NOT NULL REFERENCES approval_requests(id),
+        voter TEXT NOT NULL,
+        approve INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        seq INTEGER NOT NULL,
+        via TEXT NOT NULL,
+        PRIMARY KEY (request_id, voter)
+    );
+    CREATE TABLE vote_sequence (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE);
+    """,
 ]

@@ -86,6 +86,13 @@ class OperationStore:
                 return await self.try_lock(app, operation_id, kind, holder)
             return LockHolder(*row)
 
+    async def lock_holder(self, app: str) -> LockHolder | None:
+        async with self._db.conn.execute(
+            "SELECT app, operation_id, kind, holder, since FROM app_locks WHERE app = ?", (app,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return LockHolder(*row) if row else None
+
     async def unlock(self, app: str, operation_id: str) -> None:
         await self._db.conn.execute(
             "DELETE FROM app_locks WHERE app = ? AND operation_id = ?", (app, operation_id)

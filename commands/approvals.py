@@ -1,0 +1,80 @@
+"""Approval commands: approve, deny, cancel, pending; and audit, the record of who did what."""
+
+from __future__ import annotations
+
+import time
+
+from coopbot.approvals.service import Approvals
+from coopbot.errors import UsageError
+from coopbot.invocation import Invocation
+from coopbot.registry import Arg, CommandSpec
+from coopbot.replies import Reply
+from coopbot.store.audit import AuditLog
+
+AUDIT_DEFAULT = 20
+AUDIT_MAX = 200
+
+
+class ApprovalCommands:
+    def __init__(self, approvals: Approvals, audit: AuditLog, *, member_role: str,
+                 audit_role: str) -> None:
+        self._approvals = approvals
+        self._audit = audit
+        self._member = member_role
+        self._audit_role = audit_role
+
+    def specs(self) -> list[CommandSpec]:
+        request_id = Arg("id", help="the request number shown on its card")
+        reason = Arg("reason", optional=True, rest=True)
+        return [
+            CommandSpec("approve", "vote for a request (same as 👍 on its card)", self._member,
+                        self.approve, args=(request_id, reason),
+                        details="Your role is checked again when votes are counted.",
+                        examples=("!approve 3",)),
+            CommandSpec("deny", "vote against a request (same as 👎 on its card)", self._member,
+                        self.deny, args=(request_id, reason),
+                        examples=("!deny 3 not during the AGM",)),
+            CommandSpec("cancel", "cancel an open request (its requester or an admin)",
+                        self._member, self.cancel, args=(request_id,)),
+            CommandSpec("pending", "open requests in this room and their votes", self._member,
+                        self.pending),
+            CommandSpec("audit", "who asked, approved and ran what, with results",
+                        self._audit_role, self.audit,
+                        args=(Arg("app", optional=True, help="only rows naming this app"),
+                              Arg("n", optional=True, help=f"rows, default {AUDIT_DEFAULT}")),
+                        examples=("!audit", "!audit blog.example.org 50")),
+        ]
+
+    async def approve(self, inv: Invocation) -> Reply:
+        return await self._approvals.vote_command(inv, approve=True)
+
+    async def deny(self, inv: Invocation) -> Reply:
+        return await self._approvals.vote_command(inv, approve=False)
+
+    async def cancel(self, inv: Invocation) -> Reply:
+        return await self._approvals.cancel(inv)
+
+    async def pending(self, inv: Invocation) -> Reply:
+        return await self._approvals.pending(inv)
+
+    async def audit(self, inv: Invocation) -> Reply:
+        app = inv.arg("app")
+        count_text = inv.arg("n")
+        if app is not None and app.isdigit() and count_text is None:
+            app, count_text = None, app  # `!audit 50`
+        count = int(count_text) if count_text and count_text.isdigit() else AUDIT_DEFAULT
+        if count_text and (not count_text.isdigit() or not 0 < count <= AUDIT_MAX):
+            raise UsageError(f"n must be a number from 1 to {AUDIT_MAX}.", inv.spec.usage())
+        rows = await self._audit.recent(room_id=inv.room_id, limit=count, mentioning=app)
+        if not rows:
+            return Reply.of("Nothing in the audit log" + (f" for `{app}`." if app else "."))
+        lines = []
+        for row in reversed(rows):
+            when = time.strftime("%m-%d %H:%M:%S", time.gmtime(row.at))
+            what = f"{row.command} {row.args}".strip()
+            result = f" -> {row.result}" if row.result else ""
+            op = f" [op {row.operation_id}]" if row.operation_id else ""
+            lines.append(f"{when} {row.sender} {what}: {row.decision}{result}{op} ({row.event_id})")
+        naming = f" naming `{app}`" if app else ""
+        title = f"**Audit log** ({len(rows)} newest rows{naming}):"
+        return Reply.preformatted(title, "\n".join(lines))

@@ -1,0 +1,1 @@
+"""Collective approval: policies, requests bound to a plan, votes, tally, expiry."""

@@ -1,0 +1,67 @@
+"""The effective policy of an operation: app override > room override > global, key by key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coopbot.config import Config, PolicyConfig, RoomConfig, parse_duration
+
+DEFAULT_EXPIRY = "24h"
+
+
+@dataclass(frozen=True)
+class Policy:
+    operation: str
+    approvals: int
+    approver_role: str
+    expires_seconds: int
+    self_vote: bool
+    veto: bool
+    backup_first: bool
+    auto_approve_autoupdates: bool
+
+    @property
+    def needs_votes(self) -> bool:
+        return self.approvals > 0
+
+    def describe(self) -> str:
+        parts = [f"{self.approvals} approval(s) from {self.approver_role}"]
+        parts.append("the requester's own vote counts" if self.self_vote
+                     else "the requester's own vote does not count")
+        if self.veto:
+            parts.append(f"one 👎 from an {self.approver_role} blocks it")
+        return "; ".join(parts)
+
+
+class PolicyResolver:
+    def __init__(self, config: Config) -> None:
+        self._global = config.policies
+        self._apps = config.app_policies
+        order = config.role_order()
+        # Approvers default to the second role (operator) when the config names none.
+        self._default_role = order[1] if len(order) > 1 else order[0]
+
+    def resolve(self, operation: str, room: RoomConfig | None, app: str | None) -> Policy | None:
+        """None when no level defines a policy for this operation: it runs at once."""
+        layers = [self._global.get(operation)]
+        if room is not None:
+            layers.append(room.policies.get(operation))
+        if app is not None:
+            layers.append(self._apps.get(app, {}).get(operation))
+        present = [layer for layer in layers if layer is not None]
+        if not present:
+            return None
+        merged: dict[str, object] = {}
+        for layer in present:
+            merged.update(layer.model_dump(exclude_none=True))
+        final = PolicyConfig(**merged)  # type: ignore[arg-type]
+        return Policy(
+            operation=operation,
+            approvals=final.approvals or 0,
+            approver_role=final.approver_role or self._default_role,
+            expires_seconds=parse_duration(final.expires or DEFAULT_EXPIRY),
+            self_vote=bool(final.self_vote),
+            veto=True if final.veto is None else final.veto,
+            backup_first=bool(final.backup_first),
+            auto_approve_autoupdates=bool(final.auto_approve_autoupdates),
+        )

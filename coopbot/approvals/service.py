@@ -1,0 +1,414 @@
+"""Approvals: the pipeline's approval stage, voting, and running an approved plan exactly once.
+
+Flow: `gate()` parks an operation under a policy as a request with a card bound to its plan.
+Votes arrive as reactions on the card or `!approve` / `!deny`; each vote is stored, and the
+tally is recomputed from the stored votes and every voter's role *now*. When the quorum is
+reached the request moves to `running` in one conditional UPDATE (exactly once), the plan is
+computed again and compared with the approved one, and only an identical plan runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from coopbot.approvals.card import NO_KEYS, YES_KEYS, render
+from coopbot.approvals.policy import Policy, PolicyResolver
+from coopbot.approvals.tally import Outcome, Tally, Vote, tally
+from coopbot.errors import Busy, CoopbotError, NotFound, PermissionDenied, UserError
+from coopbot.ids import EventID, RoomID, UserID, server_of
+from coopbot.invocation import Invocation
+from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
+from coopbot.operations.plan import PlanChanged
+from coopbot.pipeline import PowerSource
+from coopbot.registry import CommandRegistry
+from coopbot.replies import Reply
+from coopbot.roles import RoleResolver
+from coopbot.rooms import RoomDirectory
+from coopbot.store.approvals import OPEN, RUNNING, ApprovalRequest, ApprovalStore
+from coopbot.store.audit import AuditLog, Decision
+from coopbot.store.operations import OperationStore
+from coopbot.tasks import TaskGroup
+
+log = logging.getLogger(__name__)
+
+EXPIRY_CHECK_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    """What a planner says about an operation: the binding votes attach to, and card lines."""
+
+    binding: str
+    lines: list[str]
+    app: str
+
+
+Planner = Callable[[Invocation], Awaitable[PlannedChange]]
+Executor = Callable[[Invocation, IncomingMessage], Awaitable[bool]]
+
+
+class CardPoster(Protocol):
+    """The part of the Matrix adapter approvals need (MatrixGateway implements it)."""
+
+    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID: ...
+
+    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None: ...
+
+    async def reactions_to(
+        self, room_id: RoomID, event_id: EventID
+    ) -> list[IncomingReaction]: ...
+
+
+class Approvals:
+    def __init__(
+        self, *, store: ApprovalStore, policies: PolicyResolver, roles: RoleResolver,
+        power: PowerSource, rooms: RoomDirectory, registry: CommandRegistry,
+        operations: OperationStore, audit: AuditLog, poster: CardPoster,
+        planners: dict[str, Planner], tasks: TaskGroup, prefix: str = "!",
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self._roles = roles
+        self._power = power
+        self._rooms = rooms
+        self._registry = registry
+        self._operations = operations
+        self._audit = audit
+        self._poster = poster
+        self._planners = planners
+        self._tasks = tasks
+        self._prefix = prefix
+        self._executor: Executor | None = None
+        # Votes on one request are evaluated one at a time (card edits stay in order).
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def bind_executor(self, executor: Executor) -> None:
+        """The pipeline's operation stage; set after both are built (they refer to each other)."""
+        self._executor = executor
+
+    # ---- the pipeline's approval stage ---------------------------------------------------
+
+    def policy_for(self, inv: Invocation) -> Policy | None:
+        assert inv.spec.operation is not None
+        return self._policies.resolve(inv.spec.operation, inv.room, inv.args.get("app"))
+
+    async def gate(self, inv: Invocation, message: IncomingMessage) -> bool:
+        """True: run now. False: parked as a request waiting for votes (card posted)."""
+        policy = self.policy_for(inv)
+        if policy is None or not policy.needs_votes:
+            return True
+        if inv.automatic and policy.auto_approve_autoupdates:
+            return True
+        planner = self._planners.get(inv.spec.operation or "")
+        if planner is None:
+            raise UserError(f"`{inv.spec.name}` needs approval but cannot be planned.")
+        app = inv.args.get("app", "")
+        busy = await self._operations.lock_holder(app)
+        if busy is not None:
+            raise Busy(f"busy: {busy.kind} of `{app}` by {busy.holder}; ask again when it is done")
+        for other in await self._store.open_requests(inv.room_id):
+            if other.app == app and other.operation == inv.spec.operation:
+                raise UserError(f"Request #{other.id} already asks to {other.operation} `{app}`; "
+                                f"vote on it or `{self._prefix}cancel {other.id}` it first.")
+        planned = await planner(inv)
+        await self._open(inv, message, policy, planned)
+        return False
+
+    async def _open(self, inv: Invocation, message: IncomingMessage, policy: Policy,
+                    planned: PlannedChange, *, replaces: int | None = None) -> ApprovalRequest:
+        request = await self._store.create(
+            room_id=inv.room_id, command_event_id=inv.event_id,
+            thread_root=message.reply_thread_root, requester=inv.sender,
+            command=inv.spec.name, args=inv.args, operation=policy.operation, app=planned.app,
+            binding=planned.binding, plan_text="\n".join(planned.lines),
+            policy=asdict(policy), expires_in=policy.expires_seconds,
+        )
+        status = "open" if replaces is None else f"open (replaces request #{replaces})"
+        card = render(request, policy, None, status, self._prefix)
+        card_id = await self._poster.reply(message, card, key=f"approval/{request.id}/card")
+        await self._store.set_card(request.id, card_id)
+        await self._audit.append(
+            command=f"request #{request.id}", args=f"{policy.operation} {planned.app}",
+            decision=Decision.RAN, event_id=card_id, room_id=inv.room_id, sender=inv.sender,
+            result=f"opened: {planned.lines[0]}",
+        )
+        return request
+
+    # ---- votes ----------------------------------------------------------------------------
+
+    async def reaction(self, reaction: IncomingReaction) -> None:
+        if reaction.key in YES_KEYS:
+            approve = True
+        elif reaction.key in NO_KEYS:
+            approve = False
+        else:
+            return
+        request = await self._store.by_card(reaction.relates_to)
+        if request is None or request.state != OPEN:
+            return
+        await self._vote(request, reaction.sender, approve, reaction.event_id, "", "reaction")
+
+    async def redaction(self, redaction: IncomingRedaction) -> None:
+        request_id = await self._store.retract(redaction.redacts)
+        if request_id is None:
+            return
+        request = await self._store.get(request_id)
+        if request is not None and request.state == OPEN:
+            await self._audit.append(
+                command=f"vote on #{request_id}", decision=Decision.RESULT,
+                event_id=redaction.event_id, room_id=redaction.room_id, sender=redaction.sender,
+                result=f"retracted (reaction {redaction.redacts} redacted)",
+            )
+            await self.evaluate(request)
+
+    async def vote_command(self, inv: Invocation, approve: bool) -> Reply:
+        request = await self._request_in_room(inv)
+        if request.state != OPEN:
+            raise UserError(f"Request #{request.id} is {request.state}: votes are closed.")
+        counted = await self._vote(request, inv.sender, approve, inv.event_id,
+                                   inv.args.get("reason", ""), "command")
+        if not counted:
+            return Reply.of(f"That vote on request #{request.id} was already counted.")
+        return Reply.of(f"Your {'👍' if approve else '👎'} on request #{request.id} is recorded; "
+                        "the card shows the count.")
+
+    async def _vote(self, request: ApprovalRequest, voter: str, approve: bool, event_id: str,
+                    reason: str, via: str) -> bool:
+        seq = await self._store.next_seq(event_id)
+        if seq is None:
+            return False  # the same vote event delivered twice
+        await self._store.record_vote(
+            request.id, Vote(voter, approve, event_id, seq, reason, via)
+        )
+        await self._audit.append(
+            command=f"vote on #{request.id}", args="yes" if approve else f"no {reason}".strip(),
+            decision=Decision.RESULT, event_id=event_id, room_id=request.room_id, sender=voter,
+            result=f"{'approve' if approve else 'deny'} via {via}",
+        )
+        await self.evaluate(request)
+        return True
+
+    # ---- tally and execution ----------------------------------------------------------------
+
+    async def evaluate(self, request: ApprovalRequest) -> None:
+        lock = self._locks.setdefault(request.id, asyncio.Lock())
+        async with lock:
+            current = await self._store.get(request.id)
+            if current is None or current.state != OPEN:
+                return
+            policy = Policy(**current.policy)
+            result = await self._tally(current, policy)
+            if result.outcome == Outcome.PENDING:
+                await self._edit_card(current, policy, result, "open")
+                return
+            if result.outcome == Outcome.DENIED:
+                names = ", ".join(v.voter for v in result.no)
+                if await self._store.transition(current.id, OPEN, "denied", f"denied by {names}"):
+                    closed = await self._store.get(current.id)
+                    assert closed is not None
+                    await self._edit_card(closed, policy, result, f"denied by {names}")
+                    await self._close_audit(closed, "denied", names)
+                return
+            if await self._store.transition(current.id, OPEN, RUNNING):
+                running = await self._store.get(current.id)
+                assert running is not None
+                approvers = tuple(v.voter for v in result.yes)
+                await self._edit_card(running, policy, result,
+                                      f"approved by {', '.join(approvers) or 'policy'}: running")
+                self._tasks.spawn(self._run(running, policy, result, approvers),
+                                  name=f"approved request {running.id}")
+
+    async def _tally(self, request: ApprovalRequest, policy: Policy) -> Tally:
+        votes = await self._store.votes(request.id)
+        room = self._rooms.get(RoomID(request.room_id))
+        power = await self._power.power_info(RoomID(request.room_id))
+        ineligible: dict[str, str] = {}
+        for vote in votes:
+            grant = self._roles.resolve(vote.voter, room.config if room else None, power)
+            if not grant.has(policy.approver_role):
+                homeservers = self._roles.homeservers
+                if homeservers is not None and server_of(vote.voter) not in homeservers:
+                    ineligible[vote.voter] = f"users of {server_of(vote.voter)} may not vote here"
+                else:
+                    ineligible[vote.voter] = f"lacks the {policy.approver_role} role"
+        return tally(policy, request.requester, votes, ineligible)
+
+    async def _run(self, request: ApprovalRequest, policy: Policy, result: Tally,
+                   approvers: tuple[str, ...]) -> None:
+        message = self._message_of(request)
+        try:
+            inv = await self._invocation(request, message, approvers)
+            planner = self._planners[request.operation]
+            planned = await planner(inv)
+        except CoopbotError as error:
+            await self._store.transition(request.id, RUNNING, "failed", str(error))
+            await self._edit_card(request, policy, result, f"could not be planned again: {error}")
+            await self._close_audit(request, "failed", str(error))
+            return
+        if planned.binding != request.binding:
+            await self._store.transition(request.id, RUNNING, "void", "plan changed")
+            why = str(PlanChanged(request.binding, planned.binding))
+            await self._edit_card(request, policy, result, f"void: {why}")
+            await self._close_audit(request, "void", why)
+            fresh = await self._open(inv, message, policy, planned, replaces=request.id)
+            log.info("request %s void (plan changed); request %s replaces it",
+                     request.id, fresh.id)
+            return
+        assert self._executor is not None, "approvals used before bind_executor()"
+        ok = await self._executor(inv, message)
+        state = "done" if ok else "failed"
+        await self._store.transition(request.id, RUNNING, state)
+        await self._edit_card(request, policy, result,
+                              f"approved by {', '.join(approvers) or 'policy'}: "
+                              f"{'done' if ok else 'ran and failed'} (see the thread)")
+        await self._close_audit(request, state, ", ".join(approvers))
+
+    async def _invocation(self, request: ApprovalRequest, message: IncomingMessage,
+                          approvers: tuple[str, ...]) -> Invocation:
+        spec = self._registry.lookup(request.command)
+        room = self._rooms.get(RoomID(request.room_id))
+        power = await self._power.power_info(RoomID(request.room_id))
+        grant = self._roles.resolve(request.requester, room.config if room else None, power)
+        if not grant.has(spec.role):
+            # Power is re-checked at execution too: a requester who lost the role loses the run.
+            raise PermissionDenied(spec.name, spec.role)
+        return Invocation(
+            room_id=RoomID(request.room_id), event_id=EventID(request.command_event_id),
+            sender=UserID(request.requester), spec=spec, args=dict(request.args), grant=grant,
+            room=room.config if room else None, event_timestamp_ms=int(request.created_at * 1000),
+            received_at=time.time(), progress=self._progress_for(message),
+            approvers=approvers, expected_binding=request.binding, request_id=request.id,
+        )
+
+    def _progress_for(self, message: IncomingMessage) -> Callable[[Reply], Awaitable[None]]:
+        status: list[EventID] = []
+
+        async def progress(update: Reply) -> None:
+            if status:
+                await self._poster.edit(message.room_id, status[0], update)
+            else:
+                status.append(await self._poster.reply(
+                    message, update, key=f"{message.event_id}/approved-status"))
+
+        return progress
+
+    @staticmethod
+    def _message_of(request: ApprovalRequest) -> IncomingMessage:
+        """The original command, as the thread the result is posted into."""
+        root = request.thread_root
+        return IncomingMessage(
+            room_id=RoomID(request.room_id), event_id=EventID(request.command_event_id),
+            sender=UserID(request.requester), body="", msgtype="m.text",
+            timestamp_ms=int(request.created_at * 1000), received_at=time.time(),
+            thread_root=EventID(root) if root != request.command_event_id else None,
+        )
+
+    async def _edit_card(self, request: ApprovalRequest, policy: Policy, result: Tally | None,
+                         status: str) -> None:
+        if request.card_event_id is None:
+            return
+        try:
+            await self._poster.edit(RoomID(request.room_id), EventID(request.card_event_id),
+                                    render(request, policy, result, status, self._prefix))
+        except CoopbotError as error:
+            log.warning("could not update the card of request %s: %s", request.id, error)
+
+    async def _close_audit(self, request: ApprovalRequest, state: str, detail: str) -> None:
+        await self._audit.append(
+            command=f"request #{request.id}", args=f"{request.operation} {request.app}",
+            decision=Decision.RESULT, event_id=request.card_event_id, room_id=request.room_id,
+            sender=request.requester, result=f"{state}: {detail}"[:2000],
+        )
+
+    # ---- cancel, pending, expiry, restart ----------------------------------------------------
+
+    async def cancel(self, inv: Invocation) -> Reply:
+        request = await self._request_in_room(inv)
+        top_role = self._roles.order[-1]
+        if inv.sender != request.requester and not inv.grant.has(top_role):
+            raise UserError(f"Only {request.requester} or an {top_role} can cancel "
+                            f"request #{request.id}.")
+        if not await self._store.transition(request.id, OPEN, "cancelled",
+                                            f"cancelled by {inv.sender}"):
+            raise UserError(f"Request #{request.id} is {request.state}; it cannot be cancelled.")
+        policy = Policy(**request.policy)
+        closed = await self._store.get(request.id)
+        assert closed is not None
+        await self._edit_card(closed, policy, await self._tally(closed, policy),
+                              f"cancelled by {inv.sender}")
+        await self._close_audit(closed, "cancelled", inv.sender)
+        return Reply.of(f"Request #{request.id} is cancelled.")
+
+    async def pending(self, inv: Invocation) -> Reply:
+        requests = await self._store.open_requests(inv.room_id)
+        if not requests:
+            return Reply.of("No open requests in this room.")
+        lines = ["**Open requests:**"]
+        for request in requests:
+            policy = Policy(**request.policy)
+            result = await self._tally(request, policy)
+            expires = time.strftime("%H:%M UTC", time.gmtime(request.expires_at))
+            lines.append(f"- #{request.id} {request.plan_text.splitlines()[0]} (by "
+                         f"{request.requester}; votes {result.progress}; expires {expires})")
+        return Reply.of("\n".join(lines))
+
+    async def expire_due(self) -> int:
+        expired = 0
+        for request in await self._store.open_requests():
+            if request.expires_at > time.time():
+                continue
+            if await self._store.transition(request.id, OPEN, "expired", "expired"):
+                expired += 1
+                policy = Policy(**request.policy)
+                closed = await self._store.get(request.id)
+                assert closed is not None
+                await self._edit_card(closed, policy, await self._tally(closed, policy),
+                                      "expired without enough votes; ask again if still wanted")
+                await self._close_audit(closed, "expired", "")
+        return expired
+
+    async def run_expiry(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.expire_due()
+            except CoopbotError as error:
+                log.warning("expiry check failed: %s", error)
+            try:
+                await asyncio.wait_for(stop.wait(), EXPIRY_CHECK_SECONDS)
+            except TimeoutError:
+                pass
+
+    async def catch_up(self) -> None:
+        """After a restart: count reactions cast while the bot was down (from the card's
+        relations), drop reaction votes whose reaction was redacted meanwhile, re-tally."""
+        for request in await self._store.open_requests():
+            if request.card_event_id is None:
+                continue
+            try:
+                reactions = await self._poster.reactions_to(
+                    RoomID(request.room_id), EventID(request.card_event_id))
+            except CoopbotError as error:
+                log.warning("could not catch up votes of request %s: %s", request.id, error)
+                continue
+            present = {r.event_id for r in reactions}
+            stale = {v.event_id for v in await self._store.votes(request.id)
+                     if v.via == "reaction" and v.event_id not in present}
+            await self._store.drop_votes_by_event(request.id, stale)
+            for reaction in reactions:
+                await self.reaction(reaction)
+            await self.evaluate(request)
+
+    async def _request_in_room(self, inv: Invocation) -> ApprovalRequest:
+        text = inv.args.get("id", "").lstrip("#")
+        if not text.isdigit():
+            raise UserError(
+                f"`{text}` is not a request number; `{self._prefix}pending` lists them.")
+        request = await self._store.get(int(text))
+        if request is None or request.room_id != inv.room_id:
+            raise NotFound(f"There is no request #{text} in this room.")
+        return request

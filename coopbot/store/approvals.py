@@ -1,0 +1,158 @@
+"""Approval requests and their votes.
+
+State changes are single conditional UPDATEs (`WHERE state = 'open'`), so however many vote
+events arrive at once, exactly one caller wins the transition to `running`: a request never
+executes twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from coopbot.approvals.tally import Vote
+from coopbot.store.database import Database
+
+OPEN = "open"
+RUNNING = "running"
+CLOSED_STATES = ("done", "failed", "denied", "expired", "cancelled", "void")
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    id: int
+    room_id: str
+    command_event_id: str
+    thread_root: str
+    card_event_id: str | None
+    requester: str
+    command: str
+    args: dict[str, str]
+    operation: str
+    app: str
+    binding: str
+    plan_text: str
+    policy: dict[str, Any]
+    created_at: float
+    expires_at: float
+    state: str
+    closed_at: float | None
+    outcome: str
+
+
+def _request(row: Any) -> ApprovalRequest:
+    values = list(row)
+    values[7] = json.loads(values[7])
+    values[12] = json.loads(values[12])
+    return ApprovalRequest(*values)
+
+
+class ApprovalStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, *, room_id: str, command_event_id: str, thread_root: str, requester: str,
+        command: str, args: dict[str, str], operation: str, app: str, binding: str,
+        plan_text: str, policy: dict[str, Any], expires_in: float,
+    ) -> ApprovalRequest:
+        now = time.time()
+        cursor = await self._db.conn.execute(
+            "INSERT INTO approval_requests(room_id, command_event_id, thread_root, requester,"
+            " command, args, operation, app, binding, plan_text, policy, created_at, expires_at)"
+            " VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (room_id, command_event_id, thread_root, requester, command, json.dumps(args),
+             operation, app, binding, plan_text, json.dumps(policy), now, now + expires_in),
+        )
+        request = await self.get(int(cursor.lastrowid or 0))
+        assert request is not None
+        return request
+
+    async def set_card(self, request_id: int, card_event_id: str) -> None:
+        await self._db.conn.execute(
+            "UPDATE approval_requests SET card_event_id = ? WHERE id = ?",
+            (card_event_id, request_id),
+        )
+
+    async def get(self, request_id: int) -> ApprovalRequest | None:
+        async with self._db.conn.execute(
+            "SELECT * FROM approval_requests WHERE id = ?", (request_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _request(row) if row else None
+
+    async def by_card(self, card_event_id: str) -> ApprovalRequest | None:
+        async with self._db.conn.execute(
+            "SELECT * FROM approval_requests WHERE card_event_id = ?", (card_event_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _request(row) if row else None
+
+    async def open_requests(self, room_id: str | None = None) -> list[ApprovalRequest]:
+        query = "SELECT * FROM approval_requests WHERE state = 'open'"
+        params: tuple[object, ...] = ()
+        if room_id is not None:
+            query += " AND room_id = ?"
+            params = (room_id,)
+        async with self._db.conn.execute(query + " ORDER BY id", params) as cursor:
+            return [_request(row) for row in await cursor.fetchall()]
+
+    async def transition(self, request_id: int, from_state: str, to_state: str,
+                         outcome: str = "") -> bool:
+        """Move a request between states; False if someone else already moved it."""
+        closed = time.time() if to_state in CLOSED_STATES else None
+        cursor = await self._db.conn.execute(
+            "UPDATE approval_requests SET state = ?, outcome = ?, closed_at = ?"
+            " WHERE id = ? AND state = ?",
+            (to_state, outcome, closed, request_id, from_state),
+        )
+        return cursor.rowcount == 1
+
+    async def next_seq(self, event_id: str) -> int | None:
+        """The receive order of a vote event; None when this event was already counted."""
+        cursor = await self._db.conn.execute(
+            "INSERT OR IGNORE INTO vote_sequence(event_id) VALUES(?)", (event_id,)
+        )
+        return int(cursor.lastrowid) if cursor.rowcount == 1 and cursor.lastrowid else None
+
+    async def record_vote(self, request_id: int, vote: Vote) -> None:
+        """One vote per user: a newer vote replaces the older one."""
+        await self._db.conn.execute(
+            "INSERT INTO approval_votes(request_id, voter, approve, event_id, reason, seq, via)"
+            " VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(request_id, voter) DO UPDATE SET"
+            " approve = excluded.approve, event_id = excluded.event_id,"
+            " reason = excluded.reason, seq = excluded.seq, via = excluded.via"
+            " WHERE excluded.seq > seq",
+            (request_id, vote.voter, int(vote.approve), vote.event_id, vote.reason, vote.seq,
+             vote.via),
+        )
+
+    async def retract(self, event_id: str) -> int | None:
+        """A redacted reaction retracts the vote it cast (if it is still the voter's latest).
+        Returns the request id affected."""
+        async with self._db.conn.execute(
+            "SELECT request_id FROM approval_votes WHERE event_id = ?", (event_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        await self._db.conn.execute("DELETE FROM approval_votes WHERE event_id = ?", (event_id,))
+        return int(row[0])
+
+    async def votes(self, request_id: int) -> list[Vote]:
+        async with self._db.conn.execute(
+            "SELECT voter, approve, event_id, seq, reason, via FROM approval_votes"
+            " WHERE request_id = ? ORDER BY seq", (request_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [Vote(voter=r[0], approve=bool(r[1]), event_id=r[2], seq=int(r[3]), reason=r[4],
+                     via=r[5]) for r in rows]
+
+    async def drop_votes_by_event(self, request_id: int, event_ids: set[str]) -> None:
+        for event_id in event_ids:
+            await self._db.conn.execute(
+                "DELETE FROM approval_votes WHERE request_id = ? AND event_id = ?",
+                (request_id, event_id),
+            )
