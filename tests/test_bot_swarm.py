@@ -4,7 +4,6 @@ over a real sshd) -> real recipe repo with annotated tags -> abra-style env file
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 from nio import RoomMessage
 
+from tests.harness.apps import app_env, create_secret, docker, stack_of, unique_domain
 from tests.harness.bot import RunningBot, StartBot
 from tests.harness.recipes import AbraDir
 from tests.harness.swarm import AppImages, Dockerd, Sshd, free_port, remove_stack
@@ -46,29 +46,6 @@ class SwarmRoom:
                                               predicate=answers, timeout=timeout,
                                               after_event_id=event_id)
         return str(reply.source["content"]["body"])
-
-
-def unique_domain() -> str:
-    return f"t{uuid.uuid4().hex[:8]}.example.org"
-
-
-def stack_of(domain: str) -> str:
-    return domain.replace(".", "_")
-
-
-def docker(*args: str, stdin: bytes | None = None) -> str:
-    result = subprocess.run(["docker", *args], input=stdin, capture_output=True, check=True)
-    return result.stdout.decode()
-
-
-def create_secret(domain: str) -> None:
-    docker("secret", "create", f"{stack_of(domain)}_db_password_v1", "-", stdin=b"s3cret-value")
-
-
-def app_env(abra: AbraDir, server: str, domain: str, **extra: str) -> Path:
-    values = {"SECRET_DB_PASSWORD_VERSION": "v1", "GREETING": "hello-from-env"}
-    values.update(extra)
-    return abra.write_app(server, domain, extra=values)
 
 
 @pytest.fixture

@@ -160,7 +160,8 @@ class Approvals:
         request = await self._store.get(request_id)
         if request is not None and request.state == OPEN:
             await self._audit.append(
-                command=f"vote on #{request_id}", decision=Decision.RESULT,
+                command=f"vote on #{request_id}", args=f"{request.app}: retracted",
+                decision=Decision.RESULT,
                 event_id=redaction.event_id, room_id=redaction.room_id, sender=redaction.sender,
                 result=f"retracted (reaction {redaction.redacts} redacted)",
             )
@@ -185,8 +186,9 @@ class Approvals:
         await self._store.record_vote(
             request.id, Vote(voter, approve, event_id, seq, reason, via)
         )
+        choice = "yes" if approve else f"no {reason}".strip()
         await self._audit.append(
-            command=f"vote on #{request.id}", args="yes" if approve else f"no {reason}".strip(),
+            command=f"vote on #{request.id}", args=f"{request.app}: {choice}",
             decision=Decision.RESULT, event_id=event_id, room_id=request.room_id, sender=voter,
             result=f"{'approve' if approve else 'deny'} via {via}",
         )
