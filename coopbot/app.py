@@ -10,7 +10,9 @@ from typing import Protocol
 
 from coopbot.approvals.policy import PolicyResolver
 from coopbot.approvals.service import Approvals, PlannedChange, Planner
+from coopbot.backups import BackupService
 from coopbot.commands.approvals import ApprovalCommands
+from coopbot.commands.backups import BackupCommands
 from coopbot.commands.core import CoreCommands
 from coopbot.commands.swarm import SwarmCommands
 from coopbot.config import Config, SSHServer
@@ -19,6 +21,7 @@ from coopbot.ids import UserID
 from coopbot.invocation import Invocation
 from coopbot.matrix.gateway import MatrixGateway
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
+from coopbot.observe import Observers
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.scope import AppScope
@@ -62,6 +65,7 @@ class Bot:
     operations: OperationStore
     pool: ServerPool
     approvals: Approvals
+    observers: Observers
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
@@ -116,6 +120,7 @@ class Bot:
 
 
 def build(config: Config) -> Bot:
+    observers = Observers()
     database = Database(config.database)
     kv = KeyValueStore(database)
     handled = HandledEvents(database)
@@ -126,14 +131,24 @@ def build(config: Config) -> Bot:
         config.matrix, kv, config.invites,
         admins=frozenset(config.admins),
         configured_rooms=rooms.room_ids,
+        observers=observers,
     )
-    operations = OperationStore(database)
+    operations = OperationStore(database, observers=observers)
     pool = ServerPool(server_specs(config))
     recipes = RecipeStore(config.recipes.cache, config.recipes.url_template,
                           config.recipes.overrides)
     scope = AppScope(AppCatalog(config.apps_dir))
     preflight = Preflight({name: s.check_images for name, s in config.servers.items()})
-    deployer = Deployer(scope, recipes, pool, operations, preflight)
+    # backups (issue 5): a BackupService only when `backups` is configured; the deployer backs
+    # up first before the operations whose global policy says `backup_first`.
+    backups = (BackupService(pool, scope, operations, config.backups,
+                             backup_before_restore=backup_first(config, "restore"))
+               if config.backups else None)
+    deployer = Deployer(
+        scope, recipes, pool, operations, preflight,
+        pre_backup=backups.before_operation if backups is not None else None,
+        backup_before=frozenset(op for op in config.policies if backup_first(config, op)),
+    )
     status = StatusViews(scope, recipes, pool)
 
     prefix = config.matrix.command_prefix
@@ -145,11 +160,16 @@ def build(config: Config) -> Bot:
         CoreCommands(registry, prefix, lowest_role=lowest),
         SwarmCommands(deployer, status, read_role=lowest, change_role=change_role),
     ]
+    planners = swarm_planners(deployer)
+    if backups is not None:  # backups (issue 5)
+        backup_commands = BackupCommands(backups, read_role=lowest, change_role=change_role)
+        families.append(backup_commands)
+        planners.update(backup_commands.planners())
     tasks = TaskGroup()
     approvals = Approvals(
         store=ApprovalStore(database), policies=PolicyResolver(config), roles=roles,
         power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
-        poster=gateway, planners=swarm_planners(deployer), tasks=tasks, prefix=prefix,
+        poster=gateway, planners=planners, tasks=tasks, prefix=prefix,
     )
     families.append(ApprovalCommands(approvals, audit, member_role=lowest,
                                      audit_role=change_role))
@@ -169,12 +189,13 @@ def build(config: Config) -> Bot:
         audit=audit,
         responder=gateway,
         approval=approvals.gate,
+        observers=observers,
     )
     approvals.bind_executor(pipeline.execute)
     return Bot(
         config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
         registry=registry, tasks=tasks, handled=handled, operations=operations,
-        pool=pool, approvals=approvals,
+        pool=pool, approvals=approvals, observers=observers,
     )
 
 
@@ -188,6 +209,12 @@ def swarm_planners(deployer: Deployer) -> dict[str, Planner]:
                              app=planned.app.name)
 
     return {kind: plan for kind in ("deploy", "upgrade", "rollback", "undeploy")}
+
+
+def backup_first(config: Config, operation: str) -> bool:
+    """backups (issue 5): the global policy's `backup_first` (room/app overrides: not yet)."""
+    policy = config.policies.get(operation)
+    return bool(policy is not None and policy.backup_first)
 
 
 def server_specs(config: Config) -> list[ServerSpec]:

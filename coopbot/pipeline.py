@@ -18,6 +18,7 @@ from coopbot.errors import CoopbotError, PermissionDenied, UnknownCommand, Usage
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.invocation import Invocation, ProgressSink
 from coopbot.messages import IncomingMessage
+from coopbot.observe import CommandHandled, Observers
 from coopbot.parser import CommandParser, ParsedCommand
 from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.replies import Reply
@@ -65,6 +66,7 @@ class Pipeline:
         audit: AuditLog,
         responder: Responder,
         approval: ApprovalGate | None = None,
+        observers: Observers | None = None,
     ) -> None:
         self._settings = settings
         self._parser = parser
@@ -76,6 +78,7 @@ class Pipeline:
         self._audit = audit
         self._responder = responder
         self._approval = approval
+        self._observers = observers or Observers()
 
     async def handle(self, message: IncomingMessage) -> None:
         if not self._accept(message):
@@ -228,6 +231,7 @@ class Pipeline:
             sender=message.sender,
             result=result,
         )
+        await self._observers.emit(CommandHandled(command, decision.value, message.room_id))
 
     async def _result(
         self, message: IncomingMessage, command: str, words: tuple[str, ...], result: str,

@@ -32,6 +32,7 @@ from coopbot.matrix.content import (
 )
 from coopbot.matrix.session import StoredSession, load_session, save_session
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
+from coopbot.observe import Observers, SyncCompleted
 from coopbot.replies import Attachment, Reply
 from coopbot.roles import PowerInfo
 from coopbot.store.kv import KeyValueStore
@@ -63,12 +64,15 @@ class MatrixGateway:
         *,
         admins: frozenset[str],
         configured_rooms: Callable[[], list[RoomID]],
+        observers: Observers | None = None,
     ) -> None:
         self._config = config
         self._kv = kv
         self._invites = invites
         self._admins = admins
         self._configured_rooms = configured_rooms
+        self._observers = observers or Observers()
+        self.last_sync = time.monotonic()
         self._power: dict[RoomID, PowerInfo] = {}
         self._power_state: dict[RoomID, dict[str, Any]] = {}
         self._started_at = time.time()
@@ -178,6 +182,9 @@ class MatrixGateway:
                                 catching_up=first and since is not None)
             since = response.next_batch
             await self._kv.set(SYNC_TOKEN_KEY, since)
+            now = time.monotonic()
+            await self._observers.emit(SyncCompleted(lag_seconds=now - self.last_sync))
+            self.last_sync = now
             if first:
                 first = False
                 await self._join_configured_rooms()

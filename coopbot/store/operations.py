@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from coopbot.observe import Observers, OperationFinished
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.database import Database
 
@@ -48,9 +49,11 @@ class OperationRecord:
 
 
 class OperationStore:
-    def __init__(self, db: Database, instance: str | None = None) -> None:
+    def __init__(self, db: Database, instance: str | None = None,
+                 observers: Observers | None = None) -> None:
         self._db = db
         self._audit = AuditLog(db)
+        self._observers = observers or Observers()
         self.instance = instance or uuid.uuid4().hex
 
     async def release_stale_locks(self) -> list[LockHolder]:
@@ -138,6 +141,14 @@ class OperationStore:
             result=f"{result}{took}: {summary}"[:2000],
             operation_id=operation_id,
         )
+        await self._observers.emit(OperationFinished(
+            operation_id=record.id, kind=record.kind, app=record.app, server=record.server,
+            from_version=record.from_version, to_version=record.to_version,
+            requester=record.requester,
+            approvers=tuple(a for a in record.approvers.split(",") if a),
+            room_id=record.room_id, event_id=record.event_id, result=result, summary=summary,
+            duration=record.duration,
+        ))
 
     async def get(self, operation_id: str) -> OperationRecord | None:
         async with self._db.conn.execute(
