@@ -14,13 +14,20 @@ from coopbot.backups import BackupService
 from coopbot.commands.approvals import ApprovalCommands
 from coopbot.commands.backups import BackupCommands
 from coopbot.commands.core import CoreCommands
+from coopbot.commands.notify import NotifyCommands
 from coopbot.commands.swarm import SwarmCommands
-from coopbot.config import Config, SSHServer
+from coopbot.config import Config, SSHServer, parse_duration
 from coopbot.errors import MatrixError
-from coopbot.ids import UserID
+from coopbot.health import HealthServer, build_health
+from coopbot.ids import EventID, RoomID, UserID
 from coopbot.invocation import Invocation
+from coopbot.logging_setup import redact, redact_config_secrets
 from coopbot.matrix.gateway import MatrixGateway
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
+from coopbot.notify.auto import AutoUpgrader
+from coopbot.notify.notifier import Notifier
+from coopbot.notify.targets import NotificationTargets
+from coopbot.notify.updates import UpdateChecker
 from coopbot.observe import Observers
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.preflight import Preflight
@@ -31,6 +38,7 @@ from coopbot.pipeline import Pipeline, PipelineSettings
 from coopbot.recipes.apps import AppCatalog
 from coopbot.recipes.repo import RecipeStore
 from coopbot.registry import CommandRegistry, CommandSpec
+from coopbot.replies import Reply
 from coopbot.roles import RoleResolver
 from coopbot.rooms import RoomDirectory
 from coopbot.servers.pool import ServerPool
@@ -40,6 +48,7 @@ from coopbot.store.audit import AuditLog
 from coopbot.store.database import Database
 from coopbot.store.handled import HandledEvents
 from coopbot.store.kv import KeyValueStore
+from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
 from coopbot.tasks import TaskGroup
 
@@ -66,7 +75,9 @@ class Bot:
     pool: ServerPool
     approvals: Approvals
     observers: Observers
+    updates: UpdateChecker
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    health: HealthServer | None = None  # health and metrics (issue 8): off unless configured
 
     async def start(self) -> None:
         await self.database.open()
@@ -75,6 +86,7 @@ class Bot:
             log.warning("released the lock of %s held by an earlier run (%s by %s)",
                         lock.app, lock.kind, lock.holder)
         await self.gateway.login()
+        redact(self.gateway.client.access_token)  # logs never show the session's token
         for alias in self.rooms.aliases():
             try:
                 self.rooms.bind_alias(alias, await self.gateway.resolve_alias(alias))
@@ -86,6 +98,8 @@ class Bot:
         await self.start()
         self.tasks.spawn(self._after_first_sync(), name="approvals catch-up and expiry")
         try:
+            if self.health is not None:
+                await self.health.start()
             await self.gateway.run(self)
         finally:
             await self.shutdown()
@@ -93,6 +107,9 @@ class Bot:
     async def _after_first_sync(self) -> None:
         await self.gateway.synced_once.wait()
         await self.approvals.catch_up()
+        every = parse_duration(self.config.updates.check_every)
+        if every > 0:
+            self.tasks.spawn(self.updates.run(every, self.stopping), name="update checks")
         await self.approvals.run_expiry(self.stopping)
 
     # The sync listener: each event is handled in its own task, so a long deploy never holds
@@ -113,6 +130,8 @@ class Bot:
 
     async def shutdown(self) -> None:
         self.stopping.set()
+        if self.health is not None:
+            await self.health.stop()
         await self.tasks.drain(timeout=10)
         await self.gateway.close()
         await self.pool.close()
@@ -170,9 +189,15 @@ def build(config: Config) -> Bot:
         store=ApprovalStore(database), policies=PolicyResolver(config), roles=roles,
         power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
         poster=gateway, planners=planners, tasks=tasks, prefix=prefix,
+        bot_user_id=config.matrix.user_id,
     )
     families.append(ApprovalCommands(approvals, audit, member_role=lowest,
                                      audit_role=change_role))
+    notices = NoticeStore(database)
+    targets = NotificationTargets(rooms)
+    notifier = Notifier(targets, gateway, notices)
+    observers.subscribe(notifier.on_event)
+    families.append(NotifyCommands(targets, notices, read_role=lowest, change_role=change_role))
     for family in families:
         for spec in family.specs():
             registry.register(spec)
@@ -192,10 +217,24 @@ def build(config: Config) -> Bot:
         observers=observers,
     )
     approvals.bind_executor(pipeline.execute)
+
+    async def post(room_id: RoomID, reply: Reply, key: str) -> EventID:
+        return await gateway.post(room_id, reply, key=key)
+
+    auto_upgrader = AutoUpgrader(
+        bot_user_id=config.matrix.user_id, registry=registry, rooms=rooms, targets=targets,
+        role_order=roles.order, post=post, gate=approvals.gate, execute=pipeline.execute,
+    )
+    updates = UpdateChecker(scope, recipes, pool, notices, notifier.announce_keyed,
+                            config.updates.auto_update, auto_upgrader, prefix)
+    # health and metrics (issue 8): the HTTP listener and its metrics, only when enabled.
+    health = (build_health(config, observers=observers, database=database, clock=gateway,
+                           pool=pool, registry=registry)
+              if config.health.enabled else None)
     return Bot(
         config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
         registry=registry, tasks=tasks, handled=handled, operations=operations,
-        pool=pool, approvals=approvals, observers=observers,
+        pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
     )
 
 
@@ -233,6 +272,7 @@ def server_specs(config: Config) -> list[ServerSpec]:
 
 
 async def run_bot(config: Config) -> None:
+    redact_config_secrets(config)
     bot = build(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

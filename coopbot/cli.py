@@ -1,26 +1,35 @@
-"""The `coopbot` command: run, check-config, dev. Config problems exit 2 without a traceback."""
+"""The `coopbot` command: run, check-config, dev, health. Config problems exit 2 without a
+traceback. The config file may also be named by COOPBOT_CONFIG (what the container image does)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
+from coopbot import logging_setup
 from coopbot.config import load_config, summary
 from coopbot.errors import ConfigError, CoopbotError
 
 EXIT_CONFIG = 2
+CONFIG_ENV = "COOPBOT_CONFIG"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coopbot", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--log-format", choices=logging_setup.FORMATS, default=None,
+                        help="human (default) or json lines; also COOPBOT_LOG_FORMAT or the "
+                             "config's logging.format")
+    config_from_env = os.environ.get(CONFIG_ENV)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the bot")
-    run.add_argument("-c", "--config", type=Path, required=True)
+    run.add_argument("-c", "--config", type=Path, required=config_from_env is None,
+                     default=config_from_env, help=f"config file (default: ${CONFIG_ENV})")
 
     check = sub.add_parser("check-config", help="validate a config file and summarise it")
     check.add_argument("config", type=Path)
@@ -31,8 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("--swarm", action="store_true",
                      help="make the local Docker engine a single-node swarm without asking")
 
+    probe = sub.add_parser("health", help="ask the running bot's /healthz (exit 0 if healthy)")
+    probe.add_argument("-c", "--config", type=Path, required=config_from_env is None,
+                        default=config_from_env, help=f"config file (default: ${CONFIG_ENV})")
+
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    try:
+        log_format = logging_setup.choose_format(args.log_format)
+    except ValueError as error:
+        print(f"coopbot: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging_setup.configure(log_format, logging.DEBUG if args.verbose else logging.INFO)
     try:
         if args.command == "check-config":
             config = load_config(args.config)
@@ -43,8 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from coopbot.app import run_bot
 
-            asyncio.run(run_bot(load_config(args.config)))
+            config = load_config(args.config)
+            # logging (issue 8): the flag and COOPBOT_LOG_FORMAT win over the config file.
+            logging_setup.configure(
+                logging_setup.choose_format(args.log_format, config.logging.format),
+                logging.DEBUG if args.verbose else config.logging.level.upper())
+            asyncio.run(run_bot(config))
             return 0
+        if args.command == "health":
+            from coopbot.health import check as check_health
+
+            healthy, message = check_health(load_config(args.config).health)
+            print(message)
+            return 0 if healthy else 1
         if args.command == "dev":
             from coopbot.dev import run_dev
 
@@ -61,16 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # nio logs every request at INFO; keep the bot's own story readable.
-    logging.getLogger("nio").setLevel(logging.WARNING)
-    logging.getLogger("peewee").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

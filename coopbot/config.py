@@ -229,6 +229,37 @@ class BackupConfig(Strict):
         return self
 
 
+class UpdatesConfig(Strict):
+    """Checking recipe repos of deployed apps for newer versions."""
+
+    # How often to fetch recipes and look ("0s" turns the check off).
+    check_every: Duration = "24h"
+    # Apps (name patterns) that get minor/patch upgrades started by the bot itself, besides
+    # those labelled `coop-cloud.<stack>.autoupdate=true`. They go through the same policies.
+    auto_update: list[str] = []
+
+
+class HealthConfig(Strict):
+    """health and metrics (issue 8): an optional HTTP listener with /healthz and /metrics."""
+
+    enabled: bool = False
+    # Address to listen on; 0.0.0.0 inside a container so the stack's network can scrape it.
+    bind: str = "127.0.0.1"
+    # TCP port; 0 takes any free port (it is logged).
+    port: int = Field(default=9180, ge=0, le=65535)
+    # /healthz fails when the last completed sync is older than this (a sync long-polls 30 s).
+    max_sync_age_seconds: float = Field(default=120.0, gt=0)
+    # How often the servers are probed for the reachability gauge.
+    probe_interval_seconds: float = Field(default=60.0, gt=0)
+
+
+class LoggingConfig(Strict):
+    """logging (issue 8): human-readable lines by default, JSON lines on request."""
+
+    format: Literal["human", "json"] = "human"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
 class Config(Strict):
     matrix: MatrixConfig
     database: FilePath = Path("state/coopbot.db")
@@ -258,6 +289,10 @@ class Config(Strict):
     app_policies: dict[str, dict[str, PolicyConfig]] = {}
     # Per command: the role it needs, overriding the command's default (e.g. audit: admin).
     command_roles: dict[str, str] = {}
+    updates: UpdatesConfig = UpdatesConfig()
+    # health and metrics (issue 8): the optional HTTP listener; logging: format and level.
+    health: HealthConfig = HealthConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     @field_validator("roles")
     @classmethod

@@ -7,6 +7,7 @@ here and nowhere else, so no command can forget one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -29,6 +30,8 @@ from coopbot.store.handled import HandledEvents
 
 log = logging.getLogger(__name__)
 
+TYPING_REFRESH_SECONDS = 20.0
+
 
 class Responder(Protocol):
     """The room side of the pipeline (the Matrix adapter implements it)."""
@@ -36,6 +39,8 @@ class Responder(Protocol):
     async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID: ...
 
     async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None: ...
+
+    async def typing(self, room_id: RoomID, active: bool) -> None: ...
 
 
 class PowerSource(Protocol):
@@ -190,6 +195,9 @@ class Pipeline:
         spec = invocation.spec
         words = tuple(invocation.args.values())
         started = time.monotonic()
+        # Long work shows a typing indicator for as long as it runs.
+        typing = (asyncio.create_task(self._keep_typing(invocation.room_id))
+                  if spec.operation is not None else None)
         try:
             reply = await spec.handler(invocation)
         except UserError as error:
@@ -211,9 +219,19 @@ class Pipeline:
                 f"(reference {reference})."
             ))
             return False
+        finally:
+            if typing is not None:
+                typing.cancel()
+                await asyncio.gather(typing, return_exceptions=True)
+                await self._responder.typing(invocation.room_id, False)
         await self._result(message, spec.name, words, "ok", started)
         await self._say(message, reply)
         return True
+
+    async def _keep_typing(self, room_id: RoomID) -> None:
+        while True:
+            await self._responder.typing(room_id, True)
+            await asyncio.sleep(TYPING_REFRESH_SECONDS)
 
     async def _say(self, message: IncomingMessage, reply: Reply) -> None:
         await self._responder.reply(message, reply, key=f"{message.event_id}/answer")

@@ -9,6 +9,8 @@ pytest_plugins = [
     "tests.harness.swarm",
     "tests.harness.recipes",
     "tests.harness.bot",
+    "tests.harness.backups",
+    "tests.harness.watch",
 ]
 
 

@@ -27,7 +27,7 @@ from coopbot.operations.plan import PlanChanged
 from coopbot.pipeline import PowerSource
 from coopbot.registry import CommandRegistry
 from coopbot.replies import Reply
-from coopbot.roles import RoleResolver
+from coopbot.roles import RoleGrant, RoleResolver
 from coopbot.rooms import RoomDirectory
 from coopbot.store.approvals import OPEN, RUNNING, ApprovalRequest, ApprovalStore
 from coopbot.store.audit import AuditLog, Decision
@@ -70,6 +70,7 @@ class Approvals:
         power: PowerSource, rooms: RoomDirectory, registry: CommandRegistry,
         operations: OperationStore, audit: AuditLog, poster: CardPoster,
         planners: dict[str, Planner], tasks: TaskGroup, prefix: str = "!",
+        bot_user_id: str = "",
     ) -> None:
         self._store = store
         self._policies = policies
@@ -83,6 +84,7 @@ class Approvals:
         self._planners = planners
         self._tasks = tasks
         self._prefix = prefix
+        self._bot_user_id = bot_user_id
         self._executor: Executor | None = None
         # Votes on one request are evaluated one at a time (card edits stay in order).
         self._locks: dict[int, asyncio.Lock] = {}
@@ -276,6 +278,11 @@ class Approvals:
         room = self._rooms.get(RoomID(request.room_id))
         power = await self._power.power_info(RoomID(request.room_id))
         grant = self._roles.resolve(request.requester, room.config if room else None, power)
+        if request.requester == self._bot_user_id:
+            # An auto-update: the bot asked on its own authority, the votes decided.
+            order = tuple(self._roles.order)
+            grant = RoleGrant(request.requester, float("inf"), order,
+                              {role: "automatic update" for role in order})
         if not grant.has(spec.role):
             # Power is re-checked at execution too: a requester who lost the role loses the run.
             raise PermissionDenied(spec.name, spec.role)

@@ -37,6 +37,8 @@ from coopbot.store.operations import OperationStore
 log = logging.getLogger(__name__)
 
 Progress = Callable[[Reply], Awaitable[None]]
+# A backup run before a risky operation: (app, operation id, kind, progress); raises to stop it.
+PreBackup = Callable[[App, str, str, Progress], Awaitable[None]]
 # Env keys users already see in rooms; every other env value is redacted from output.
 PUBLIC_KEYS = ("TYPE", "RECIPE", "DOMAIN", "COMPOSE_FILE", "TIMEOUT", "LETS_ENCRYPT_ENV",
                "ENABLE_BACKUPS", "STACK_NAME")
@@ -62,12 +64,17 @@ class Deployer:
         pool: ServerPool,
         operations: OperationStore,
         preflight: Preflight,
+        *,
+        pre_backup: PreBackup | None = None,
+        backup_before: frozenset[str] = frozenset({"upgrade"}),
     ) -> None:
         self._scope = scope
         self._recipes = recipes
         self._pool = pool
         self._operations = operations
         self._preflight = preflight
+        self._pre_backup = pre_backup
+        self._backup_before = backup_before
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -88,7 +95,7 @@ class Deployer:
             room_id=request.room_id, event_id=request.event_id,
             approvers=",".join(request.approvers),
         )
-        throttled = _Throttle(progress)
+        throttled = Throttle(progress)
         log.info("operation %s: %s %s on %s for %s", operation_id, request.kind, app.name,
                  app.server, request.requester)
         try:
@@ -133,7 +140,7 @@ class Deployer:
 
     async def _change_version(
         self, request: OperationRequest, app: App, engine: DockerEngine, operation_id: str,
-        progress: _Throttle, started: float,
+        progress: Throttle, started: float,
     ) -> Reply:
         await progress.say(f"{request.kind} `{app.name}`: reading the swarm and the recipe...")
         current = version_label_of(await engine.services(app.stack_name), app.stack_name)
@@ -146,6 +153,7 @@ class Deployer:
             plan = await self._plan(request.kind, app, engine, checkout, current, notes)
             if request.expected_binding and plan.binding != request.expected_binding:
                 raise PlanChanged(request.expected_binding, plan.binding)
+            await self._backup_first(request.kind, app, operation_id, progress)
             await progress.say(
                 f"{request.kind} `{app.name}`: deploying {plan.to_version} on {app.server} "
                 f"(recipe commit {checkout.commit[:8]})..."
@@ -162,8 +170,20 @@ class Deployer:
         failure = self._describe_failure(app, result)
         recovery = await self._recover(app, engine, current, progress)
         message = f"{plan.describe()} failed after {took:.0f} s.\n{failure}\n{recovery}"
-        await self._operations.finish(operation_id, "failed", f"{failure} {recovery}")
-        raise OperationFailed(message)
+        raise OperationFailed(message)  # run() records it, once
+
+    async def _backup_first(self, kind: str, app: App, operation_id: str,
+                            progress: Throttle) -> None:
+        """After preflight, before anything changes: a failed backup stops the operation."""
+        if self._pre_backup is None or kind not in self._backup_before:
+            return
+        try:
+            await self._pre_backup(app, operation_id, kind, progress.sink)
+        except CoopbotError as error:
+            raise OperationFailed(
+                f"{kind} of `{app.name}` did not run, nothing was changed: the backup before "
+                f"it failed: {error}", detail=error.detail,
+            ) from error
 
     async def _target(self, request: OperationRequest, app: App,
                       current: str | None) -> RecipeVersion:
@@ -249,7 +269,7 @@ class Deployer:
         )
 
     async def _deploy_and_wait(self, app: App, engine: DockerEngine, checkout: Checkout,
-                               plan: Plan, progress: _Throttle) -> ConvergenceResult:
+                               plan: Plan, progress: Throttle) -> ConvergenceResult:
         env = deploy_env(app, checkout)
         files = [checkout.path / name for name in app.compose_files]
         await engine.stack_deploy(app.stack_name, files, env, checkout.path)
@@ -283,7 +303,7 @@ class Deployer:
         return float(app.timeout)
 
     async def _recover(self, app: App, engine: DockerEngine, previous: str | None,
-                       progress: _Throttle) -> str:
+                       progress: Throttle) -> str:
         """Bring the version that ran before back, by redeploying it (stack deploy is
         declarative, so this also repairs services swarm already rolled back)."""
         if previous is None:
@@ -336,7 +356,7 @@ class Deployer:
     # ---- undeploy ----------------------------------------------------------------------------
 
     async def _undeploy(self, request: OperationRequest, app: App, engine: DockerEngine,
-                        operation_id: str, progress: _Throttle) -> Reply:
+                        operation_id: str, progress: Throttle) -> Reply:
         services = await engine.services(app.stack_name)
         if not services:
             raise NotFound(f"`{app.name}` is not deployed on {app.server}.")
@@ -357,12 +377,12 @@ class Deployer:
         )
 
 
-class _Throttle:
+class Throttle:
     """Status edits at most every PROGRESS_MIN_INTERVAL seconds: a long deploy must not trip the
     homeserver's rate limits. The last skipped update is not needed: the final answer follows."""
 
     def __init__(self, sink: Progress) -> None:
-        self._sink = sink
+        self.sink = sink
         self._last = 0.0
 
     async def say(self, text: str) -> None:
@@ -371,6 +391,6 @@ class _Throttle:
             return
         self._last = now
         try:
-            await self._sink(Reply.of(f"⏳ {text}"))
+            await self.sink(Reply.of(f"⏳ {text}"))
         except CoopbotError as error:
             log.warning("progress update failed: %s", error)

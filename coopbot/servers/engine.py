@@ -8,29 +8,49 @@ Results are the frozen states of `states.py`; failures are the error tree of coo
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from coopbot.errors import DockerError, ServerUnreachable
+from coopbot.errors import CoopbotError, DockerError, NotFound, ServerUnreachable
 from coopbot.servers import swarm_parse
 from coopbot.servers.cli import run_docker
+from coopbot.servers.containers import (
+    Bind,
+    ExecResult,
+    HelperRun,
+    RunningTask,
+    ServiceMounts,
+    exec_blocking,
+    run_helper_blocking,
+    running_tasks,
+    service_mounts,
+)
 from coopbot.servers.convergence import ProgressCallback
 from coopbot.servers.convergence import wait_converged as _wait_converged
 from coopbot.servers.docker_client import open_api_client
 from coopbot.servers.docker_errors import TRANSPORT_ERRORS, translate_docker_error
+from coopbot.servers.events import EVENT_TYPES, EventStream
 from coopbot.servers.spec import ServerSpec
 from coopbot.servers.states import ConvergenceResult, ServerInfo, ServiceState, SwarmRole
 from coopbot.servers.swarm_parse import STACK_LABEL
+from coopbot.servers.task_failures import TaskFailures, recent_failures
 from coopbot.servers.tunnel import SSHTunnel
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ResolveImage = Literal["always", "changed", "never"]
 
 _FAILURE_LOG_LINES = 20
 _REMOVAL_POLL = 0.5
+# Socket timeout of the second client that reads long calls (a hook's output may take a while);
+# each such call is bounded by its own, shorter, asyncio timeout.
+_SLOW_SOCKET_TIMEOUT = 24 * 3600.0
+_SLOW_CONNECTIONS = 2
 
 
 class DockerEngine:
@@ -42,6 +62,7 @@ class DockerEngine:
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"docker-{spec.name}")
         self._tunnel = SSHTunnel(spec, executor=self._executor) if spec.kind == "ssh" else None
         self._api: Any = None  # docker.APIClient, created on first use
+        self._slow_api: Any = None  # a second client for calls that may take hours
         self._api_lock = asyncio.Lock()
 
     @property
@@ -60,9 +81,10 @@ class DockerEngine:
         return self._tunnel.docker_host
 
     async def close(self) -> None:
-        if self._api is not None:
-            self._api.close()
-            self._api = None
+        for api in (self._api, self._slow_api):
+            if api is not None:
+                api.close()
+        self._api = self._slow_api = None
         if self._tunnel is not None:
             await self._tunnel.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -137,6 +159,27 @@ class DockerEngine:
         )
         lines = [f"{stamp} {text}" if timestamps else text for stamp, _, text in stamped]
         return lines[-tail:] if tail > 0 else []
+
+    # --- watching ------------------------------------------------------------------------------
+
+    def events(self, types: Sequence[str] = EVENT_TYPES) -> EventStream:
+        """This server's Docker events (`async with engine.events() as stream: async for ...`).
+
+        Entering subscribes (for SSH, through the tunnel: one long-lived channel); iterating
+        raises ServerUnreachable when the connection drops. See `events.EventStream`.
+        """
+        return EventStream(self.name, self._socket_path, types=types,
+                           connect_timeout=self.spec.connect_timeout)
+
+    async def task_failures(self, since: float) -> dict[str, TaskFailures]:
+        """Failed tasks of stack services since `since` (epoch s), by full service name."""
+
+        def fetch(api: Any) -> tuple[Any, Any]:
+            label = {"label": STACK_LABEL}
+            return api.services(filters=label), api.tasks(filters=label)
+
+        services, tasks = await self._call("list the failed tasks", fetch)
+        return recent_failures(services, tasks, since)
 
     # --- changing ------------------------------------------------------------------------------
 
@@ -215,6 +258,151 @@ class DockerEngine:
             expect_rollback=expect_rollback,
         )
 
+    # --- containers next to the swarm (backups) ----------------------------------------------
+
+    async def service_mounts(self, stack: str) -> list[ServiceMounts]:
+        """Each service of the stack with its labels and the named volumes its spec mounts."""
+        label = {"label": f"{STACK_LABEL}={stack}"}
+        found = await self._call(f"read the services of stack {stack}",
+                                 lambda api: api.services(filters=label))
+        return sorted((service_mounts(s) for s in found), key=lambda m: m.name)
+
+    async def local_task(self, service: str) -> RunningTask | None:
+        """A running task of `service` on THIS engine's node (the only one whose containers and
+        volumes the engine reaches), or None if none runs. DockerError if it runs elsewhere only."""
+
+        def fetch(api: Any) -> tuple[str, list[RunningTask]]:
+            node = str((api.info().get("Swarm") or {}).get("NodeID", ""))
+            tasks = api.tasks(filters={"service": service, "desired-state": "running"})
+            return node, running_tasks(service, tasks)
+
+        node, tasks = await self._call(f"find the tasks of service {service}", fetch)
+        local = [t for t in tasks if t.node_id == node]
+        if tasks and not local:
+            raise DockerError(
+                f"service {service} runs on another node than the one server {self.name} "
+                "reaches; its volumes are out of reach from here"
+            )
+        return local[0] if local else None
+
+    async def exec_in(self, container_id: str, cmd: Sequence[str], *, env: Mapping[str, str],
+                      timeout: float) -> ExecResult:
+        """Run `cmd` inside a running container; RAW output (redact it before use)."""
+        api = await self._client()
+        slow = await self._slow_client()
+        return await self._in_thread(
+            "run a command in a container",
+            lambda: exec_blocking(api, slow, container_id, cmd, env),
+            timeout,
+            on_timeout=DockerError(
+                f"a command in a container on server {self.name} did not finish within "
+                f"{timeout:g} s"
+            ),
+        )
+
+    async def run_helper(
+        self,
+        image: str,
+        *,
+        entrypoint: Sequence[str],
+        args: Sequence[str],
+        env: Mapping[str, str],
+        binds: Sequence[Bind],
+        network: str = "none",
+        timeout: float,
+        label: str = "coopbot",
+    ) -> HelperRun:
+        """Run a one-off container on this engine's node to completion and return its exit
+        code and RAW output. The container is removed afterwards, also on timeout or cancel.
+        Secrets belong in `env` (never in `args`, which `docker ps` shows)."""
+        await self._ensure_image(image, timeout)
+        api = await self._client()
+        started: list[str] = []
+        try:
+            return await self._in_thread(
+                f"run the helper image {image}",
+                lambda: run_helper_blocking(
+                    api, image=image, entrypoint=entrypoint, args=args, env=env, binds=binds,
+                    network=network, timeout=timeout + self.spec.command_timeout,
+                    label=label, started=started,
+                ),
+                timeout,
+                on_timeout=DockerError(
+                    f"the helper {image} on server {self.name} did not finish within "
+                    f"{timeout:g} s"
+                ),
+            )
+        finally:
+            if started:
+                # Shielded: a cancelled operation must still not leave its helper behind.
+                await asyncio.shield(self._remove_container(started[0]))
+
+    async def scale_service(self, service: str, replicas: int) -> int:
+        """Set a replicated service's replica count; returns the count it had before."""
+
+        def scale(api: Any) -> int:
+            current = api.inspect_service(service)
+            mode = current["Spec"].get("Mode") or {}
+            if "Replicated" not in mode:
+                raise DockerError(
+                    f"service {service} is not replicated, so it cannot be stopped by scaling"
+                )
+            before = int(mode["Replicated"].get("Replicas", 1))
+            if before != replicas:
+                api.update_service(
+                    service, current["Version"]["Index"], fetch_current_spec=True,
+                    mode={"Replicated": {"Replicas": replicas}},
+                )
+            return before
+
+        return await self._call(f"scale service {service} to {replicas}", scale)
+
+    async def wait_volumes_unused(self, volumes: Sequence[str], timeout: float) -> None:
+        """Wait until no running container on this node mounts any of `volumes`."""
+
+        def users(api: Any) -> int:
+            return sum(len(api.containers(filters={"volume": v})) for v in volumes)
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while await self._call("list the containers using the volumes", users):
+            if loop.time() > deadline:
+                raise DockerError(
+                    f"containers on server {self.name} still use the volumes after {timeout:g} s"
+                )
+            await asyncio.sleep(_REMOVAL_POLL)
+
+    async def volume_names(self) -> set[str]:
+        """Names of the volumes on this engine's node."""
+        found = await self._call("list the volumes", lambda api: api.volumes())
+        return {str(v["Name"]) for v in (found.get("Volumes") or [])}
+
+    async def _ensure_image(self, image: str, timeout: float) -> None:
+        """Pull `image` once if the node lacks it (servers without a registry must have it)."""
+        try:
+            await self._call(f"inspect the image {image}", lambda api: api.inspect_image(image))
+            return
+        except NotFound:
+            pass
+        api = await self._client()
+        try:
+            # The SDK splits `repo:tag` itself (and pulls :latest when no tag is given).
+            await self._in_thread(f"pull the image {image}", lambda: api.pull(image), timeout)
+        except CoopbotError as error:
+            raise DockerError(
+                f"the image {image} is not on server {self.name} and could not be pulled",
+                detail=error.detail or str(error),
+            ) from None
+
+    async def _remove_container(self, container_id: str) -> None:
+        try:
+            await self._call("remove a helper container",
+                             lambda api: api.remove_container(container_id, force=True))
+        except CoopbotError as error:
+            # Labelled with HELPER_LABEL: a later `docker ps -a --filter label=` finds it.
+            log.warning("could not remove helper container %s: %s (%s)", container_id[:12],
+                        error, error.detail)
+
     # --- plumbing --------------------------------------------------------------------------------
 
     async def _service_states(self, stack: str | None) -> list[ServiceState]:
@@ -248,6 +436,10 @@ class DockerEngine:
         api = await self._client()
         return await self._in_thread(action, lambda: fn(api), self.spec.command_timeout)
 
+    async def _socket_path(self) -> str:
+        """The local socket reaching this engine (for SSH: the tunnel's, connected first)."""
+        return (await self.docker_host()).removeprefix("unix://")
+
     async def _client(self) -> Any:
         await self.docker_host()  # for SSH: (re)connects the tunnel, with a clear error
         socket_path = self.spec.socket if self._tunnel is None else str(self._tunnel.socket_path)
@@ -264,11 +456,27 @@ class DockerEngine:
                 )
         return self._api
 
-    async def _in_thread(self, action: str, fn: Callable[[], T], timeout: float) -> T:
+    async def _slow_client(self) -> Any:
+        """A client whose reads wait long: exec output arrives only when the command ends."""
+        socket_path = await self._socket_path()
+        async with self._api_lock:
+            if self._slow_api is None:
+                self._slow_api = await self._in_thread(
+                    "connect to Docker",
+                    lambda: open_api_client(socket_path, timeout=_SLOW_SOCKET_TIMEOUT,
+                                            max_connections=_SLOW_CONNECTIONS),
+                    self.spec.connect_timeout,
+                )
+        return self._slow_api
+
+    async def _in_thread(self, action: str, fn: Callable[[], T], timeout: float, *,
+                         on_timeout: CoopbotError | None = None) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(loop.run_in_executor(self._executor, fn), timeout)
         except TimeoutError:
+            if on_timeout is not None:
+                raise on_timeout from None
             raise ServerUnreachable(self.name, "Docker did not answer in time") from None
         except TRANSPORT_ERRORS as exc:
             raise translate_docker_error(self.name, action, exc) from exc

@@ -94,4 +94,19 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE vote_sequence (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT UNIQUE);
     """,
+    # 4: notifications: muted apps, and recipe versions already announced per app.
+    """
+    CREATE TABLE mutes (
+        app TEXT PRIMARY KEY,
+        until REAL NOT NULL,
+        muted_by TEXT NOT NULL,
+        room_id TEXT NOT NULL
+    );
+    CREATE TABLE announced_versions (
+        app TEXT NOT NULL,
+        version TEXT NOT NULL,
+        announced_at REAL NOT NULL,
+        PRIMARY KEY (app, version)
+    );
+    """,
 ]

@@ -1,0 +1,97 @@
+"""Backup commands: backup, snapshots (read) and restore. Parsing, roles, approvals and error
+reporting are the pipeline's; this module declares the commands and hands each to the
+BackupService."""
+
+from __future__ import annotations
+
+from coopbot.approvals.service import PlannedChange, Planner
+from coopbot.backups.results import human_bytes, when
+from coopbot.backups.service import BackupService
+from coopbot.invocation import Invocation
+from coopbot.registry import Arg, CommandSpec
+from coopbot.replies import Reply
+
+SNAPSHOTS_SHOWN = 20
+
+
+class BackupCommands:
+    def __init__(self, backups: BackupService, *, read_role: str, change_role: str) -> None:
+        self._backups = backups
+        self._read = read_role
+        self._change = change_role
+
+    def specs(self) -> list[CommandSpec]:
+        app = Arg("app", help="the app's name: its env file name, usually its domain")
+        return [
+            CommandSpec(
+                "backup", "back up an app's labelled volumes now, and verify the snapshot",
+                self._change, self.backup, args=(app,), operation="backup",
+                details="Runs the backupbot pre-hooks in the running containers, snapshots "
+                        "the volumes with restic (read-only), runs the post-hooks, then checks "
+                        "that every expected path is in the snapshot and that no dump is empty.",
+                examples=("!backup blog.example.org",)),
+            CommandSpec(
+                "snapshots", "an app's backups, newest first: time, version, size",
+                self._read, self.snapshots, args=(app,),
+                examples=("!snapshots blog.example.org",)),
+            CommandSpec(
+                "restore", "put an app's volumes back as they were in a snapshot",
+                self._change, self.restore,
+                args=(app, Arg("snapshot", optional=True,
+                               help="a snapshot id from `!snapshots` (default: the newest "
+                                    "verified one)")),
+                operation="restore",
+                details="Backs up the current data first, runs the restore pre-hooks, stops "
+                        "the services that use the volumes, replaces the snapshot's paths, "
+                        "starts them again, runs the restore post-hooks and waits until the "
+                        "app is healthy. If it fails midway it says which volume is in which "
+                        "state.",
+                examples=("!restore blog.example.org", "!restore blog.example.org 1a2b3c4d")),
+        ]
+
+    def planners(self) -> dict[str, Planner]:
+        """How approvals compute what a vote binds to, per operation of this family."""
+
+        async def restore(inv: Invocation) -> PlannedChange:
+            plan = await self._backups.plan_restore(inv.args["app"], inv.room,
+                                                    inv.arg("snapshot"))
+            return PlannedChange(binding=plan.binding, lines=list(plan.lines), app=plan.app)
+
+        async def backup(inv: Invocation) -> PlannedChange:
+            name = inv.args["app"]
+            return PlannedChange(binding=f"backup|{name}", lines=[f"back up `{name}`"],
+                                 app=name)
+
+        return {"restore": restore, "backup": backup}
+
+    async def backup(self, inv: Invocation) -> Reply:
+        result = await self._backups.backup(
+            inv.args["app"], inv.room, inv.sender, inv.progress, room_id=inv.room_id,
+            event_id=inv.event_id, approvers=inv.approvers)
+        return Reply.of(result.describe())
+
+    async def snapshots(self, inv: Invocation) -> Reply:
+        name = inv.args["app"]
+        found = await self._backups.snapshots(name, inv.room)
+        if not found:
+            return Reply.of(f"`{name}` has no snapshots yet; `!backup {name}` takes one.")
+        rows = []
+        for snapshot in found[:SNAPSHOTS_SHOWN]:
+            size = snapshot.size
+            rows.append(
+                f"- `{snapshot.short_id}` {when(snapshot.time)}, "
+                f"{snapshot.tag('version') or 'unknown version'}, "
+                f"{human_bytes(size) if size is not None else 'size unknown'}"
+                f"{'' if snapshot.verified else ', not verified'}"
+                f" ({snapshot.tag('reason') or 'other'})"
+            )
+        more = len(found) - SNAPSHOTS_SHOWN
+        tail = [f"{more} older snapshot(s) not shown."] if more > 0 else []
+        return Reply.of("\n".join([f"**Snapshots of `{name}`** (newest first):", *rows, *tail]))
+
+    async def restore(self, inv: Invocation) -> Reply:
+        result = await self._backups.restore(
+            inv.args["app"], inv.room, inv.sender, inv.progress, inv.arg("snapshot"),
+            room_id=inv.room_id, event_id=inv.event_id, approvers=inv.approvers,
+            expected_binding=inv.expected_binding)
+        return Reply.of(result.describe())

@@ -1,0 +1,213 @@
+"""restic, run in a helper container on the server's node, against that server's repository.
+
+Why a helper container: the volumes and (for a local repository) the repository itself live on
+the server, which may be reached over SSH only; the helper mounts them where they are. The
+password reaches restic through the container's environment, never a command line or a log.
+
+restic calls of one repository are serialised in this process: `tag`, `forget` and `prune`
+need restic's exclusive lock and would fail against a concurrent backup. A lock held by some
+other process is waited out for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from coopbot.backups.output import (
+    BackupSummary,
+    ForgetResult,
+    Snapshot,
+    parse_backup,
+    parse_forget,
+    parse_ls,
+    parse_snapshots,
+)
+from coopbot.backups.password import PasswordReader, read_environment
+from coopbot.backups.verify import Node
+from coopbot.config import BackupConfig, RetentionConfig
+from coopbot.errors import ResticError
+from coopbot.operations.redact import Redactor
+from coopbot.servers.containers import Bind, HelperRun
+from coopbot.servers.engine import DockerEngine
+
+log = logging.getLogger(__name__)
+
+REPOSITORY_MOUNT = "/repo"
+CACHE_VOLUME = "coopbot-restic-cache"
+CACHE_MOUNT = "/cache"
+REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "b2:", "azure:", "gs:", "swift:", "rclone:")
+LOCKED = "repository is already locked"
+LOCK_RETRIES = 12
+LOCK_RETRY_DELAY = 5.0
+# Empties what a restore replaces: `dir/` means the folder's contents, anything else the path.
+CLEAR_SCRIPT = """set -e
+for p in "$@"; do
+  case "$p" in
+    */) find "$p" -mindepth 1 -maxdepth 1 -exec rm -rf {} + ;;
+    *) rm -rf "$p" ;;
+  esac
+done"""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    quick: float = 600.0  # listing, tagging, init
+    long: float = 6 * 3600.0  # backup, restore, prune: proportional to the data
+
+
+class Restic:
+    def __init__(self, server: str, engine: DockerEngine, config: BackupConfig,
+                 password: PasswordReader, *, timeouts: Timeouts = Timeouts()) -> None:
+        self._server = server
+        self._engine = engine
+        self._config = config
+        self._password = password
+        self._timeouts = timeouts
+        self._lock = asyncio.Lock()
+        self._ready = False
+
+    @property
+    def server(self) -> str:
+        return self._server
+
+    def secret_values(self) -> list[str]:
+        """The password and the extra environment's values: to redact from anything logged."""
+        return [self._password(self._config), *read_environment(self._config).values()]
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def ensure_repository(self) -> None:
+        """Initialise the repository on first use (once per process once it is known)."""
+        if self._ready:
+            return
+        run = await self._run(["cat", "config"], action="open the repository", check=False)
+        if run.exit_code != 0:
+            if not _missing_repository(run):
+                raise self._failure("open the repository", run)
+            log.info("initialising the restic repository of server %s", self._server)
+            await self._run(["init"], action="initialise the repository")
+        self._ready = True
+
+    async def backup(self, binds: Sequence[Bind], paths: Sequence[str], tags: Sequence[str],
+                     ) -> BackupSummary:
+        args = ["backup", "--json", "--host", self._server]
+        for tag in tags:
+            args += ["--tag", tag]
+        run = await self._run([*args, "--", *paths], action="back up", binds=binds, long=True)
+        return parse_backup(run.stdout)
+
+    async def ls(self, snapshot_id: str) -> list[Node]:
+        run = await self._run(["ls", "--json", snapshot_id], action="list the snapshot")
+        return parse_ls(run.stdout)
+
+    async def snapshots(self, tags: Sequence[str]) -> list[Snapshot]:
+        """Snapshots carrying all `tags`, newest first."""
+        args = ["snapshots", "--json"]
+        if tags:
+            args += ["--tag", ",".join(tags)]
+        run = await self._run(args, action="list the snapshots")
+        return parse_snapshots(run.stdout)
+
+    async def add_tags(self, snapshot_id: str, tags: Sequence[str]) -> None:
+        """Note: restic gives the re-tagged snapshot a new id (`original` keeps the first)."""
+        args = ["tag"]
+        for tag in tags:
+            args += ["--add", tag]
+        await self._run([*args, snapshot_id], action="tag the snapshot")
+
+    async def forget(self, snapshot_ids: Sequence[str]) -> None:
+        await self._run(["forget", *snapshot_ids], action="discard the snapshot")
+
+    async def forget_by_policy(self, tags: Sequence[str], retention: RetentionConfig
+                               ) -> ForgetResult:
+        args = ["forget", "--json", "--prune", "--tag", ",".join(tags), "--group-by", "host",
+                *retention_args(retention)]
+        run = await self._run(args, action="apply the retention policy", long=True)
+        return parse_forget(run.stdout)
+
+    async def restore(self, snapshot_id: str, volume: Bind, include: str) -> None:
+        await self._run(["restore", snapshot_id, "--target", "/", "--include", include],
+                        action="restore", binds=[volume], long=True)
+
+    async def clear(self, volume: Bind, paths: Sequence[str]) -> None:
+        """Empty what a restore replaces (the helper image needs `sh`, as restic's image has)."""
+        await self._run(["-c", CLEAR_SCRIPT, "clear", *paths], action="empty the volume",
+                        binds=[volume], entrypoint=("sh",), long=True, repository=False)
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    async def _run(self, args: list[str], *, action: str, binds: Sequence[Bind] = (),
+                   entrypoint: Sequence[str] = ("restic",), long: bool = False,
+                   check: bool = True, repository: bool = True) -> HelperRun:
+        env, mounts, network = self._environment() if repository else ({}, [], "none")
+        timeout = self._timeouts.long if long else self._timeouts.quick
+        for attempt in range(LOCK_RETRIES):
+            async with self._lock:
+                run = await self._engine.run_helper(
+                    self._config.helper_image, entrypoint=entrypoint, args=args, env=env,
+                    binds=[*mounts, *binds], network=network, timeout=timeout,
+                    label=f"restic {args[0]}",
+                )
+            if run.exit_code == 0 or not check:
+                return run
+            if LOCKED not in run.stderr or attempt == LOCK_RETRIES - 1:
+                raise self._failure(action, run)
+            log.info("restic repository of %s is locked by another process; retrying",
+                     self._server)
+            await asyncio.sleep(LOCK_RETRY_DELAY)
+        raise AssertionError("unreachable")
+
+    def _environment(self) -> tuple[dict[str, str], list[Bind], str]:
+        repository = self._config.repository
+        env = {**read_environment(self._config), "RESTIC_CACHE_DIR": CACHE_MOUNT}
+        mounts = [Bind(CACHE_VOLUME, CACHE_MOUNT, read_only=False)]
+        if repository.startswith("/"):
+            mounts.append(Bind(repository, REPOSITORY_MOUNT, read_only=False))
+            env["RESTIC_REPOSITORY"] = REPOSITORY_MOUNT
+            network = "none"  # a local repository needs no network: the helper gets none
+        elif repository.startswith(REMOTE_SCHEMES):
+            env["RESTIC_REPOSITORY"] = repository
+            network = "bridge"
+        else:
+            raise ResticError(
+                f"the restic repository of server {self._server} must be an absolute path on "
+                "that server, or an sftp:/s3: location"
+            )
+        env["RESTIC_PASSWORD"] = self._password(self._config)
+        return env, mounts, network
+
+    def _failure(self, action: str, run: HelperRun) -> ResticError:
+        stderr = Redactor(self.secret_values())(run.stderr)
+        detail = f"exit {run.exit_code}: {stderr[-3000:]}"
+        where = f"on server {self._server}"
+        if "wrong password" in stderr:
+            return ResticError(f"could not {action} {where}: the restic password does not open "
+                               "the repository", detail=detail)
+        if _missing_repository(run):
+            return ResticError(f"could not {action} {where}: there is no restic repository at "
+                               "the configured location", detail=detail)
+        if LOCKED in stderr:
+            return ResticError(f"could not {action} {where}: the restic repository stays locked "
+                               "by another process", detail=detail)
+        if "no matching ID found" in stderr or "no snapshot found" in stderr:
+            return ResticError(f"could not {action} {where}: restic does not know that "
+                               "snapshot", detail=detail)
+        return ResticError(f"could not {action} {where}: restic failed (exit {run.exit_code})",
+                           detail=detail)
+
+
+def retention_args(retention: RetentionConfig) -> list[str]:
+    args = []
+    for key in ("keep_last", "keep_daily", "keep_weekly", "keep_monthly"):
+        value = getattr(retention, key)
+        if value is not None:
+            args += [f"--{key.replace('_', '-')}", str(value)]
+    return args
+
+
+def _missing_repository(run: HelperRun) -> bool:
+    # restic 0.14 says so in words; 0.17+ also exits 10.
+    return run.exit_code == 10 or "Is there a repository at the following location?" in run.stderr

@@ -1,0 +1,122 @@
+"""What a backup or restore did, and how the room is told. Sentences are built from facts we
+checked (names, ids, counts), never from raw tool output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from coopbot.backups.output import Snapshot
+from coopbot.backups.verify import VolumeStats
+from coopbot.recipes.apps import App
+
+VolumeState = Literal["unchanged", "restored", "incomplete"]
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    app: str
+    server: str
+    snapshot_id: str  # short id of the verified snapshot
+    version: str | None
+    reason: str
+    files: int
+    bytes: int
+    volumes: tuple[VolumeStats, ...]
+    seconds: float
+
+    def describe(self) -> str:
+        lines = [
+            f"**`{self.app}` backed up** on {self.server}: snapshot `{self.snapshot_id}` "
+            f"({self.version or 'unknown version'}), verified: {self.files} file(s), "
+            f"{human_bytes(self.bytes)}, in {self.seconds:.0f} s."
+        ]
+        lines += [f"- volume `{v.name}`: {v.files} file(s), {human_bytes(v.bytes)}"
+                  for v in self.volumes]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    """A restore as approvers see it; `binding` changes whenever the snapshot or app does."""
+
+    app: str
+    binding: str
+    lines: tuple[str, ...]
+
+    @staticmethod
+    def of(app: App, snapshot: Snapshot, deployed: str | None) -> RestorePlan:
+        # Same parts as a deploy plan's binding, the snapshot in the target's place.
+        binding = "|".join(["restore", app.name, app.server, str(deployed),
+                            f"snapshot {snapshot.id}"])
+        volumes = sorted({p.removeprefix("/backup/").split("/", 1)[0] for p in snapshot.paths})
+        return RestorePlan(app.name, binding, (
+            f"restore `{app.name}` on {app.server} from snapshot `{snapshot.short_id}` of "
+            f"{when(snapshot.time)} ({snapshot.tag('version') or 'unknown version'}); "
+            f"running now: {deployed or 'unknown version'}",
+            f"volumes replaced: {', '.join(f'`{v}`' for v in volumes)}",
+        ))
+
+
+@dataclass(frozen=True)
+class VolumeRestore:
+    name: str
+    state: VolumeState
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    app: str
+    server: str
+    snapshot: Snapshot
+    safety_snapshot: str | None  # the backup taken just before, if one was
+    volumes: tuple[VolumeRestore, ...]
+    seconds: float
+
+    def describe(self) -> str:
+        lines = [
+            f"**`{self.app}` restored** on {self.server} from snapshot "
+            f"`{self.snapshot.short_id}` of {when(self.snapshot.time)} "
+            f"({self.snapshot.tag('version') or 'unknown version'}), converged and healthy "
+            f"in {self.seconds:.0f} s."
+        ]
+        lines += volume_lines(self.volumes)
+        if self.safety_snapshot:
+            lines.append(f"The data as it was before is in snapshot `{self.safety_snapshot}`.")
+        return "\n".join(lines)
+
+
+def volume_lines(volumes: Sequence[VolumeRestore]) -> list[str]:
+    words = {"unchanged": "unchanged", "restored": "restored",
+             "incomplete": "INCOMPLETE"}
+    return [f"- volume `{v.name}`: {words[v.state]}{': ' + v.note if v.note else ''}"
+            for v in volumes]
+
+
+@dataclass(frozen=True)
+class ScheduledBackup:
+    """One app's scheduled backup, for the composition root to route (failures to the app's
+    notification room)."""
+
+    app: str
+    server: str
+    ok: bool
+    message: str  # room-safe
+    result: BackupResult | None = None
+    pruned: int = 0  # snapshots `forget --prune` removed afterwards

@@ -1,0 +1,264 @@
+"""Backups, snapshots and restores of apps: what the commands, the deployer and the scheduler
+call. Takes the app lock and records an operation like the deployer does; the flows
+themselves live in backup.py and restore.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from coopbot.backups import output
+from coopbot.backups.backup import app_tags, new_operation_id, take_backup
+from coopbot.backups.output import ForgetResult, Snapshot
+from coopbot.backups.password import PasswordReader, read_password
+from coopbot.backups.restic import Restic, Timeouts
+from coopbot.backups.restore import restore_snapshot
+from coopbot.backups.results import BackupResult, RestorePlan, RestoreResult, ScheduledBackup
+from coopbot.backups.target import AppTarget, load_target
+from coopbot.config import BackupConfig, RoomConfig
+from coopbot.errors import Busy, CoopbotError, NotFound, OperationFailed, UserError
+from coopbot.operations.deployer import Progress, Throttle
+from coopbot.operations.plan import PlanChanged
+from coopbot.operations.scope import AppScope
+from coopbot.recipes.apps import App
+from coopbot.servers.pool import ServerPool
+from coopbot.store.operations import OperationStore
+
+log = logging.getLogger(__name__)
+
+SCHEDULER = "coopbot (schedule)"
+DEFAULT_HOOK_TIMEOUT = 3600.0
+SNAPSHOT_ID_MIN = 4
+
+
+class BackupService:
+    def __init__(
+        self,
+        pool: ServerPool,
+        scope: AppScope,
+        operations: OperationStore,
+        configs: Mapping[str, BackupConfig],
+        password: PasswordReader = read_password,
+        *,
+        backup_before_restore: bool = True,
+        hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
+        timeouts: Timeouts | None = None,
+    ) -> None:
+        self._pool = pool
+        self._scope = scope
+        self._operations = operations
+        self._configs = dict(configs)
+        self._password = password
+        self._backup_before_restore = backup_before_restore
+        self._hook_timeout = hook_timeout
+        self._timeouts = timeouts or Timeouts()
+        self._restic: dict[str, Restic] = {}
+
+    def configured(self, server: str) -> bool:
+        return server in self._configs
+
+    # --- backups -------------------------------------------------------------------------------
+
+    async def backup(self, app_name: str, room: RoomConfig | None, requester: str,
+                     progress: Progress, *, reason: str = "manual", room_id: str | None = None,
+                     event_id: str | None = None, approvers: tuple[str, ...] = (),
+                     ) -> BackupResult:
+        app = await self._app(app_name, room)
+        async with self._operation(app, "backup", requester, room_id, event_id,
+                                   approvers) as operation_id:
+            result = await self.backup_locked(app, operation_id, progress, reason=reason)
+            await self._operations.set_versions(operation_id, result.version, None)
+            await self._operations.finish(
+                operation_id, "ok", f"snapshot {result.snapshot_id}: {result.files} files, "
+                f"{result.bytes} bytes, verified")
+            return result
+
+    async def backup_locked(self, app: App, operation_id: str, progress: Progress, *,
+                            reason: str) -> BackupResult:
+        """A backup inside an operation that already holds the app's lock (upgrade, restore);
+        the snapshot carries that operation's id."""
+        target = await self._target(app)
+        return await take_backup(target, operation_id, reason, Throttle(progress).say)
+
+    async def before_operation(self, app: App, operation_id: str, kind: str,
+                               progress: Progress) -> None:
+        """The deployer's pre-operation backup. Apps without backups configured or labelled
+        are let through (with a note); a backup that fails raises, which stops the operation."""
+        if not self.configured(app.server):
+            return
+        target = await self._target(app)
+        if not target.plan.services:
+            await Throttle(progress).say(f"{kind} `{app.name}`: no backupbot labels, so no "
+                                         "backup is taken first")
+            return
+        await take_backup(target, operation_id, f"pre-{kind}", Throttle(progress).say)
+
+    async def apply_retention(self, app: App) -> ForgetResult:
+        """`forget --prune` of this app's snapshots by the server's retention policy."""
+        return await self._restic_for(app.server).forget_by_policy(
+            app_tags(app.name), self._config(app.server).retention)
+
+    async def scheduled(self, server: str, progress: Progress) -> list[ScheduledBackup]:
+        """Back up every labelled app of `server`, each followed by retention; one result per
+        app that has something to back up (apps without labels or not deployed are skipped)."""
+        results = []
+        for app in await asyncio.to_thread(self._scope.apps, None, server):
+            try:
+                target = await self._target(app)
+            except NotFound:
+                continue  # not deployed: nothing runs, nothing to back up
+            except CoopbotError as error:
+                results.append(ScheduledBackup(app.name, server, False, str(error)))
+                continue
+            if not target.plan.services:
+                continue
+            results.append(await self._scheduled_one(app, progress))
+        return results
+
+    async def _scheduled_one(self, app: App, progress: Progress) -> ScheduledBackup:
+        try:
+            result = await self.backup(app.name, None, SCHEDULER, progress, reason="schedule")
+        except CoopbotError as error:
+            log.warning("scheduled backup of %s failed: %s (%s)", app.name, error, error.detail)
+            return ScheduledBackup(app.name, app.server, False,
+                                   f"scheduled backup of `{app.name}` failed: {error}")
+        try:
+            forgotten = await self.apply_retention(app)
+        except CoopbotError as error:
+            log.warning("retention of %s failed: %s (%s)", app.name, error, error.detail)
+            return ScheduledBackup(app.name, app.server, False,
+                                   f"scheduled backup of `{app.name}` is done (snapshot "
+                                   f"`{result.snapshot_id}`), but applying the retention "
+                                   f"policy failed: {error}", result)
+        return ScheduledBackup(app.name, app.server, True, result.describe(), result,
+                               pruned=len(forgotten.removed))
+
+    # --- snapshots and restores ----------------------------------------------------------------
+
+    async def snapshots(self, app_name: str, room: RoomConfig | None) -> list[Snapshot]:
+        """The app's snapshots, newest first."""
+        app = await self._app(app_name, room)
+        return await self._restic_for(app.server).snapshots(app_tags(app.name))
+
+    async def restore(self, app_name: str, room: RoomConfig | None, requester: str,
+                      progress: Progress, snapshot_id: str | None = None, *,
+                      backup_first: bool | None = None, room_id: str | None = None,
+                      event_id: str | None = None, approvers: tuple[str, ...] = (),
+                      expected_binding: str | None = None) -> RestoreResult:
+        """Restore `snapshot_id` (default: the newest verified one) into the app's volumes."""
+        app = await self._app(app_name, room)
+        say = Throttle(progress).say
+        async with self._operation(app, "restore", requester, room_id, event_id,
+                                   approvers) as operation_id:
+            # The snapshot is chosen before the safety backup, which becomes the newest one.
+            snapshot = await self.find_snapshot(app, snapshot_id)
+            target = await self._target(app)
+            planned = RestorePlan.of(app, snapshot, target.version)
+            if expected_binding and planned.binding != expected_binding:
+                raise PlanChanged(expected_binding, planned.binding)
+            await self._operations.set_versions(operation_id, target.version,
+                                                snapshot.tag(output.VERSION))
+            safety = backup_first if backup_first is not None else self._backup_before_restore
+
+            async def safety_backup() -> str | None:
+                if not safety:
+                    return None
+                await say(f"restore `{app.name}`: backing up the current data first...")
+                try:
+                    taken = await take_backup(target, operation_id, "pre-restore", say)
+                except CoopbotError as error:
+                    raise OperationFailed(f"restore of `{app.name}` did not run, nothing was "
+                                          f"changed: the backup before it failed: {error}",
+                                          detail=error.detail) from error
+                return taken.snapshot_id
+
+            result = await restore_snapshot(target, snapshot, say, safety_backup)
+            await self._operations.finish(
+                operation_id, "ok", f"restored snapshot {snapshot.short_id}"
+                + (f"; data from before in {result.safety_snapshot}"
+                   if result.safety_snapshot else ""))
+            return result
+
+    async def plan_restore(self, app_name: str, room: RoomConfig | None,
+                           snapshot_id: str | None) -> RestorePlan:
+        """What a restore would do now, changing nothing (votes bind to its `binding`)."""
+        app = await self._app(app_name, room)
+        snapshot = await self.find_snapshot(app, snapshot_id)
+        target = await self._target(app)
+        return RestorePlan.of(app, snapshot, target.version)
+
+    async def find_snapshot(self, app: App, snapshot_id: str | None) -> Snapshot:
+        """Only this app's snapshots qualify: an id of another app's snapshot is refused."""
+        snapshots = await self._restic_for(app.server).snapshots(app_tags(app.name))
+        if snapshot_id is None or snapshot_id == "latest":
+            chosen = next((s for s in snapshots if s.verified), None)
+            if chosen is None:
+                raise NotFound(f"`{app.name}` has no verified snapshot to restore yet.")
+            return chosen
+        if len(snapshot_id) < SNAPSHOT_ID_MIN:
+            raise UserError(f"give at least {SNAPSHOT_ID_MIN} characters of the snapshot id.")
+        matches = [s for s in snapshots if s.id.startswith(snapshot_id.lower())]
+        if len(matches) != 1:
+            what = "no" if not matches else "more than one"
+            raise NotFound(f"`{app.name}` has {what} snapshot `{snapshot_id}`; "
+                           f"`!snapshots {app.name}` lists them.")
+        return matches[0]
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    async def _app(self, name: str, room: RoomConfig | None) -> App:
+        app = await asyncio.to_thread(self._scope.get, name, room)
+        self._config(app.server)
+        return app
+
+    def _config(self, server: str) -> BackupConfig:
+        config = self._configs.get(server)
+        if config is None:
+            raise UserError(f"Server {server} has no backups configured (`backups.{server}` in "
+                            "the config).")
+        return config
+
+    def _restic_for(self, server: str) -> Restic:
+        restic = self._restic.get(server)
+        if restic is None:
+            restic = self._restic[server] = Restic(
+                server, self._pool.get(server), self._config(server), self._password,
+                timeouts=self._timeouts)
+        return restic
+
+    async def _target(self, app: App) -> AppTarget:
+        return await load_target(app, self._pool.get(app.server), self._restic_for(app.server),
+                                 hook_timeout=self._hook_timeout)
+
+    @asynccontextmanager
+    async def _operation(self, app: App, kind: str, requester: str, room_id: str | None,
+                         event_id: str | None, approvers: tuple[str, ...],
+                         ) -> AsyncIterator[str]:
+        """The app's lock and an operation record, as the deployer keeps them."""
+        operation_id = new_operation_id()
+        busy = await self._operations.try_lock(app.name, operation_id, kind, requester)
+        if busy is not None:
+            since = time.strftime("%H:%M:%S UTC", time.gmtime(busy.since))
+            raise Busy(f"busy: {busy.kind} of `{app.name}` by {busy.holder} since {since}")
+        await self._operations.begin(
+            operation_id=operation_id, kind=kind, app=app.name, server=app.server,
+            requester=requester, from_version=None, to_version=None, room_id=room_id,
+            event_id=event_id, approvers=",".join(approvers),
+        )
+        log.info("operation %s: %s %s on %s for %s", operation_id, kind, app.name, app.server,
+                 requester)
+        try:
+            yield operation_id
+        except CoopbotError as error:
+            log.info("operation %s failed: %s (%s)", operation_id, error, error.detail)
+            await self._operations.finish(operation_id, "failed", str(error))
+            raise
+        except BaseException:
+            await self._operations.finish(operation_id, "failed", "internal error")
+            raise
+        finally:
+            await self._operations.unlock(app.name, operation_id)

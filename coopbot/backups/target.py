@@ -1,0 +1,64 @@
+"""One app as backups see it: its engine and repository, its labelled services and volumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coopbot.backups.labels import BackupPlan, plan_backup
+from coopbot.backups.restic import Restic
+from coopbot.errors import NotFound, OperationFailed
+from coopbot.operations.deployer import PUBLIC_KEYS, version_label_of
+from coopbot.operations.redact import Redactor
+from coopbot.recipes.apps import App
+from coopbot.servers.containers import RunningTask, ServiceMounts
+from coopbot.servers.engine import DockerEngine
+
+
+@dataclass(frozen=True)
+class AppTarget:
+    app: App
+    engine: DockerEngine
+    restic: Restic
+    services: tuple[ServiceMounts, ...]
+    plan: BackupPlan
+    version: str | None
+    redact: Redactor  # app env values, the restic password and environment
+    hook_timeout: float
+
+    async def task_for_hook(self, short_name: str, service: str, label: str) -> RunningTask:
+        """The running container a hook must run in; no running task is an error, never a
+        silent skip (the hook exists because the data is not consistent without it)."""
+        task = await self.engine.local_task(service)
+        if task is None:
+            raise OperationFailed(
+                f"service `{short_name}` of `{self.app.name}` has a {label} but no running "
+                f"task, so the hook cannot run; start the service (or `!deploy "
+                f"{self.app.name}`) and try again"
+            )
+        return task
+
+    async def check_volumes(self, volumes: list[str]) -> None:
+        present = await self.engine.volume_names()
+        missing = [v for v in volumes if v not in present]
+        if missing:
+            raise OperationFailed(
+                f"volume(s) {', '.join(f'`{v}`' for v in missing)} of `{self.app.name}` are not "
+                f"on server {self.app.server}"
+            )
+
+
+async def load_target(app: App, engine: DockerEngine, restic: Restic, *,
+                      hook_timeout: float) -> AppTarget:
+    """Read the deployed services' labels and mounts (the recipe's labels as they run)."""
+    mounts = tuple(await engine.service_mounts(app.stack_name))
+    if not mounts:
+        raise NotFound(f"`{app.name}` is not deployed on {app.server}, so there is no "
+                       "backup configuration to read from its services.")
+    version = version_label_of(await engine.services(app.stack_name), app.stack_name)
+    env_values = [v for k, v in app.env.items() if k not in PUBLIC_KEYS]
+    return AppTarget(
+        app=app, engine=engine, restic=restic, services=mounts,
+        plan=plan_backup(app.stack_name, mounts), version=version,
+        redact=Redactor([*env_values, *restic.secret_values()]), hook_timeout=hook_timeout,
+    )
+

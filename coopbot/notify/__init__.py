@@ -1,0 +1,1 @@
+"""Notification rooms: operation outcomes, swarm alerts and new versions, where configured."""

@@ -1,0 +1,87 @@
+"""Posts what happened into notification rooms: one message per outcome, nothing per step.
+
+Everything here is room-safe text built from records (names, versions, counts, durations); the
+operation's details stay in its own thread, which the notification links to.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Protocol
+
+from coopbot.errors import CoopbotError
+from coopbot.ids import EventID, RoomID
+from coopbot.notify.targets import NotificationTargets
+from coopbot.observe import Event, OperationFinished
+from coopbot.replies import Reply
+from coopbot.store.notices import NoticeStore
+
+log = logging.getLogger(__name__)
+
+ICONS = {"ok": "✅", "failed": "❌", "interrupted": "⚠️"}
+
+
+class RoomPoster(Protocol):
+    async def post(self, room_id: RoomID, reply: Reply, *, key: str,
+                   thread_root: EventID | None = None) -> EventID: ...
+
+
+def link(room_id: str, event_id: str) -> str:
+    return f"https://matrix.to/#/{room_id}/{event_id}"
+
+
+def describe_operation(event: OperationFinished) -> Reply:
+    icon = ICONS.get(event.result, "ℹ️")
+    if event.kind == "undeploy":
+        change = f"{event.from_version or '?'} -> removed"
+    elif event.kind in ("backup", "restore"):
+        change = event.to_version or event.from_version or ""
+    else:
+        change = f"{event.from_version or 'not deployed'} -> {event.to_version or '?'}"
+    took = f" in {event.duration:.0f} s" if event.duration is not None else ""
+    lines = [f"{icon} **{event.kind} `{event.app}`** on {event.server}: {change}: "
+             f"**{event.result}**{took}."]
+    people = f"Asked by {event.requester}"
+    if event.approvers:
+        people += f", approved by {', '.join(event.approvers)}"
+    lines.append(people + ".")
+    if event.result != "ok" and event.summary:
+        lines.append(event.summary.splitlines()[0][:300])
+    if event.room_id and event.event_id:
+        lines.append(f"Details: {link(event.room_id, event.event_id)}")
+    return Reply.of("\n".join(lines))
+
+
+class Notifier:
+    def __init__(self, targets: NotificationTargets, poster: RoomPoster,
+                 notices: NoticeStore) -> None:
+        self._targets = targets
+        self._poster = poster
+        self._notices = notices
+
+    async def on_event(self, event: Event) -> None:
+        if isinstance(event, OperationFinished):
+            await self.announce(event.server, event.app, describe_operation(event),
+                                key=f"operation/{event.operation_id}")
+
+    async def announce(self, server: str, app: str | None, reply: Reply, *, key: str) -> int:
+        """Post to every notification room of this app; returns how many rooms got it."""
+        if app is not None and await self._notices.muted(app) is not None:
+            log.info("notification about %s muted: %s", app, reply.text.splitlines()[0])
+            return 0
+        sent = 0
+        for room_id in self._targets.for_app(server, app):
+            try:
+                await self._poster.post(room_id, reply, key=f"notify/{room_id}/{key}")
+                sent += 1
+            except CoopbotError as error:
+                log.warning("could not notify %s: %s", room_id, error)
+        return sent
+
+    async def announce_keyed(self, server: str, app: str, reply: Reply, key: str) -> int:
+        return await self.announce(server, app, reply, key=key)
+
+    @staticmethod
+    def unique_key(prefix: str) -> str:
+        return f"{prefix}/{uuid.uuid4().hex}"

@@ -1,0 +1,158 @@
+"""The problems that hold on a server right now, derived from one reading. Pure.
+
+A condition is keyed by what it is about (a service's update, a node's state, ...) and has a
+state: the watcher announces a key when its state changes, and its recovery when it clears.
+Sentences name apps, services, nodes, versions and counts only: they are safe for a room.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from coopbot.errors import CoopbotError, ServerUnreachable
+from coopbot.servers.states import NodeState, ServiceState
+from coopbot.servers.task_failures import TaskFailures
+from coopbot.watch.alerts import AlertKind, Severity
+from coopbot.watch.reasons import failure_reason
+from coopbot.watch.timings import WatchTimings
+from coopbot.watch.view import SwarmView
+
+
+@dataclass(frozen=True)
+class Condition:
+    kind: AlertKind
+    key: str
+    state: str
+    severity: Severity
+    message: str
+    recovery: str | None  # announced when the condition clears; None: it clears silently
+    app: str | None = None
+    node: str | None = None
+    broken: bool = True  # announced when already there at start-up (a drained node is not)
+
+
+def timeout_label(stack: str) -> str:
+    return f"coop-cloud.{stack}.timeout"
+
+
+def app_timeout(services: tuple[ServiceState, ...], stack: str, default: float) -> float:
+    """The stack's convergence timeout: the `app` service's timeout label, as abra reads it."""
+    for service in sorted(services, key=lambda s: s.short_name != "app"):
+        raw = service.labels.get(timeout_label(stack), "").strip()
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if value > 0:
+            return value
+    return default
+
+
+def is_pending(service: ServiceState) -> bool:
+    """Not converged yet. A finished rollback is not pending: the old spec runs again."""
+    return service.replicas_updated < service.replicas_desired or service.updating
+
+
+def derive(
+    server: str, view: SwarmView, pending_since: Mapping[str, float], timings: WatchTimings
+) -> dict[str, Condition]:
+    """Every condition that holds in `view`. `pending_since` maps the full names of services
+    that are not converged to when the watcher first saw them so."""
+    found: list[Condition] = []
+    for node in view.info.nodes:
+        found += node_conditions(server, node)
+    for stack, services in view.stacks.items():
+        timeout = app_timeout(services, stack, timings.default_timeout)
+        for service in services:
+            found += service_conditions(server, service, view.failures.get(service.name), timings)
+            since = pending_since.get(service.name)
+            if since is not None and view.at - since >= timeout:
+                found.append(overdue(server, service, timeout))
+    return {condition.key: condition for condition in found}
+
+
+def service_conditions(
+    server: str, service: ServiceState, failures: TaskFailures | None, timings: WatchTimings
+) -> list[Condition]:
+    found: list[Condition] = []
+    subject = f"service {service.short_name} of {service.stack} on server {server}"
+    base = f"{server}/app/{service.stack}/service/{service.name}"
+    state = service.update_state or ""
+    if state == "rollback_completed":
+        # Swarm's final message is "rollback completed" whether a failure or a person asked
+        # for it: a task failure in the window tells the two apart.
+        failed = failures is not None or "fail" in service.update_message.lower()
+        how = "failed and was rolled back" if failed else "was rolled back to its previous version"
+        found.append(Condition(
+            "update", f"{base}/update", state, "warning", f"The update of {subject} {how}.",
+            recovery=None,  # the old version runs: nothing to recover; the next update clears it
+            app=service.stack, broken=False,
+        ))
+    elif state in ("paused", "rollback_paused"):
+        what = "rollback" if state == "rollback_paused" else "update"
+        found.append(Condition(
+            "update", f"{base}/update", state, "critical",
+            f"The {what} of {subject} is paused after a failure: it needs a fix or a rollback.",
+            recovery=f"The {what} of {subject} is no longer paused.", app=service.stack,
+        ))
+    if failures is not None and failures.count >= timings.failure_threshold:
+        short = service.replicas_running < service.replicas_desired
+        found.append(Condition(
+            "failing", f"{base}/failing", "failing", "critical" if short else "warning",
+            f"Tasks of {subject} failed {failures.count} times in the last "
+            f"{duration(timings.failure_window)}; the latest "
+            f"{failure_reason(failures.latest_error)}.",
+            recovery=f"Tasks of {subject} stopped failing.", app=service.stack,
+        ))
+    return found
+
+
+def overdue(server: str, service: ServiceState, timeout: float) -> Condition:
+    subject = f"Service {service.short_name} of {service.stack} on server {server}"
+    return Condition(
+        "overdue", f"{server}/app/{service.stack}/service/{service.name}/overdue", "overdue",
+        "critical",
+        f"{subject} has not converged within {duration(timeout)}: "
+        f"{service.replicas_updated} of {service.replicas_desired} tasks run its current version.",
+        recovery=f"{subject} has converged again.", app=service.stack,
+    )
+
+
+def node_conditions(server: str, node: NodeState) -> list[Condition]:
+    found: list[Condition] = []
+    subject = f"Node {node.hostname} of server {server}"
+    base = f"{server}/node/{node.hostname}"
+    if node.state != "ready":
+        found.append(Condition(
+            "node", f"{base}/state", node.state, "critical", f"{subject} is {node.state}.",
+            recovery=f"{subject} is ready again.", node=node.hostname,
+        ))
+    if node.availability in ("drain", "pause"):
+        what = ("drained: its tasks moved to other nodes" if node.availability == "drain"
+                else "paused: it takes no new tasks")
+        found.append(Condition(
+            "node", f"{base}/availability", node.availability, "warning",
+            f"{subject} is {what}.", recovery=f"{subject} is active again.",
+            node=node.hostname, broken=False,  # usually an admin's decision, not a failure
+        ))
+    return found
+
+
+def unreachable(server: str, error: CoopbotError) -> Condition:
+    """The server could not be read. `str(error)` is room-safe by the error tree's contract."""
+    if isinstance(error, ServerUnreachable):
+        state, message = "unreachable", f"Server {server} is unreachable: {error.reason}."
+    else:
+        state, message = "unwatchable", f"Server {server} cannot be watched: {error}."
+    return Condition(
+        "reachability", f"{server}/reachability", state, "critical", message,
+        recovery=f"Server {server} is reachable again.",
+    )
+
+
+def duration(seconds: float) -> str:
+    """`300` -> "5 min", `90` -> "90 s": how people say timeouts."""
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"

@@ -1,0 +1,228 @@
+"""Pure parts of backups: backupbot labels (v1 and v2), verification, restic's JSON output,
+retention arguments, schedules, restore paths, hook unwrapping."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from coopbot.backups.hooks import unwrap
+from coopbot.backups.labels import LabelError, plan_backup
+from coopbot.backups.output import parse_backup, parse_forget, parse_ls, parse_snapshots
+from coopbot.backups.restic import retention_args
+from coopbot.backups.restore import snapshot_volumes
+from coopbot.backups.schedule import next_run
+from coopbot.backups.verify import Node, verify
+from coopbot.config import RetentionConfig
+from coopbot.errors import OperationFailed
+from coopbot.servers.containers import ServiceMounts, VolumeMount
+
+STACK = "blog_example_org"
+
+
+def service(labels: dict[str, str], mounts: dict[str, str], name: str = "app") -> ServiceMounts:
+    return ServiceMounts(
+        name=f"{STACK}_{name}", short_name=name, labels=labels,
+        mounts=tuple(VolumeMount(f"{STACK}_{vol}", target) for vol, target in mounts.items()),
+        replicated=True, replicas=1,
+    )
+
+
+MARIADB = {"mariadb": "/var/lib/mysql", "config": "/etc/mysql/conf.d", "tmp": "/tmp/x"}
+
+
+def test_unlabelled_services_are_not_backed_up() -> None:
+    plan = plan_backup(STACK, [service({}, MARIADB),
+                               service({"backupbot.backup": "false"}, MARIADB, "db")])
+    assert plan.services == () and plan.backup_paths == ()
+
+
+def test_v2_labels_narrow_exclude_and_keep_whole_volumes() -> None:
+    labels = {
+        "backupbot.backup": "true",
+        "backupbot.backup.volumes.mariadb.path": "dump.sql.gz, extra/",
+        "backupbot.backup.volumes.tmp": "false",
+        "backupbot.backup.pre-hook": "sh -c 'mysqldump -p\"$$(cat /run/secrets/pw)\" | gzip > "
+                                     "/var/lib/mysql/dump.sql.gz'",
+        "backupbot.restore.post-hook": "zcat /var/lib/mysql/dump.sql.gz | mysql",
+    }
+    [target] = plan_backup(STACK, [service(labels, MARIADB, "db")]).services
+    assert [(v.name, v.volume, v.paths) for v in target.volumes] == [
+        ("mariadb", f"{STACK}_mariadb", ("dump.sql.gz", "extra")),
+        ("config", f"{STACK}_config", ()),
+    ]
+    assert target.hooks.pre_backup is not None and target.hooks.post_backup is None
+    assert target.hooks.post_restore == "zcat /var/lib/mysql/dump.sql.gz | mysql"
+    # Label paths and the file the hook writes (inside a backed-up path) are "named".
+    assert target.named_files == ("/backup/mariadb/dump.sql.gz", "/backup/mariadb/extra")
+
+
+def test_v1_path_label_maps_container_paths_to_volumes() -> None:
+    labels = {"backupbot.backup": "true",
+              "backupbot.backup.path": "/var/lib/mysql/backup.sql,/etc/mysql/conf.d"}
+    plan = plan_backup(STACK, [service(labels, MARIADB)])
+    assert plan.backup_paths == ("/backup/mariadb/backup.sql", "/backup/config")
+    # v1 narrows the service to the volumes its paths are on: tmp is not backed up.
+    assert [v.name for v in plan.volumes] == ["mariadb", "config"]
+
+
+def test_v1_path_outside_every_volume_is_refused() -> None:
+    labels = {"backupbot.backup": "true", "backupbot.backup.path": "/srv/not-a-volume"}
+    with pytest.raises(LabelError, match="names /srv/not-a-volume, which is on none of its"):
+        plan_backup(STACK, [service(labels, MARIADB)])
+
+
+def test_paths_may_not_leave_the_volume() -> None:
+    labels = {"backupbot.backup": "true", "backupbot.backup.volumes.mariadb.path": "../etc"}
+    with pytest.raises(LabelError, match="must stay inside the volume"):
+        plan_backup(STACK, [service(labels, MARIADB)])
+
+
+def test_shared_volume_is_backed_up_once() -> None:
+    on = {"backupbot.backup": "true"}
+    plan = plan_backup(STACK, [service(on, {"data": "/data"}, "app"),
+                               service(on, {"data": "/srv/data"}, "worker")])
+    assert plan.backup_paths == ("/backup/data",)
+
+
+NODES = [
+    Node("/backup", "dir"), Node("/backup/db", "dir"), Node("/backup/db/dump.sql", "file", 42),
+    Node("/backup/files", "dir"), Node("/backup/files/a.bin", "file", 1000),
+    Node("/backup/files/empty-but-fine", "file", 0),
+]
+EXPECTED = ("/backup/db/dump.sql", "/backup/files")
+
+
+def test_verification_counts_files_and_bytes_per_volume() -> None:
+    checked = verify(NODES, EXPECTED, ["/backup/db/dump.sql"])
+    assert checked.ok and checked.files == 3 and checked.bytes == 1042
+    assert [(v.name, v.files, v.bytes) for v in checked.volumes] == [
+        ("db", 1, 42), ("files", 2, 1000)]
+
+
+def test_verification_flags_an_empty_dump_and_a_vanished_path() -> None:
+    nodes = [Node("/backup/db/dump.sql", "file", 0), *NODES[3:]]
+    checked = verify(nodes, [*EXPECTED, "/backup/media"], ["/backup/db/dump.sql"])
+    assert not checked.ok
+    assert checked.problems == (
+        "`/backup/media` is missing from the snapshot",
+        "`/backup/db/dump.sql` is empty (0 bytes): the dump did not write anything",
+    )
+
+
+def test_verification_flags_an_empty_snapshot() -> None:
+    assert verify([Node("/backup/files", "dir")], ["/backup/files"], []).problems == (
+        "the snapshot holds no files",)
+    nodes = [Node("/backup/f", "dir"), Node("/backup/f/x", "file", 0)]
+    assert verify(nodes, ["/backup/f"], []).problems == (
+        "the snapshot's 1 file(s) are all empty",)
+
+
+# Captured from restic 0.14 (`backup --json`, `snapshots --json`, `ls --json`, `forget --json`).
+BACKUP_OUT = """\
+{"message_type":"status","percent_done":0,"total_files":1,"total_bytes":3}
+{"message_type":"summary","files_new":2,"files_changed":0,"total_files_processed":2,"total_bytes_processed":3,"total_duration":0.2,"snapshot_id":"14369f45"}
+"""
+SNAPSHOT = ('{"time":"%s","tree":"52e2","paths":["/backup/db/dump.sql","/backup/files"],'
+            '"hostname":"local","username":"root","tags":%s,"id":"%s","short_id":"%s"%s}')
+SNAPSHOTS_OUT = "[" + ",".join([
+    SNAPSHOT % ("2026-11-25T21:09:20.920007186Z", '["app=x","version=1.0.0+v1"]', "aa11" * 16,
+                "aa11aa11", ""),
+    SNAPSHOT % ("2026-11-25T23:09:21.5+02:00", '["app=x","verified","size=42"]', "bb22" * 16,
+                "bb22bb22", ',"original":"' + "cc33" * 16 + '"'),
+]) + "]\n"
+
+
+def test_parse_backup_and_snapshots() -> None:
+    summary = parse_backup(BACKUP_OUT)
+    assert (summary.snapshot_id, summary.files, summary.bytes) == ("14369f45", 2, 3)
+    newest, oldest = parse_snapshots(SNAPSHOTS_OUT)
+    assert newest.short_id == "bb22bb22" and newest.verified and newest.size == 42
+    assert newest.time == datetime(2026, 11, 25, 21, 9, 21, 500000, tzinfo=UTC)
+    assert newest.original == "cc33" * 16
+    assert oldest.tag("version") == "1.0.0+v1" and oldest.size is None and not oldest.verified
+
+
+def test_parse_ls_and_forget_ignore_text_lines() -> None:
+    listing = ('{"time":"2026-11-25T21:09:21Z","paths":["/backup"],"id":"x","struct_type":"snapshot"}\n'
+               '{"name":"a","type":"file","path":"/backup/f/a","size":5,"struct_type":"node"}\n'
+               '{"name":"f","type":"dir","path":"/backup/f","struct_type":"node"}\n')
+    assert parse_ls(listing) == [Node("/backup/f/a", "file", 5), Node("/backup/f", "dir", 0)]
+    forget = ('[{"tags":null,"host":"h","keep":[' + SNAPSHOT % (
+        "2026-11-25T21:09:21Z", "[]", "dd44" * 16, "dd44dd44", "") + '],"remove":[' + SNAPSHOT % (
+        "2026-11-24T21:09:21Z", "[]", "ee55" * 16, "ee55ee55", "") + ']}]\n'
+        "loading indexes...\nremoving 4 old packs\ndone\n")
+    result = parse_forget(forget)
+    assert [s.short_id for s in result.kept] == ["dd44dd44"]
+    assert [s.short_id for s in result.removed] == ["ee55ee55"]
+
+
+def test_retention_arguments() -> None:
+    assert retention_args(RetentionConfig()) == [
+        "--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "6"]
+    assert retention_args(RetentionConfig(keep_last=2, keep_daily=None, keep_weekly=None,
+                                          keep_monthly=None)) == ["--keep-last", "2"]
+
+
+@pytest.mark.parametrize(("schedule", "now", "expected"), [
+    ("hourly", "2026-03-01T10:15:00+00:00", "2026-03-01T11:00:00+00:00"),
+    ("hourly", "2026-03-01T23:00:00+00:00", "2026-03-02T00:00:00+00:00"),
+    ("daily", "2026-03-01T10:15:00+00:00", "2026-03-02T00:00:00+00:00"),
+    ("daily 03:30", "2026-03-01T02:00:00+00:00", "2026-03-01T03:30:00+00:00"),
+    ("daily 03:30", "2026-03-01T03:30:00+00:00", "2026-03-02T03:30:00+00:00"),
+    # Local times are taken as the same instant in UTC.
+    ("daily 03:30", "2026-03-01T04:00:00+02:00", "2026-03-01T03:30:00+00:00"),
+])
+def test_next_run(schedule: str, now: str, expected: str) -> None:
+    assert next_run(schedule, datetime.fromisoformat(now)) == datetime.fromisoformat(expected)
+
+
+def test_restore_replaces_whole_volumes_and_narrowed_paths() -> None:
+    [snapshot, _] = parse_snapshots(SNAPSHOTS_OUT)
+    assert snapshot_volumes(snapshot) == {"db": ["/backup/db/dump.sql"],
+                                          "files": ["/backup/files/"]}
+    foreign = parse_snapshots(SNAPSHOTS_OUT.replace("/backup/files", "/home/x"))[0]
+    with pytest.raises(OperationFailed, match="was not made by coopbot"):
+        snapshot_volumes(foreign)
+
+
+def test_hooks_are_unwrapped_like_backup_bot_two() -> None:
+    assert unwrap("sh -c 'pg_dump -U x > /tmp/d.sql'") == "pg_dump -U x > /tmp/d.sql"
+    assert unwrap('bash -c "a | b"') == "a | b"
+    assert unwrap("  mysqldump db > /d.sql ") == "mysqldump db > /d.sql"
+
+
+async def test_scheduler_runs_a_server_when_due_and_reports_every_result() -> None:
+    from coopbot.backups import BackupScheduler, ScheduledBackup
+
+    class Backups:  # stands in for BackupService: only the scheduling is under test here
+        def __init__(self) -> None:
+            self.rounds: list[str] = []
+
+        async def scheduled(self, server: str, progress: object) -> list[ScheduledBackup]:
+            self.rounds.append(server)
+            return [ScheduledBackup("a.example.org", server, True, "ok"),
+                    ScheduledBackup("b.example.org", server, False, "failed")]
+
+    moments = [datetime(2026, 3, 1, 10, 59, 59, tzinfo=UTC), datetime(2026, 3, 1, 11, 0, 0, 1,
+                                                                       tzinfo=UTC)]
+    reported: list[ScheduledBackup] = []
+    both = asyncio.Event()
+
+    async def report(result: ScheduledBackup) -> None:
+        reported.append(result)
+        if len(reported) == 2:
+            both.set()
+
+    backups = Backups()
+    scheduler = BackupScheduler(backups, {"local": "hourly"}, report,  # type: ignore[arg-type]
+                                clock=lambda: moments.pop(0) if len(moments) > 1 else moments[0])
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.wait_for(both.wait(), 5)
+    await asyncio.sleep(0.05)  # it is now asleep until 12:00: nothing more runs
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert backups.rounds == ["local"]
+    assert [(r.app, r.ok) for r in reported] == [("a.example.org", True), ("b.example.org", False)]
