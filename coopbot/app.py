@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from coopbot.tasks import TaskGroup
 log = logging.getLogger(__name__)
 
 HANDLED_EVENTS_KEPT_SECONDS = 30 * 24 * 3600
+ROOM_UPGRADES_KEY = "rooms.upgrades"
 
 
 class CommandFamily(Protocol):
@@ -76,6 +78,8 @@ class Bot:
     approvals: Approvals
     observers: Observers
     updates: UpdateChecker
+    roles: RoleResolver
+    kv: KeyValueStore
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     health: HealthServer | None = None  # health and metrics (issue 8): off unless configured
 
@@ -87,6 +91,9 @@ class Bot:
                         lock.app, lock.kind, lock.holder)
         await self.gateway.login()
         redact(self.gateway.client.access_token)  # logs never show the session's token
+        upgrades = json.loads(await self.kv.get(ROOM_UPGRADES_KEY) or "{}")
+        for old, new in upgrades.items():
+            self.rooms.carry_over(RoomID(old), RoomID(new))
         for alias in self.rooms.aliases():
             try:
                 self.rooms.bind_alias(alias, await self.gateway.resolve_alias(alias))
@@ -123,6 +130,30 @@ class Bot:
     async def redaction(self, redaction: IncomingRedaction) -> None:
         self.tasks.spawn(self.approvals.redaction(redaction),
                          name=f"redaction {redaction.event_id}")
+
+    async def tombstone(self, room_id: RoomID, sender: UserID, replacement: RoomID) -> None:
+        """Follow a room upgrade only if its upgrader holds the top role there (anyone with
+        power to send a tombstone could otherwise lead the bot into a room of their choice)."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            return
+        power = await self.gateway.power_info(room_id)
+        top = self.roles.order[-1]
+        if not self.roles.resolve(sender, room.config, power).has(top):
+            log.warning("not following the upgrade of %s by %s: they lack the %s role",
+                        room_id, sender, top)
+            return
+        self.rooms.carry_over(room_id, replacement)
+        upgrades = json.loads(await self.kv.get(ROOM_UPGRADES_KEY) or "{}")
+        upgrades[room_id] = replacement
+        await self.kv.set(ROOM_UPGRADES_KEY, json.dumps(upgrades))
+        try:
+            await self.gateway.join(replacement)
+        except MatrixError as error:
+            log.error("room %s was upgraded to %s, which I cannot join: %s", room_id,
+                      replacement, error.detail)
+            return
+        log.info("followed the upgrade of %s to %s (by %s)", room_id, replacement, sender)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -235,6 +266,7 @@ def build(config: Config) -> Bot:
         config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
         registry=registry, tasks=tasks, handled=handled, operations=operations,
         pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
+        roles=roles, kv=kv,
     )
 
 

@@ -31,6 +31,15 @@ class RoomDirectory:
         """Record what an alias resolved to at start-up."""
         self._by_id[room_id] = ConfiguredRoom(alias, room_id, self._configs[alias])
 
+    def carry_over(self, old: RoomID, new: RoomID) -> ConfiguredRoom | None:
+        """A configured room was upgraded: its replacement gets the same config."""
+        room = self._by_id.get(old)
+        if room is None:
+            return None
+        moved = ConfiguredRoom(room.ref, new, room.config)
+        self._by_id[new] = moved
+        return moved
+
     def get(self, room_id: RoomID) -> ConfiguredRoom | None:
         return self._by_id.get(room_id)
 

@@ -251,3 +251,40 @@ async def test_encrypted_room_round_trip(make_member: MakeMember, start_bot: Sta
     await bot.restart()
     answer = await ask(carol, room, bot.user_id, "!whoami", timeout=25)
     assert f"You are `{carol.user_id}`" in answer
+
+
+async def test_room_upgrade_followed_only_for_admins(
+    make_member: MakeMember, start_bot: StartBot
+) -> None:
+    from urllib.parse import quote
+
+    alice, bob, carol, room = await ops_room(make_member)
+    # bob (operator, 50) may send tombstones in this room, but he is not an admin
+    levels = await alice.power_levels(room)
+    levels.setdefault("events", {})["m.room.tombstone"] = 50
+    await alice.api("PUT", f"/_matrix/client/v3/rooms/{quote(room)}/state/m.room.power_levels/",
+                    levels)
+    bot = await start_bot(rooms={room: {}})
+    await invite_bot(alice, room, bot.user_id)
+
+    decoy = await bob.create_room(invite=[bot.user_id])
+    await bob.api("PUT", f"/_matrix/client/v3/rooms/{quote(room)}/state/m.room.tombstone/",
+                  {"body": "moved", "replacement_room": decoy})
+    await asyncio.sleep(3)
+    assert bot.bot is not None
+    assert bot.bot.rooms.get(decoy) is None  # not followed: bob is no admin
+
+    upgraded = await alice.api("POST", f"/_matrix/client/v3/rooms/{quote(room)}/upgrade",
+                               {"new_version": "11"})
+    new_room = upgraded["replacement_room"]
+    await alice.invite(new_room, bot.user_id)
+    await alice.invite(new_room, carol.user_id)
+    await carol.join(new_room)
+    await alice.wait_joined(new_room, bot.user_id)
+    answer = await ask(carol, new_room, bot.user_id, "!whoami")
+    assert "member: power level 0 >= 0" in answer  # the old room's config carried over
+    # and it survives a restart
+    await bot.restart()
+    assert bot.bot is not None
+    assert bot.bot.rooms.get(new_room) is not None, "the upgrade was forgotten on restart"
+    assert (await ask(carol, new_room, bot.user_id, "!ping")).startswith("pong")

@@ -54,6 +54,8 @@ class SyncListener(Protocol):
 
     async def redaction(self, redaction: IncomingRedaction) -> None: ...
 
+    async def tombstone(self, room_id: RoomID, sender: UserID, replacement: RoomID) -> None: ...
+
 
 class MatrixGateway:
     def __init__(
@@ -230,6 +232,11 @@ class MatrixGateway:
                 source = event.source
                 if "state_key" in source:
                     self._note_state(room, source)
+                    replacement = (source.get("content") or {}).get("replacement_room")
+                    if (source.get("type") == "m.room.tombstone" and replacement
+                            and not history_only):
+                        await listener.tombstone(room, UserID(str(source.get("sender", ""))),
+                                                 RoomID(str(replacement)))
                     continue
                 if history_only:
                     # The very first sync of a new bot shows history: never act on it.
@@ -344,6 +351,11 @@ class MatrixGateway:
                 if not isinstance(result, nio.JoinResponse):
                     log.warning("configured room %s could not be joined: %s",
                                 room_id, getattr(result, "message", result))
+
+    async def join(self, room_id: RoomID) -> None:
+        result = await self.client.join(room_id)
+        if not isinstance(result, nio.JoinResponse):
+            raise MatrixError(f"could not join {room_id}", detail=getattr(result, "message", ""))
 
     async def resolve_alias(self, alias: str) -> RoomID:
         response = await self.client.room_resolve_alias(alias)
