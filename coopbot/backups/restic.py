@@ -104,11 +104,15 @@ class Restic:
         return parse_ls(run.stdout)
 
     async def snapshots(self, tags: Sequence[str]) -> list[Snapshot]:
-        """Snapshots carrying all `tags`, newest first."""
+        """Snapshots carrying all `tags`, newest first (none before the first backup)."""
         args = ["snapshots", "--json"]
         if tags:
             args += ["--tag", ",".join(tags)]
-        run = await self._run(args, action="list the snapshots")
+        run = await self._run(args, action="list the snapshots", check=False)
+        if run.exit_code != 0:
+            if _missing_repository(run):
+                return []  # the first backup creates the repository
+            raise self._failure("list the snapshots", run)
         return parse_snapshots(run.stdout)
 
     async def add_tags(self, snapshot_id: str, tags: Sequence[str]) -> None:
@@ -149,16 +153,16 @@ class Restic:
                 run = await self._engine.run_helper(
                     self._config.helper_image, entrypoint=entrypoint, args=args, env=env,
                     binds=[*mounts, *binds], network=network, timeout=timeout,
-                    label=f"restic {args[0]}",
+                    label=action,
                 )
-            if run.exit_code == 0 or not check:
-                return run
-            if LOCKED not in run.stderr or attempt == LOCK_RETRIES - 1:
-                raise self._failure(action, run)
+            if run.exit_code == 0 or LOCKED not in run.stderr or attempt == LOCK_RETRIES - 1:
+                break
             log.info("restic repository of %s is locked by another process; retrying",
                      self._server)
             await asyncio.sleep(LOCK_RETRY_DELAY)
-        raise AssertionError("unreachable")
+        if check and run.exit_code != 0:
+            raise self._failure(action, run)
+        return run
 
     def _environment(self) -> tuple[dict[str, str], list[Bind], str]:
         repository = self._config.repository

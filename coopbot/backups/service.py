@@ -91,11 +91,11 @@ class BackupService:
         if not self.configured(app.server):
             return
         target = await self._target(app)
+        say = Throttle(progress).say
         if not target.plan.services:
-            await Throttle(progress).say(f"{kind} `{app.name}`: no backupbot labels, so no "
-                                         "backup is taken first")
+            await say(f"{kind} `{app.name}`: no backupbot labels, so no backup is taken first")
             return
-        await take_backup(target, operation_id, f"pre-{kind}", Throttle(progress).say)
+        await take_backup(target, operation_id, f"pre-{kind}", say)
 
     async def apply_retention(self, app: App) -> ForgetResult:
         """`forget --prune` of this app's snapshots by the server's retention policy."""
