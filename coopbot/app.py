@@ -7,11 +7,13 @@ import json
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from coopbot.approvals.policy import PolicyResolver
 from coopbot.approvals.service import Approvals, PlannedChange, Planner
 from coopbot.backups import BackupService
+from coopbot.backups.results import ScheduledBackup
+from coopbot.backups.schedule import BackupScheduler
 from coopbot.commands.approvals import ApprovalCommands
 from coopbot.commands.backups import BackupCommands
 from coopbot.commands.core import CoreCommands
@@ -80,6 +82,8 @@ class Bot:
     updates: UpdateChecker
     roles: RoleResolver
     kv: KeyValueStore
+    scheduler: BackupScheduler | None = None
+    background: list[asyncio.Task[Any]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     health: HealthServer | None = None  # health and metrics (issue 8): off unless configured
 
@@ -114,6 +118,10 @@ class Bot:
     async def _after_first_sync(self) -> None:
         await self.gateway.synced_once.wait()
         await self.approvals.catch_up()
+        if self.scheduler is not None:
+            # Runs until cancelled at shutdown (it sleeps until the next due backup).
+            self.background.append(self.tasks.spawn(self.scheduler.run(),
+                                                    name="scheduled backups"))
         every = parse_duration(self.config.updates.check_every)
         if every > 0:
             self.tasks.spawn(self.updates.run(every, self.stopping), name="update checks")
@@ -161,6 +169,8 @@ class Bot:
 
     async def shutdown(self) -> None:
         self.stopping.set()
+        for task in self.background:
+            task.cancel()
         if self.health is not None:
             await self.health.stop()
         await self.tasks.drain(timeout=10)
@@ -191,13 +201,14 @@ def build(config: Config) -> Bot:
     preflight = Preflight({name: s.check_images for name, s in config.servers.items()})
     # backups (issue 5): a BackupService only when `backups` is configured; the deployer backs
     # up first before the operations whose global policy says `backup_first`.
+    policies = PolicyResolver(config)
     backups = (BackupService(pool, scope, operations, config.backups,
-                             backup_before_restore=backup_first(config, "restore"))
+                             needs_backup=policies.needs_backup)
                if config.backups else None)
     deployer = Deployer(
         scope, recipes, pool, operations, preflight,
         pre_backup=backups.before_operation if backups is not None else None,
-        backup_before=frozenset(op for op in config.policies if backup_first(config, op)),
+        needs_backup=policies.needs_backup,
     )
     status = StatusViews(scope, recipes, pool)
 
@@ -217,7 +228,7 @@ def build(config: Config) -> Bot:
         planners.update(backup_commands.planners())
     tasks = TaskGroup()
     approvals = Approvals(
-        store=ApprovalStore(database), policies=PolicyResolver(config), roles=roles,
+        store=ApprovalStore(database), policies=policies, roles=roles,
         power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
         poster=gateway, planners=planners, tasks=tasks, prefix=prefix,
         bot_user_id=config.matrix.user_id,
@@ -262,11 +273,22 @@ def build(config: Config) -> Bot:
     health = (build_health(config, observers=observers, database=database, clock=gateway,
                            pool=pool, registry=registry)
               if config.health.enabled else None)
+    scheduler = None
+    schedules = {name: b.schedule for name, b in config.backups.items() if b.schedule}
+    if backups is not None and schedules:
+        async def report(outcome: ScheduledBackup) -> None:
+            # Scheduled backups speak up only when they fail (or prune fails to keep up).
+            if not outcome.ok:
+                await notifier.announce(outcome.server, outcome.app,
+                                        Reply.of(f"❌ scheduled backup: {outcome.message}"),
+                                        key=Notifier.unique_key(f"backup/{outcome.app}"))
+
+        scheduler = BackupScheduler(backups, schedules, report)
     return Bot(
         config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
         registry=registry, tasks=tasks, handled=handled, operations=operations,
         pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
-        roles=roles, kv=kv,
+        roles=roles, kv=kv, scheduler=scheduler,
     )
 
 
@@ -280,12 +302,6 @@ def swarm_planners(deployer: Deployer) -> dict[str, Planner]:
                              app=planned.app.name)
 
     return {kind: plan for kind in ("deploy", "upgrade", "rollback", "undeploy")}
-
-
-def backup_first(config: Config, operation: str) -> bool:
-    """backups (issue 5): the global policy's `backup_first` (room/app overrides: not yet)."""
-    policy = config.policies.get(operation)
-    return bool(policy is not None and policy.backup_first)
 
 
 def server_specs(config: Config) -> list[ServerSpec]:

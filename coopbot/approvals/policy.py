@@ -65,3 +65,7 @@ class PolicyResolver:
             backup_first=bool(final.backup_first),
             auto_approve_autoupdates=bool(final.auto_approve_autoupdates),
         )
+
+    def needs_backup(self, operation: str, room: RoomConfig | None, app: str | None) -> bool:
+        policy = self.resolve(operation, room, app)
+        return policy is not None and policy.backup_first

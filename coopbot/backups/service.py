@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from coopbot.backups import output
@@ -44,7 +44,7 @@ class BackupService:
         configs: Mapping[str, BackupConfig],
         password: PasswordReader = read_password,
         *,
-        backup_before_restore: bool = True,
+        needs_backup: Callable[[str, RoomConfig | None, str], bool] | None = None,
         hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
         timeouts: Timeouts | None = None,
     ) -> None:
@@ -53,7 +53,8 @@ class BackupService:
         self._operations = operations
         self._configs = dict(configs)
         self._password = password
-        self._backup_before_restore = backup_before_restore
+        # The restore policy's backup_first (global, room, app); default: back up first.
+        self._needs_backup = needs_backup or (lambda kind, room, app: True)
         self._hook_timeout = hook_timeout
         self._timeouts = timeouts or Timeouts()
         self._restic: dict[str, Restic] = {}
@@ -162,7 +163,8 @@ class BackupService:
                 raise PlanChanged(expected_binding, planned.binding)
             await self._operations.set_versions(operation_id, target.version,
                                                 snapshot.tag(output.VERSION))
-            safety = backup_first if backup_first is not None else self._backup_before_restore
+            safety = (backup_first if backup_first is not None
+                      else self._needs_backup("restore", room, app.name))
 
             async def safety_backup() -> str | None:
                 if not safety:

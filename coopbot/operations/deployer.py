@@ -37,6 +37,7 @@ from coopbot.store.operations import OperationStore
 log = logging.getLogger(__name__)
 
 Progress = Callable[[Reply], Awaitable[None]]
+NeedsBackup = Callable[[str, RoomConfig | None, str], bool]
 # A backup run before a risky operation: (app, operation id, kind, progress); raises to stop it.
 PreBackup = Callable[[App, str, str, Progress], Awaitable[None]]
 # Env keys users already see in rooms; every other env value is redacted from output.
@@ -66,7 +67,7 @@ class Deployer:
         preflight: Preflight,
         *,
         pre_backup: PreBackup | None = None,
-        backup_before: frozenset[str] = frozenset({"upgrade"}),
+        needs_backup: NeedsBackup | None = None,
     ) -> None:
         self._scope = scope
         self._recipes = recipes
@@ -74,7 +75,8 @@ class Deployer:
         self._operations = operations
         self._preflight = preflight
         self._pre_backup = pre_backup
-        self._backup_before = backup_before
+        # Whether the policy (global, room, app) asks for a verified backup first.
+        self._needs_backup = needs_backup or (lambda kind, room, app: kind == "upgrade")
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -103,7 +105,7 @@ class Deployer:
                 reply = await self._undeploy(request, app, engine, operation_id, throttled)
             else:
                 reply = await self._change_version(request, app, engine, operation_id, throttled,
-                                                   started)
+                                                   started, room)
         except CoopbotError as error:
             log.info("operation %s failed: %s", operation_id, error.detail or error)
             await self._operations.finish(operation_id, "failed", str(error))
@@ -140,7 +142,7 @@ class Deployer:
 
     async def _change_version(
         self, request: OperationRequest, app: App, engine: DockerEngine, operation_id: str,
-        progress: Throttle, started: float,
+        progress: Throttle, started: float, room: RoomConfig | None,
     ) -> Reply:
         await progress.say(f"{request.kind} `{app.name}`: reading the swarm and the recipe...")
         current = version_label_of(await engine.services(app.stack_name), app.stack_name)
@@ -153,7 +155,8 @@ class Deployer:
             plan = await self._plan(request.kind, app, engine, checkout, current, notes)
             if request.expected_binding and plan.binding != request.expected_binding:
                 raise PlanChanged(request.expected_binding, plan.binding)
-            await self._backup_first(request.kind, app, operation_id, progress)
+            if self._needs_backup(request.kind, room, app.name):
+                await self._backup_first(request.kind, app, operation_id, progress)
             await progress.say(
                 f"{request.kind} `{app.name}`: deploying {plan.to_version} on {app.server} "
                 f"(recipe commit {checkout.commit[:8]})..."
@@ -175,7 +178,7 @@ class Deployer:
     async def _backup_first(self, kind: str, app: App, operation_id: str,
                             progress: Throttle) -> None:
         """After preflight, before anything changes: a failed backup stops the operation."""
-        if self._pre_backup is None or kind not in self._backup_before:
+        if self._pre_backup is None:
             return
         try:
             await self._pre_backup(app, operation_id, kind, progress.sink)
