@@ -92,6 +92,8 @@ class EventStream:
 
     async def open(self) -> None:
         """Subscribe; raises ServerUnreachable (or DockerError) if the daemon cannot be reached."""
+        if self._thread is not None:
+            raise RuntimeError("an event stream is opened once; make a new one to reconnect")
         path = await self._socket_path()  # for SSH this (re)connects the tunnel first
         loop = asyncio.get_running_loop()
         opened: asyncio.Future[None] = loop.create_future()
@@ -134,10 +136,13 @@ class EventStream:
     def _run(
         self, path: str, loop: asyncio.AbstractEventLoop, opened: asyncio.Future[None]
     ) -> None:
+        api: Any = None
         try:
             api = open_api_client(path, timeout=self._connect_timeout, max_connections=1)
             stream = api.events(decode=True, filters=dict(self._filters))
         except Exception as exc:  # the SDK raises requests, urllib3, OSError and its own
+            if api is not None:
+                api.close()
             failure = translate_docker_error(self.server, "watch the events", exc)
             _call_soon(loop, _settle, opened, failure)
             return
@@ -152,15 +157,19 @@ class EventStream:
         _call_soon(loop, _settle, opened, None)
         error: CoopbotError | None = None
         try:
-            for event in stream:  # blocks until the next event; ends when the socket does
+            # Blocks until the next event. A dropped connection simply ends the iteration (the
+            # SDK turns socket errors into StopIteration); an HTTP error or a bad line raises.
+            for event in stream:
                 if isinstance(event, dict):
                     _call_soon(loop, self._queue.put_nowait, event)
-        except Exception as exc:  # a torn chunk or a bad JSON line: the stream is unusable
-            log.debug("server %s: event stream failed: %r", self.server, exc)
+        except Exception as exc:
+            error = translate_docker_error(self.server, "watch the events", exc)
         finally:
             api.close()
         with self._lock:
-            if not self._closing:
+            if self._closing:
+                error = None  # we ended it: a clean end whatever the socket said
+            elif error is None:
                 error = ServerUnreachable(self.server, "the connection to Docker dropped")
         _call_soon(loop, self._queue.put_nowait, _End(error))
 

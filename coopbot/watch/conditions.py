@@ -100,7 +100,7 @@ def service_conditions(
         short = service.replicas_running < service.replicas_desired
         found.append(Condition(
             "failing", f"{base}/failing", "failing", "critical" if short else "warning",
-            f"Tasks of {subject} failed {failures.count} times in the last "
+            f"Tasks of {subject} failed {times(failures.count)} in the last "
             f"{duration(timings.failure_window)}; the latest "
             f"{failure_reason(failures.latest_error)}.",
             recovery=f"Tasks of {subject} stopped failing.", app=service.stack,
@@ -149,6 +149,10 @@ def unreachable(server: str, error: CoopbotError) -> Condition:
         "reachability", f"{server}/reachability", state, "critical", message,
         recovery=f"Server {server} is reachable again.",
     )
+
+
+def times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"
 
 
 def duration(seconds: float) -> str:

@@ -83,7 +83,11 @@ class SwarmWatcher:
             await stop.wait()
             _, late = await asyncio.wait(tasks, timeout=_STOP_GRACE)
             for task in late:
-                task.cancel()
+                task.cancel()  # e.g. stuck in a reading of a server that stopped answering
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await flusher  # not cancelled: it may be delivering an alert; it ends on `stop`
+            for alert in self._grouper.drain():  # reported after the flusher's last look
+                await self._deliver(alert)
         finally:
             for task in [*tasks, flusher]:
                 task.cancel()  # no-op for finished tasks; all of them if run() is cancelled
@@ -91,8 +95,6 @@ class SwarmWatcher:
                 if isinstance(outcome, Exception):
                     log.error("a watch task failed", exc_info=outcome)
             self._running = False
-        for alert in self._grouper.drain():
-            await self._deliver(alert)
 
     async def _report(self, alerts: list[Alert], news: VersionNews) -> None:
         """Called by the server loops: version news is checked against coopbot's operations,

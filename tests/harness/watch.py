@@ -5,7 +5,7 @@
   failure_action rollback), waiting until its task runs.
 - `AlertLog`: the `emit` callable for a watcher; records alerts and waits for them.
 - `watching(...)`: runs a SwarmWatcher in a task until the block ends, after its first
-  reading of every server.
+  reading of every server; the pool is closed afterwards.
 - `own_sshd` (function): a SECOND sshd, only for the test that uses it (its own port, host
   key, client key and known_hosts), reaching the same engine; `stop()` kills it together with
   its sessions and their `docker system dial-stdio` (a server going away), `start()` brings it
@@ -114,8 +114,10 @@ async def watching(
     timings: WatchTimings,
     is_coopbot_operation: OperationCheck = never_ours,
     ready_timeout: float = 30.0,
+    pool: ServerPool | None = None,
 ) -> AsyncIterator[SwarmWatcher]:
-    pool = ServerPool(specs)
+    """`pool`: pass one to reach its engines from the test (it is closed afterwards too)."""
+    pool = pool or ServerPool(specs)
     watcher = SwarmWatcher(
         pool, is_coopbot_operation=is_coopbot_operation, emit=emit, timings=timings
     )
