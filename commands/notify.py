@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from coopbot.config import parse_duration
 from coopbot.errors import UsageError
@@ -17,7 +18,8 @@ MAX_MUTE_SECONDS = 30 * 86400
 
 class NotifyCommands:
     def __init__(self, targets: NotificationTargets, notices: NoticeStore, *, read_role: str,
-                 change_role: str) -> None:
+                 change_role: str, swarm_state: Callable[[], list[str]] | None = None) -> None:
+        self._swarm_state = swarm_state
         self._targets = targets
         self._notices = notices
         self._read = read_role
@@ -49,6 +51,9 @@ class NotifyCommands:
             lines.append(f"- `{mute.app}` muted until {until} by {mute.muted_by}")
         if not mutes:
             lines.append("Nothing is muted.")
+        if self._swarm_state is not None:
+            lines.append("**What the watcher sees:**")
+            lines += [f"- {line}" for line in self._swarm_state()] or ["- (nothing yet)"]
         return Reply.of("\n".join(lines))
 
     async def mute(self, inv: Invocation) -> Reply:

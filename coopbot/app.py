@@ -27,6 +27,7 @@ from coopbot.invocation import Invocation
 from coopbot.logging_setup import redact, redact_config_secrets
 from coopbot.matrix.gateway import MatrixGateway
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
+from coopbot.notify.alerts import AlertRouter
 from coopbot.notify.auto import AutoUpgrader
 from coopbot.notify.notifier import Notifier
 from coopbot.notify.targets import NotificationTargets
@@ -54,6 +55,7 @@ from coopbot.store.kv import KeyValueStore
 from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
 from coopbot.tasks import TaskGroup
+from coopbot.watch.watcher import SwarmWatcher
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class Bot:
     roles: RoleResolver
     kv: KeyValueStore
     scheduler: BackupScheduler | None = None
+    watcher: SwarmWatcher | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     health: HealthServer | None = None  # health and metrics (issue 8): off unless configured
@@ -122,6 +125,8 @@ class Bot:
             # Runs until cancelled at shutdown (it sleeps until the next due backup).
             self.background.append(self.tasks.spawn(self.scheduler.run(),
                                                     name="scheduled backups"))
+        if self.watcher is not None:
+            self.tasks.spawn(self.watcher.run(self.stopping), name="swarm watcher")
         every = parse_duration(self.config.updates.check_every)
         if every > 0:
             self.tasks.spawn(self.updates.run(every, self.stopping), name="update checks")
@@ -239,7 +244,13 @@ def build(config: Config) -> Bot:
     targets = NotificationTargets(rooms)
     notifier = Notifier(targets, gateway, notices)
     observers.subscribe(notifier.on_event)
-    families.append(NotifyCommands(targets, notices, read_role=lowest, change_role=change_role))
+    router = AlertRouter(scope, operations, notifier)
+    watcher = (SwarmWatcher(pool, list(config.servers),
+                            is_coopbot_operation=router.is_coopbot_operation, emit=router.emit)
+               if config.watch_swarms and config.servers else None)
+    families.append(NotifyCommands(
+        targets, notices, read_role=lowest, change_role=change_role,
+        swarm_state=(lambda: watcher.snapshot().lines()) if watcher is not None else None))
     for family in families:
         for spec in family.specs():
             registry.register(spec)
@@ -288,7 +299,7 @@ def build(config: Config) -> Bot:
         config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
         registry=registry, tasks=tasks, handled=handled, operations=operations,
         pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
-        roles=roles, kv=kv, scheduler=scheduler,
+        roles=roles, kv=kv, scheduler=scheduler, watcher=watcher,
     )
 
 

@@ -290,6 +290,9 @@ class Config(Strict):
     # Per command: the role it needs, overriding the command's default (e.g. audit: admin).
     command_roles: dict[str, str] = {}
     updates: UpdatesConfig = UpdatesConfig()
+    # Watch every server's Docker events and tell notification rooms what changes or breaks,
+    # including changes made outside coopbot.
+    watch_swarms: bool = True
     # health and metrics (issue 8): the optional HTTP listener; logging: format and level.
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -204,3 +204,29 @@ async def test_auto_update_goes_through_the_policy(rooms: Rooms, app: str) -> No
     news = await r.news_matching(f"✅ upgrade `{app}`", timeout=TIMEOUT)
     assert "1.0.0+v1 -> 1.1.0+v2: ok" in news
     assert f"approved by {r.alice.user_id}" in news
+
+
+async def test_change_outside_coopbot_is_announced_once(
+    rooms: Rooms, app: str, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+
+    r = rooms
+    stack = stack_of(app)
+    compose = tmp_path / "compose.yml"
+    compose.write_text(tree_of_testapp("1.0.0+v1")["compose.yml"])
+    env = {**os.environ, "STACK_NAME": stack, "SECRET_DB_PASSWORD_VERSION": "v1",
+           "GREETING": "hi"}
+    # someone deploys with the docker CLI (as abra would), then edits a label by hand
+    subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(compose),
+                    stack], env=env, check=True, capture_output=True)
+    await asyncio.sleep(5)
+    subprocess.run(["docker", "service", "update", "--detach", "--label-add",
+                    f"coop-cloud.{stack}.version=9.9.9", f"{stack}_app"],
+                   check=True, capture_output=True)
+    news = await r.news_matching("to 9.9.9 outside coopbot", timeout=60)
+    assert f"`{app}`" in news or app in news
+    assert "from 1.0.0+v1 to 9.9.9" in news
+    await asyncio.sleep(5)
+    assert len([n for n in r.news_from_bot() if "9.9.9 outside coopbot" in n]) == 1

@@ -168,6 +168,15 @@ class OperationStore:
         ) as cursor:
             return [OperationRecord(*row) for row in await cursor.fetchall()]
 
+    async def active_between(self, app: str, start: float, end: float) -> bool:
+        """Whether an operation on `app` ran at any time between `start` and `end`."""
+        async with self._db.conn.execute(
+            "SELECT 1 FROM operations WHERE app = ? AND started_at <= ?"
+            " AND (finished_at IS NULL OR finished_at >= ?) LIMIT 1",
+            (app, end, start),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
     async def deployed_versions(self, app: str) -> list[str]:
         """Versions this app was successfully brought to, newest first (for rollback)."""
         async with self._db.conn.execute(
