@@ -219,12 +219,14 @@ async def test_change_outside_coopbot_is_announced_once(
     env = {**os.environ, "STACK_NAME": stack, "SECRET_DB_PASSWORD_VERSION": "v1",
            "GREETING": "hi"}
     # someone deploys with the docker CLI (as abra would), then edits a label by hand
-    subprocess.run(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(compose),
-                    stack], env=env, check=True, capture_output=True)
+    await asyncio.to_thread(
+        subprocess.run, ["docker", "stack", "deploy", "--resolve-image", "never", "-c",
+                         str(compose), stack], env=env, check=True, capture_output=True)
     await asyncio.sleep(5)
-    subprocess.run(["docker", "service", "update", "--detach", "--label-add",
-                    f"coop-cloud.{stack}.version=9.9.9", f"{stack}_app"],
-                   check=True, capture_output=True)
+    await asyncio.to_thread(
+        subprocess.run, ["docker", "service", "update", "--detach", "--label-add",
+                         f"coop-cloud.{stack}.version=9.9.9", f"{stack}_app"],
+        check=True, capture_output=True)
     news = await r.news_matching("to 9.9.9 outside coopbot", timeout=60)
     assert f"`{app}`" in news or app in news
     assert "from 1.0.0+v1 to 9.9.9" in news
