@@ -71,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "health":
             from coopbot.health import check as check_health
 
-            healthy, message = check_health(load_config(args.config).health)
+            try:
+                health_config = load_config(args.config).health
+            except ConfigError as error:
+                # A container healthcheck knows 0 and 1 only (2 is reserved).
+                print(f"unhealthy: config error: {error}")
+                return 1
+            healthy, message = check_health(health_config)
             print(message)
             return 0 if healthy else 1
         if args.command == "dev":

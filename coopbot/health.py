@@ -65,9 +65,6 @@ class SyncClock(Protocol):
 class Probe(Protocol):
     """The server pool: every server's info, or its error, within a timeout."""
 
-    @property
-    def names(self) -> list[str]: ...
-
     async def info_all(self, timeout: float = 10.0) -> dict[str, Any]: ...
 
 
@@ -206,9 +203,8 @@ class HealthServer:
                 f"cannot listen on {self._config.bind}:{self._config.port} for health and "
                 f"metrics ({error.strerror or error})") from None
         self._runner = runner
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.port = int(sockets[0].getsockname()[1]) if sockets else self._config.port
+        addresses = runner.addresses  # the bound (host, port, ...): port 0 becomes a real one
+        self.port = int(addresses[0][1]) if addresses else self._config.port
         self._probe_task = asyncio.create_task(self._probe_forever(), name="server probes")
         log.info("health and metrics on http://%s:%d (/healthz, /metrics)",
                  self._config.bind, self.port)

@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO
 
 if TYPE_CHECKING:
@@ -132,7 +133,20 @@ def configure(
     root.setLevel(level.upper() if isinstance(level, str) else level)
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Python warnings and a crash's traceback go through the same handler: same format (one
+    # JSON object per line), same redaction.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
     return handler
+
+
+def _log_uncaught(kind: type[BaseException], error: BaseException,
+                  tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, tb)
+        return
+    logging.getLogger("coopbot").critical("coopbot stopped on an unexpected error",
+                                          exc_info=(kind, error, tb))
 
 
 def redact(*values: str | None) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from coopbot.backups import output
@@ -68,10 +67,6 @@ async def take_backup(target: AppTarget, operation_id: str, reason: str, say: Sa
         reason=reason, files=checked.files, bytes=checked.bytes, volumes=checked.volumes,
         seconds=time.monotonic() - started,
     )
-
-
-def new_operation_id() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 async def _hooks_and_snapshot(target: AppTarget, tasks: dict[str, RunningTask], tags: list[str],

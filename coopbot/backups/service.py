@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 from coopbot.backups import output
-from coopbot.backups.backup import app_tags, new_operation_id, take_backup
+from coopbot.backups.backup import app_tags, take_backup
 from coopbot.backups.output import ForgetResult, Snapshot
 from coopbot.backups.password import PasswordReader, read_password
 from coopbot.backups.restic import Restic, Timeouts
@@ -20,7 +19,7 @@ from coopbot.backups.restore import restore_snapshot
 from coopbot.backups.results import BackupResult, RestorePlan, RestoreResult, ScheduledBackup
 from coopbot.backups.target import AppTarget, load_target
 from coopbot.config import BackupConfig, RoomConfig
-from coopbot.errors import Busy, CoopbotError, NotFound, OperationFailed, UserError
+from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.operations.deployer import Progress, Throttle
 from coopbot.operations.plan import PlanChanged
 from coopbot.operations.scope import AppScope
@@ -241,26 +240,8 @@ class BackupService:
                          event_id: str | None, approvers: tuple[str, ...],
                          ) -> AsyncIterator[str]:
         """The app's lock and an operation record, as the deployer keeps them."""
-        operation_id = new_operation_id()
-        busy = await self._operations.try_lock(app.name, operation_id, kind, requester)
-        if busy is not None:
-            since = time.strftime("%H:%M:%S UTC", time.gmtime(busy.since))
-            raise Busy(f"busy: {busy.kind} of `{app.name}` by {busy.holder} since {since}")
-        await self._operations.begin(
-            operation_id=operation_id, kind=kind, app=app.name, server=app.server,
-            requester=requester, from_version=None, to_version=None, room_id=room_id,
-            event_id=event_id, approvers=",".join(approvers),
-        )
-        log.info("operation %s: %s %s on %s for %s", operation_id, kind, app.name, app.server,
-                 requester)
-        try:
+        async with self._operations.running(
+            kind=kind, app=app.name, server=app.server, requester=requester, room_id=room_id,
+            event_id=event_id, approvers=approvers,
+        ) as operation_id:
             yield operation_id
-        except CoopbotError as error:
-            log.info("operation %s failed: %s (%s)", operation_id, error, error.detail)
-            await self._operations.finish(operation_id, "failed", str(error))
-            raise
-        except BaseException:
-            await self._operations.finish(operation_id, "failed", "internal error")
-            raise
-        finally:
-            await self._operations.unlock(app.name, operation_id)

@@ -12,12 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from coopbot.config import RoomConfig
-from coopbot.errors import Busy, CoopbotError, NotFound, OperationFailed, UserError
+from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.redact import Redactor
@@ -84,39 +83,17 @@ class Deployer:
                   progress: Progress) -> Reply:
         app = await asyncio.to_thread(self._scope.get, request.app_name, room)
         engine = self._pool.get(app.server)
-        operation_id = uuid.uuid4().hex[:8]
-        busy = await self._operations.try_lock(app.name, operation_id, request.kind,
-                                               request.requester)
-        if busy is not None:
-            since = time.strftime("%H:%M:%S UTC", time.gmtime(busy.since))
-            raise Busy(f"busy: {busy.kind} of `{app.name}` by {busy.holder} since {since}")
         started = time.monotonic()
-        await self._operations.begin(
-            operation_id=operation_id, kind=request.kind, app=app.name, server=app.server,
-            requester=request.requester, from_version=None, to_version=request.version,
-            room_id=request.room_id, event_id=request.event_id,
-            approvers=",".join(request.approvers),
-        )
-        throttled = Throttle(progress)
-        log.info("operation %s: %s %s on %s for %s", operation_id, request.kind, app.name,
-                 app.server, request.requester)
-        try:
+        async with self._operations.running(
+            kind=request.kind, app=app.name, server=app.server, requester=request.requester,
+            room_id=request.room_id, event_id=request.event_id, approvers=request.approvers,
+            to_version=request.version,
+        ) as operation_id:
+            throttled = Throttle(progress)
             if request.kind == "undeploy":
-                reply = await self._undeploy(request, app, engine, operation_id, throttled)
-            else:
-                reply = await self._change_version(request, app, engine, operation_id, throttled,
-                                                   started, room)
-        except CoopbotError as error:
-            log.info("operation %s failed: %s", operation_id, error.detail or error)
-            await self._operations.finish(operation_id, "failed", str(error))
-            raise
-        except BaseException:
-            await self._operations.finish(operation_id, "failed", "internal error")
-            raise
-        finally:
-            await self._operations.unlock(app.name, operation_id)
-        log.info("operation %s: done in %.1f s", operation_id, time.monotonic() - started)
-        return reply
+                return await self._undeploy(request, app, engine, operation_id, throttled)
+            return await self._change_version(request, app, engine, operation_id, throttled,
+                                              started, room)
 
     async def plan(self, request: OperationRequest, room: RoomConfig | None) -> Plan:
         """The plan this request would run now, with preflight, changing nothing."""

@@ -7,14 +7,20 @@ locked forever, and the record says what happened.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from coopbot.errors import Busy, CoopbotError
 from coopbot.observe import Observers, OperationFinished
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.database import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,41 @@ class OperationStore:
         self._audit = AuditLog(db)
         self._observers = observers or Observers()
         self.instance = instance or uuid.uuid4().hex
+
+    @asynccontextmanager
+    async def running(
+        self, *, kind: str, app: str, server: str, requester: str, room_id: str | None,
+        event_id: str | None, approvers: tuple[str, ...] = (), to_version: str | None = None,
+    ) -> AsyncIterator[str]:
+        """Hold the app's lock and an operation record while the body runs; yields the id.
+
+        Busy when another operation holds the app. A body that raises leaves the record
+        `failed` (the body itself calls finish() for its own outcomes); the lock is always
+        released."""
+        operation_id = uuid.uuid4().hex[:8]
+        busy = await self.try_lock(app, operation_id, kind, requester)
+        if busy is not None:
+            since = time.strftime("%H:%M:%S UTC", time.gmtime(busy.since))
+            raise Busy(f"busy: {busy.kind} of `{app}` by {busy.holder} since {since}")
+        await self.begin(
+            operation_id=operation_id, kind=kind, app=app, server=server, requester=requester,
+            from_version=None, to_version=to_version, room_id=room_id, event_id=event_id,
+            approvers=",".join(approvers),
+        )
+        log.info("operation %s: %s %s on %s for %s", operation_id, kind, app, server, requester)
+        started = time.monotonic()
+        try:
+            yield operation_id
+        except CoopbotError as error:
+            log.info("operation %s failed: %s (%s)", operation_id, error, error.detail)
+            await self.finish(operation_id, "failed", str(error))
+            raise
+        except BaseException:
+            await self.finish(operation_id, "failed", "internal error")
+            raise
+        finally:
+            await self.unlock(app, operation_id)
+        log.info("operation %s: done in %.1f s", operation_id, time.monotonic() - started)
 
     async def release_stale_locks(self) -> list[LockHolder]:
         """Release locks of earlier bot processes; mark their operations interrupted."""
