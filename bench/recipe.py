@@ -1,0 +1,183 @@
+"""The bench recipe `benchapp`: three services (two healthchecked httpd, one worker) built from
+busybox, as a bare git repo with annotated release tags, plus abra-style env files.
+
+Images are built locally (no registry is reachable): `coopbot-bench/app:v1` and `:v2`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+RECIPE = "benchapp"
+IMAGE = "coopbot-bench/app"
+RESTIC_IMAGE = "coopbot-bench/restic:local"
+RELEASES = (("1.0.0+v1", "v1"), ("1.1.0+v2", "v2"))
+SERVICES = ("api", "app", "worker")
+
+_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY www /www
+CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
+"""
+
+_RESTIC_DOCKERFILE = """\
+FROM scratch
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY restic /usr/bin/restic
+COPY libs/ /
+RUN ["/bin/busybox", "mkdir", "-p", "/tmp", "/root"]
+ENTRYPOINT ["/usr/bin/restic"]
+"""
+
+_HEALTH = """\
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O- http://127.0.0.1:80/health || exit 1"]
+      interval: 1s
+      timeout: 2s
+      retries: 3
+"""
+
+_COMPOSE = """\
+version: "3.8"
+
+services:
+  app:
+    image: {image}
+    environment:
+      - GREETING=${{GREETING}}
+    volumes:
+      - data:/data
+    stop_grace_period: 1s
+{health}    deploy:
+      update_config:
+        failure_action: rollback
+        order: start-first
+      labels:
+        - "coop-cloud.${{STACK_NAME}}.version={version}"
+        - "coop-cloud.${{STACK_NAME}}.timeout=${{TIMEOUT:-120}}"
+        - "coop-cloud.${{STACK_NAME}}.recipe={recipe}"
+        - "backupbot.backup=true"
+  api:
+    image: {image}
+    stop_grace_period: 1s
+{health}  worker:
+    image: {image}
+    command: ["sleep", "1000000"]
+    stop_grace_period: 1s
+
+volumes:
+  data:
+"""
+
+ENV_SAMPLE = """\
+TYPE=benchapp
+
+DOMAIN=benchapp.example.org
+
+GREETING=hello
+"""
+
+
+def compose(version: str, *, healthchecks: bool = True) -> str:
+    tag = dict(RELEASES)[version]
+    return _COMPOSE.format(image=f"{IMAGE}:{tag}", version=version, recipe=RECIPE,
+                           health=_HEALTH if healthchecks else "")
+
+
+def _docker_build(context: Path, tag: str) -> None:
+    subprocess.run(["docker", "build", "-q", "-t", tag, str(context)], check=True,
+                   capture_output=True, timeout=300)
+
+
+def build_images() -> list[str]:
+    """The app images v1 and v2, and a restic helper image (restic + the libs ldd lists)."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    tags = []
+    for _, tag in RELEASES:
+        with tempfile.TemporaryDirectory() as folder:
+            context = Path(folder)
+            shutil.copy(busybox, context / "busybox")
+            (context / "www").mkdir()
+            (context / "www" / "index.html").write_text(f"<h1>benchapp {tag}</h1>\n")
+            (context / "www" / "health").write_text("ok\n")
+            (context / "Dockerfile").write_text(_DOCKERFILE)
+            _docker_build(context, f"{IMAGE}:{tag}")
+            tags.append(f"{IMAGE}:{tag}")
+    restic = shutil.which("restic")
+    if restic is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            context = Path(folder)
+            shutil.copy(busybox, context / "busybox")
+            shutil.copy(restic, context / "restic")
+            for lib in _shared_libs(restic):
+                target = context / "libs" / lib.relative_to("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(lib, target)
+            (context / "libs").mkdir(exist_ok=True)
+            (context / "Dockerfile").write_text(_RESTIC_DOCKERFILE)
+            _docker_build(context, RESTIC_IMAGE)
+            tags.append(RESTIC_IMAGE)
+    return tags
+
+
+def _shared_libs(binary: str) -> list[Path]:
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
+    libs = []
+    for line in out.splitlines():
+        for word in line.split():
+            if word.startswith("/") and Path(word).exists():
+                libs.append(Path(word))
+    return libs
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, timeout=60,
+                   env={"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@coopbot.invalid",
+                        "GIT_COMMITTER_NAME": "bench",
+                        "GIT_COMMITTER_EMAIL": "bench@coopbot.invalid",
+                        "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(cwd)})
+
+
+def create_repo(bare: Path) -> Path:
+    """A bare repo with one commit and one annotated tag per release (abra's layout)."""
+    work = bare.parent / f"{bare.name}.work"
+    work.mkdir(parents=True)
+    _git("init", "-q", "-b", "main", cwd=work)
+    _git("config", "commit.gpgsign", "false", cwd=work)
+    _git("config", "tag.gpgsign", "false", cwd=work)
+    for version, tag in RELEASES:
+        (work / "compose.yml").write_text(compose(version))
+        (work / ".env.sample").write_text(ENV_SAMPLE)
+        (work / "abra.sh").write_text("export BENCH_CONF_VERSION=v1\n")
+        (work / "README.md").write_text("# benchapp\n\ncoopbot's benchmark recipe.\n")
+        (work / "release").mkdir(exist_ok=True)
+        (work / "release" / version).write_text(f"Serves the {tag} page.\n")
+        _git("add", "--all", cwd=work)
+        _git("commit", "-q", "-m", f"Release {version}", cwd=work)
+        _git("tag", "-a", version, "-m", f"Release {version}", cwd=work)
+    _git("clone", "-q", "--bare", str(work), str(bare), cwd=bare.parent)
+    return bare
+
+
+def write_env(apps_dir: Path, server: str, name: str, *, version: str | None = None,
+              stack: str | None = None) -> Path:
+    """`<apps_dir>/servers/<server>/<name>.env`, as `abra app new` writes it."""
+    path = apps_dir / "servers" / server / f"{name}.env"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"TYPE={RECIPE}:{version}" if version else f"TYPE={RECIPE}", "", f"DOMAIN={name}",
+             ""]
+    if stack:
+        lines.append(f"STACK_NAME={stack}")
+    lines.append("GREETING=hello")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def stack_of(name: str) -> str:
+    return name.replace(".", "_")
