@@ -75,7 +75,9 @@ async def _cli_status(env: Environment, endpoints: list[SshEndpoint], mux: bool)
                             "--format", "{{.Name}}\t{{.Replicas}}\t{{.Image}}"], env=cli_env)
         if listed.returncode != 0:
             raise RuntimeError(f"docker service ls on {endpoint.name}: {listed.stderr}")
-        names = [line.split("\t")[0] for line in listed.stdout.splitlines() if line]
+        # This co-op's own stacks (other stacks on a shared engine may come and go meanwhile).
+        names = [line.split("\t")[0] for line in listed.stdout.splitlines()
+                 if line.startswith(f"bf{env.tag}_")]
         inspected = await execute(["docker", "service", "inspect", "--format",
                                "{{.Spec.Name}}\t{{json .Spec.Labels}}", *names], env=cli_env)
         if inspected.returncode != 0:
