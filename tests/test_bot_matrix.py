@@ -207,6 +207,42 @@ async def test_restart_does_not_replay_and_offline_commands_expire(
     assert any(r.event_id == offline and r.decision == Decision.EXPIRED.value for r in rows)
 
 
+async def test_commands_beyond_one_sync_timeline_are_all_answered_once(
+    make_member: MakeMember, start_bot: StartBot
+) -> None:
+    """More commands arrive while the bot is down than one sync timeline holds (50): the sync is
+    "limited", and the bot must page back for the rest rather than skip them."""
+    alice, _bob, carol, room = await ops_room(make_member)
+    bot = await start_bot(rooms={room: {}})
+    await invite_bot(alice, room, bot.user_id)
+    assert (await ask(carol, room, bot.user_id, "!ping")).startswith("pong")
+
+    await bot.stop()
+    sent = [await carol.send(room, f"!ping burst {n}") for n in range(120)]
+    await bot.start()
+
+    def answered() -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for message in carol.messages_from(room, bot.user_id):
+            relates = message.source.get("content", {}).get("m.relates_to", {})
+            target = relates.get("m.in_reply_to", {}).get("event_id")
+            if target in sent:
+                counts[target] = counts.get(target, 0) + 1
+        return counts
+
+    def missing() -> list[int]:
+        counts = answered()
+        return [n for n, event_id in enumerate(sent) if event_id not in counts]
+
+    try:
+        await carol.wait_until(lambda: not missing(), timeout=60, what="every burst answered")
+    except AssertionError:
+        raise AssertionError(f"commands never answered: {missing()}") from None
+    await asyncio.sleep(1)  # time for any duplicate answer to show up
+    counts = answered()
+    assert set(counts.values()) == {1}, "some commands were answered more than once"
+
+
 async def test_unconfigured_rooms_answer_only_bot_admins(
     make_member: MakeMember, start_bot: StartBot
 ) -> None:

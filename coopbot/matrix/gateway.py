@@ -44,6 +44,12 @@ MESSAGE_EVENTS = (nio.RoomMessageText, nio.RoomMessageNotice, nio.RoomMessageEmo
 # Per-request retries on 429 and timeouts are bounded: nio would otherwise retry forever.
 MAX_RETRIES = 5
 TXN_NAMESPACE = uuid.UUID("6f1f1c5e-8a55-4c38-9e8e-3f8d2a1b7c01")
+# Events per sync and per page of /messages. A sync that holds more is "limited": the rest is
+# fetched page by page, up to MAX_GAP_EVENTS per room (a bot down for days answers at most that
+# many old commands as expired rather than paging through the whole history).
+TIMELINE_LIMIT = 50
+GAP_PAGE = 100
+MAX_GAP_EVENTS = 5_000
 
 class SyncListener(Protocol):
     """What the sync loop hands events to, in timeline order."""
@@ -164,11 +170,18 @@ class MatrixGateway:
                     # full_state on the first sync re-fetches room state (power levels) after a
                     # restart, since nio keeps no room state on disk.
                     full_state=True if first else None,
-                    sync_filter={"room": {"timeline": {"limit": 50}}},
+                    sync_filter={"room": {"timeline": {"limit": TIMELINE_LIMIT}}},
                 )
                 if response is None:
                     return
-            except (TimeoutError, aiohttp.ClientError, OSError) as error:
+                if isinstance(response, nio.SyncResponse):
+                    await self._after_sync_crypto()
+                    # A failure while filling a gap keeps the old token: the next attempt
+                    # replays the batch, and the handled-events table drops the repeats.
+                    await self._process(response, listener, since=since,
+                                        history_only=first and since is None,
+                                        catching_up=first and since is not None)
+            except (TimeoutError, aiohttp.ClientError, OSError, MatrixError) as error:
                 log.warning("sync failed (%s); retrying in %.0f s", type(error).__name__, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 60.0)
@@ -179,9 +192,6 @@ class MatrixGateway:
                 backoff = min(backoff * 2, 60.0)
                 continue
             backoff = 1.0
-            await self._after_sync_crypto()
-            await self._process(response, listener, history_only=first and since is None,
-                                catching_up=first and since is not None)
             since = response.next_batch
             await self._kv.set(SYNC_TOKEN_KEY, since)
             now = time.monotonic()
@@ -214,48 +224,89 @@ class MatrixGateway:
             pass
 
     async def _process(
-        self, response: nio.SyncResponse, listener: SyncListener, *,
+        self, response: nio.SyncResponse, listener: SyncListener, *, since: str | None,
         history_only: bool, catching_up: bool,
     ) -> None:
         for room_id, info in response.rooms.invite.items():
             await self._consider_invite(RoomID(room_id), info.invite_state)
-        grace_ms = self._config.offline_grace_seconds * 1000
-        started_ms = self._started_at * 1000
         for room_id, join in response.rooms.join.items():
             room = RoomID(room_id)
             for state in join.state:
                 self._note_state(room, state.source)
-            for event in join.timeline.events:
-                if isinstance(event, nio.MegolmEvent):
-                    log.warning("could not decrypt event %s in %s", event.event_id, room_id)
-                    continue
-                source = event.source
-                if "state_key" in source:
-                    self._note_state(room, source)
-                    replacement = (source.get("content") or {}).get("replacement_room")
-                    if (source.get("type") == "m.room.tombstone" and replacement
-                            and not history_only):
-                        await listener.tombstone(room, UserID(str(source.get("sender", ""))),
-                                                 RoomID(str(replacement)))
-                    continue
-                if history_only:
-                    # The very first sync of a new bot shows history: never act on it.
-                    continue
-                kind = source.get("type")
-                if kind == "m.reaction":
-                    reaction = incoming_reaction(room_id, source)
-                    if reaction is not None:
-                        # Votes cast while the bot was down still count (they are not commands).
-                        await listener.reaction(reaction)
-                elif kind == "m.room.redaction":
-                    redaction = incoming_redaction(room_id, source)
-                    if redaction is not None:
-                        await listener.redaction(redaction)
-                elif isinstance(event, MESSAGE_EVENTS):
-                    during_downtime = (catching_up
-                                       and event.server_timestamp < started_ms - grace_ms)
-                    await listener.message(
-                        incoming(room_id, source, during_downtime=during_downtime))
+            events = list(join.timeline.events)
+            if join.timeline.limited and since is not None and not history_only:
+                # More happened since the last sync than one timeline holds: fetch what was
+                # left out, so a burst of commands loses none.
+                events = await self._missed_events(room, join.timeline.prev_batch, since) + events
+            for event in events:
+                await self._hand_over(room, event, listener, history_only=history_only,
+                                      catching_up=catching_up)
+
+    async def _missed_events(
+        self, room_id: RoomID, prev_batch: str | None, since: str
+    ) -> list[nio.Event]:
+        """The events between the last sync (`since`) and the start of a limited timeline,
+        oldest first, paged backwards with /messages."""
+        if prev_batch is None:
+            return []
+        missed: list[nio.Event] = []
+        token = prev_batch
+        while len(missed) < MAX_GAP_EVENTS:
+            try:
+                page = await self.client.room_messages(
+                    room_id, start=token, end=since, direction=nio.MessageDirection.back,
+                    limit=GAP_PAGE,
+                )
+            except (TimeoutError, aiohttp.ClientError) as error:
+                raise MatrixError("could not fetch the events a sync left out",
+                                  detail=repr(error)) from error
+            if not isinstance(page, nio.RoomMessagesResponse):
+                raise MatrixError("could not fetch the events a sync left out",
+                                  detail=page.message)
+            missed.extend(page.chunk)
+            if not page.chunk or not page.end or page.end == token:
+                break
+            token = page.end
+        else:
+            log.warning("more than %d events missed in %s; older ones are not read",
+                        MAX_GAP_EVENTS, room_id)
+        log.info("fetched %d events a limited sync left out in %s", len(missed), room_id)
+        missed.reverse()
+        return missed
+
+    async def _hand_over(
+        self, room: RoomID, event: nio.Event, listener: SyncListener, *,
+        history_only: bool, catching_up: bool,
+    ) -> None:
+        if isinstance(event, nio.MegolmEvent):
+            log.warning("could not decrypt event %s in %s", event.event_id, room)
+            return
+        source = event.source
+        if "state_key" in source:
+            self._note_state(room, source)
+            replacement = (source.get("content") or {}).get("replacement_room")
+            if source.get("type") == "m.room.tombstone" and replacement and not history_only:
+                await listener.tombstone(room, UserID(str(source.get("sender", ""))),
+                                         RoomID(str(replacement)))
+            return
+        if history_only:
+            # The very first sync of a new bot shows history: never act on it.
+            return
+        kind = source.get("type")
+        if kind == "m.reaction":
+            reaction = incoming_reaction(room, source)
+            if reaction is not None:
+                # Votes cast while the bot was down still count (they are not commands).
+                await listener.reaction(reaction)
+        elif kind == "m.room.redaction":
+            redaction = incoming_redaction(room, source)
+            if redaction is not None:
+                await listener.redaction(redaction)
+        elif isinstance(event, MESSAGE_EVENTS):
+            grace_ms = self._config.offline_grace_seconds * 1000
+            during_downtime = (catching_up and
+                               event.server_timestamp < self._started_at * 1000 - grace_ms)
+            await listener.message(incoming(room, source, during_downtime=during_downtime))
 
     async def _after_sync_crypto(self) -> None:
         # What nio's sync_forever does between syncs: keep one-time keys, device lists and

@@ -220,6 +220,12 @@ class Member:
             except TimeoutError:
                 pass
 
+    async def wait_until(
+        self, condition: Callable[[], Any], *, timeout: float = DEFAULT_TIMEOUT, what: str
+    ) -> Any:
+        """Wait until `condition()` (re-checked after each of this member's syncs) is truthy."""
+        return await self._wait_until(condition, timeout, lambda: what)
+
     # -- what this member has seen -------------------------------------------------
 
     def timeline(self, room_id: str) -> list[Event]:
