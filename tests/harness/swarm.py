@@ -8,6 +8,7 @@
   fails). Built locally FROM scratch: no registry is reachable.
 - `sshd` (session): an OpenSSH server on a free 127.0.0.1 port with its own host key, client
   key, authorized_keys and known_hosts (plus `wrong_known_hosts_file`: another key, same host).
+  `write_sshd(root)` + `start_sshd(setup)` set up and run one; `watch.own_sshd` uses them too.
 - `local_spec` / `ssh_spec` (session): ServerSpecs for the same engine, via socket or SSH.
 - `docker_engine` (function, params local/ssh): a DockerEngine for the contract tests, closed after.
 - `stack_name` (function): a unique stack name; its stack, containers, volumes and secrets are
@@ -154,44 +155,38 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(probe.getsockname()[1])
 
 
-def _keygen(path: Path) -> str:
+def keygen(path: Path, comment: str = "coopbot-test") -> str:
+    """A fresh passphrase-less ed25519 key at `path`; returns its public half "kind base64"."""
     subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "coopbot-test", "-f", str(path)],
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
         check=True,
     )
     kind, key = path.with_suffix(".pub").read_text().split()[:2]
     return f"{kind} {key}"
 
 
-def _wait_for_banner(host: str, port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"sshd exited:\n{log.read_text(errors='replace')}")
-        try:
-            with socket.create_connection((host, port), timeout=1) as conn:
-                if conn.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"sshd did not answer on {host}:{port}:\n{log.read_text(errors='replace')}")
+@dataclass(frozen=True)
+class SshdSetup:
+    """Where one test sshd listens and the files `write_sshd(root)` wrote for it."""
+
+    host: str
+    port: int
+    host_public_key: str  # "ssh-ed25519 AAAA..."
+    key_file: Path  # the authorized client key
+    known_hosts_file: Path  # the real host key for [host]:port
+    config: Path
+    log: Path
 
 
-@pytest.fixture(scope="session")
-def sshd(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    binary = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(binary).exists():
-        pytest.fail("sshd is not installed (apt-get install openssh-server)")
+def write_sshd(root: Path, *, key_comment: str = "coopbot-test") -> SshdSetup:
+    """Host key, client key, authorized_keys, known_hosts and sshd_config for an sshd on a free
+    127.0.0.1 port, accepting only that client key, for root."""
     Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # privilege separation
-    root = tmp_path_factory.mktemp("sshd")
-    host_key = _keygen(root / "host_ed25519")
-    other_host_key = _keygen(root / "other_host_ed25519")
-    client_key = _keygen(root / "client_ed25519")
-    _keygen(root / "unauthorized_ed25519")
+    host_key = keygen(root / "host_ed25519", key_comment)
+    client_key = keygen(root / "client_ed25519", key_comment)
     (root / "authorized_keys").write_text(client_key + "\n")
     host, port = "127.0.0.1", free_port()
     (root / "known_hosts").write_text(f"[{host}]:{port} {host_key}\n")
-    (root / "wrong_known_hosts").write_text(f"[{host}]:{port} {other_host_key}\n")
     config = root / "sshd_config"
     config.write_text(
         f"Port {port}\n"
@@ -207,21 +202,64 @@ def sshd(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         "StrictModes no\n"
         "LogLevel VERBOSE\n"
     )
-    log = root / "sshd.log"
-    with log.open("wb") as log_file:
+    return SshdSetup(
+        host=host,
+        port=port,
+        host_public_key=host_key,
+        key_file=root / "client_ed25519",
+        known_hosts_file=root / "known_hosts",
+        config=config,
+        log=root / "sshd.log",
+    )
+
+
+def start_sshd(setup: SshdSetup) -> subprocess.Popen[bytes]:
+    """Run sshd in the foreground on `setup` (its log appended to) and wait for its banner.
+    FAILS the test (never skips) if sshd is missing, exits or does not answer within 10 s."""
+    binary = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(binary).exists():
+        pytest.fail("sshd is not installed (apt-get install openssh-server)")
+    with setup.log.open("ab") as log_file:
         process = subprocess.Popen(
-            [binary, "-D", "-e", "-f", str(config)], stdout=log_file, stderr=subprocess.STDOUT
+            [binary, "-D", "-e", "-f", str(setup.config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"sshd exited:\n{setup.log.read_text(errors='replace')}")
+        try:
+            with socket.create_connection((setup.host, setup.port), timeout=1) as conn:
+                if conn.recv(64).startswith(b"SSH-"):
+                    return process
+        except OSError:
+            time.sleep(0.1)
+    process.terminate()
+    process.wait(timeout=10)
+    pytest.fail(
+        f"sshd did not answer on {setup.host}:{setup.port}:\n"
+        f"{setup.log.read_text(errors='replace')}"
+    )
+
+
+@pytest.fixture(scope="session")
+def sshd(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    root = tmp_path_factory.mktemp("sshd")
+    setup = write_sshd(root)
+    other_host_key = keygen(root / "other_host_ed25519")
+    keygen(root / "unauthorized_ed25519")
+    (root / "wrong_known_hosts").write_text(f"[{setup.host}]:{setup.port} {other_host_key}\n")
+    process = start_sshd(setup)
     try:
-        _wait_for_banner(host, port, process, log)
         yield Sshd(
-            host=host,
-            port=port,
+            host=setup.host,
+            port=setup.port,
             user="root",
-            key_file=root / "client_ed25519",
-            known_hosts_file=root / "known_hosts",
+            key_file=setup.key_file,
+            known_hosts_file=setup.known_hosts_file,
             wrong_known_hosts_file=root / "wrong_known_hosts",
-            host_public_key=host_key,
+            host_public_key=setup.host_public_key,
             other_key_file=root / "unauthorized_ed25519",
         )
     finally:

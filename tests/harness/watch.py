@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -30,7 +28,7 @@ import pytest
 
 from coopbot.servers import ServerPool, ServerSpec
 from coopbot.watch import Alert, OperationCheck, SwarmWatcher, VersionChange, WatchTimings
-from tests.harness.swarm import Dockerd, docker, free_port
+from tests.harness.swarm import Dockerd, SshdSetup, docker, start_sshd, write_sshd
 
 WATCH_COMPOSE = """\
 version: "3.8"
@@ -140,36 +138,18 @@ async def watching(
 
 @dataclass
 class OwnSshd:
-    host: str
-    port: int
-    key_file: Path
-    known_hosts_file: Path
-    config: Path
-    log: Path
+    setup: SshdSetup
     process: subprocess.Popen[bytes] | None = None
 
     def spec(self, name: str) -> ServerSpec:
         return ServerSpec(
-            name=name, kind="ssh", host=self.host, port=self.port, user="root",
-            key_file=self.key_file, known_hosts_file=self.known_hosts_file,
+            name=name, kind="ssh", host=self.setup.host, port=self.setup.port, user="root",
+            key_file=self.setup.key_file, known_hosts_file=self.setup.known_hosts_file,
             connect_timeout=5, command_timeout=10,
         )
 
     def start(self) -> None:
-        binary = shutil.which("sshd") or "/usr/sbin/sshd"
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [binary, "-D", "-e", "-f", str(self.config)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection((self.host, self.port), timeout=1) as conn:
-                    if conn.recv(64).startswith(b"SSH-"):
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"sshd did not come up:\n{self.log.read_text(errors='replace')}")
+        self.process = start_sshd(self.setup)
 
     def stop(self) -> None:
         """Kill the listener, its sessions and everything they run: the server is gone."""
@@ -205,40 +185,11 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _keygen(path: Path) -> str:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "coopbot-watch", "-f", str(path)],
-        check=True,
-    )
-    kind, key = path.with_suffix(".pub").read_text().split()[:2]
-    return f"{kind} {key}"
-
-
 @pytest.fixture
 def own_sshd(dockerd: Dockerd, tmp_path: Path) -> Iterator[OwnSshd]:
-    Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
     root = tmp_path / "own-sshd"
     root.mkdir()
-    host_key = _keygen(root / "host_ed25519")
-    client_key = _keygen(root / "client_ed25519")
-    (root / "authorized_keys").write_text(client_key + "\n")
-    host, port = "127.0.0.1", free_port()
-    (root / "known_hosts").write_text(f"[{host}]:{port} {host_key}\n")
-    config = root / "sshd_config"
-    config.write_text(
-        f"Port {port}\n"
-        f"ListenAddress {host}\n"
-        f"HostKey {root / 'host_ed25519'}\n"
-        f"PidFile {root / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {root / 'authorized_keys'}\n"
-        "PermitRootLogin prohibit-password\n"
-        "PasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-        "UsePAM no\n"
-        "StrictModes no\n"
-    )
-    sshd = OwnSshd(host, port, root / "client_ed25519", root / "known_hosts", config,
-                   root / "sshd.log")
+    sshd = OwnSshd(write_sshd(root, key_comment="coopbot-watch"))
     sshd.start()
     try:
         yield sshd
