@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 
-from coopbot.servers import DockerEngine, ServerPool, ServerSpec
+from coopbot.servers import DockerEngine, ServerInfo, ServerPool, ServerSpec
 from coopbot.watch import VersionChange, WatchTimings
 from tests.harness.swarm import AppImages, docker
 from tests.harness.watch import AlertLog, OwnSshd, deploy_watch_stack, watching
@@ -173,3 +173,31 @@ async def test_a_connection_that_drops_and_reconnects_at_once_is_not_announced(
 
     assert [a.kind for a in log.about(server="blinky") if a.app in (None, stack_name)
             and a.node is None] == ["version"]
+
+
+async def test_background_readings_of_many_servers_take_turns(
+    local_spec: ServerSpec, ssh_spec: ServerSpec
+) -> None:
+    """At start-up the watcher reads every server; it must not read them all at once (each
+    reading opens SSH channels and dial-stdio processes that members' commands then queue
+    behind), yet every server gets read."""
+    in_flight = 0
+    most = 0
+
+    class CountingEngine(DockerEngine):
+        async def info(self) -> ServerInfo:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                await asyncio.sleep(0.2)  # hold the slot long enough for the others to pile up
+                return await super().info()
+            finally:
+                in_flight -= 1
+
+    specs = [dataclasses.replace(local_spec if n % 2 else ssh_spec, name=f"turns{n}")
+             for n in range(8)]
+    pool = ServerPool(specs, engine_factory=CountingEngine, background_slots=3)
+    async with watching(specs, AlertLog(), timings=EVENTS_ONLY, pool=pool) as watcher:
+        assert all(server.reachable for server in watcher.snapshot().servers)
+    assert most == 3, f"{most} servers were read at once (3 slots)"

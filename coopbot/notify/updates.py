@@ -89,7 +89,8 @@ class UpdateChecker:
 
         async def stacks(server: str) -> dict[str, list[ServiceState]]:
             try:
-                return await self._pool.get(server).stacks()
+                async with self._pool.background():
+                    return await self._pool.get(server).stacks()
             except CoopbotError as error:
                 log.info("update check skips server %s: %s", server, error)
                 return {}

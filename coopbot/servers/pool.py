@@ -10,6 +10,12 @@ from coopbot.servers.engine import DockerEngine
 from coopbot.servers.spec import ServerSpec
 from coopbot.servers.states import ServerInfo
 
+# Background readings (the swarm watcher, update checks) across all servers at once. Each new
+# SSH channel costs the server an sshd session and a `docker system dial-stdio` process, and the
+# bot a share of its CPU: at start-up, twenty servers read all at once kept a member's first
+# `!apps` waiting 15 s. Members' commands never wait for this limit.
+BACKGROUND_SLOTS = 3
+
 
 class ServerPool:
     def __init__(
@@ -17,6 +23,7 @@ class ServerPool:
         specs: Iterable[ServerSpec],
         *,
         engine_factory: Callable[[ServerSpec], DockerEngine] = DockerEngine,
+        background_slots: int = BACKGROUND_SLOTS,
     ) -> None:
         self._specs: dict[str, ServerSpec] = {}
         for spec in specs:
@@ -25,6 +32,7 @@ class ServerPool:
             self._specs[spec.name] = spec
         self._factory = engine_factory
         self._engines: dict[str, DockerEngine] = {}
+        self._background = asyncio.Semaphore(background_slots)
 
     @property
     def names(self) -> list[str]:
@@ -43,6 +51,10 @@ class ServerPool:
         if engine is None:
             engine = self._engines[name] = self._factory(self.spec(name))
         return engine
+
+    def background(self) -> asyncio.Semaphore:
+        """`async with pool.background():` around work nobody is waiting for in a room."""
+        return self._background
 
     async def close(self) -> None:
         engines, self._engines = list(self._engines.values()), {}

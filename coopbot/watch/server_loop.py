@@ -50,8 +50,10 @@ class ServerLoop:
         timings: WatchTimings,
         report: Report,
         clock: Callable[[], float],
+        background: asyncio.Semaphore,
     ) -> None:
         self._engine = engine
+        self._background = background  # shared by all servers' background readings
         self._tracker = tracker
         self._timings = timings
         self._report = report
@@ -90,13 +92,18 @@ class ServerLoop:
 
     async def _session(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        async with self._engine.events() as stream:
+        stream = self._engine.events()
+        try:
+            async with self._background:
+                await stream.open()
             await self._read()
             began = loop.time()
             try:
                 await self._follow(stream, stop)
             except CoopbotError as error:
                 raise _Dropped(loop.time() - began, error) from error
+        finally:
+            stream.close()
 
     async def _follow(self, stream: EventStream, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -124,9 +131,10 @@ class ServerLoop:
             stopping.cancel()
 
     async def _read(self) -> None:
-        view = await read_view(
-            self._engine, at=self._clock(), failure_window=self._timings.failure_window
-        )
+        async with self._background:
+            view = await read_view(
+                self._engine, at=self._clock(), failure_window=self._timings.failure_window
+            )
         alerts, news = self._tracker.observe(view)
         if alerts or news:
             await self._report(alerts, news)

@@ -73,7 +73,8 @@ class SwarmWatcher:
             raise RuntimeError("this watcher is already running")
         self._running = True
         loops = [
-            ServerLoop(self._pool.get(name), tracker, self._timings, self._report, self._clock)
+            ServerLoop(self._pool.get(name), tracker, self._timings, self._report, self._clock,
+                       self._pool.background())
             for name, tracker in self._trackers.items()
         ]
         tasks = [asyncio.create_task(loop.run(stop), name=f"watch-{loop.server}")
