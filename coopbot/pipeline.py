@@ -200,33 +200,32 @@ class Pipeline:
                   if spec.operation is not None else None)
         try:
             reply = await spec.handler(invocation)
+            outcome = "ok"
         except UserError as error:
-            await self._result(message, spec.name, words, f"refused: {error}", started)
-            await self._say(message, Reply.of(str(error)))
-            return False
+            reply, outcome = Reply.of(str(error)), f"refused: {error}"
         except CoopbotError as error:
             log.warning("%s failed: %s (%s)", spec.name, error, error.detail or "no detail")
-            await self._result(message, spec.name, words, f"failed: {error}", started)
-            await self._say(message, Reply.of(f"`{spec.name}` failed: {error}"))
-            return False
+            reply, outcome = Reply.of(f"`{spec.name}` failed: {error}"), f"failed: {error}"
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("%s crashed (reference %s)", spec.name, reference)
-            await self._result(message, spec.name, words, f"crashed (reference {reference})",
-                               started)
-            await self._say(message, Reply.of(
+            reply = Reply.of(
                 f"`{spec.name}` hit an internal error; the details are in the bot's log "
                 f"(reference {reference})."
-            ))
-            return False
+            )
+            outcome = f"crashed (reference {reference})"
         finally:
             if typing is not None:
                 typing.cancel()
                 await asyncio.gather(typing, return_exceptions=True)
                 await self._responder.typing(invocation.room_id, False)
-        await self._result(message, spec.name, words, "ok", started)
-        await self._say(message, reply)
-        return True
+        # The member is waiting for the answer, not for the audit row: answer first, and
+        # record the result even when the answer cannot be sent.
+        try:
+            await self._say(message, reply)
+        finally:
+            await self._result(message, spec.name, words, outcome, started)
+        return outcome == "ok"
 
     async def _keep_typing(self, room_id: RoomID) -> None:
         while True:

@@ -50,6 +50,11 @@ TXN_NAMESPACE = uuid.UUID("6f1f1c5e-8a55-4c38-9e8e-3f8d2a1b7c01")
 TIMELINE_LIMIT = 50
 GAP_PAGE = 100
 MAX_GAP_EVENTS = 5_000
+TOKEN_STORE_INTERVAL = 1.0  # seconds
+
+class _SyncFailed(Exception):
+    """A sync (or the handing over of its events) failed; it is retried after a pause."""
+
 
 class SyncListener(Protocol):
     """What the sync loop hands events to, in timeline order."""
@@ -81,6 +86,8 @@ class MatrixGateway:
         self._configured_rooms = configured_rooms
         self._observers = observers or Observers()
         self.last_sync = time.monotonic()
+        self._token_stored_at = 0.0
+        self._unstored_token: str | None = None  # newer than the stored one, written on stop
         self._power: dict[RoomID, PowerInfo] = {}
         self._power_state: dict[RoomID, dict[str, Any]] = {}
         self._started_at = time.time()
@@ -157,50 +164,72 @@ class MatrixGateway:
     # ---- the sync loop --------------------------------------------------------------------
 
     async def run(self, listener: SyncListener) -> None:
-        """Sync until stopped. Messages are handed to `on_message` in timeline order; the token is
+        """Sync until stopped. Events are handed to `listener` in timeline order; the token is
         stored only after the batch was handed over, so a crash replays rather than loses."""
         since = await self._kv.get(SYNC_TOKEN_KEY)
         first = True
         backoff = 1.0
-        while not self._stopping.is_set():
-            try:
-                response = await self._sync_unless_stopped(
-                    timeout=0 if first else 30_000,
-                    since=since,
-                    # full_state on the first sync re-fetches room state (power levels) after a
-                    # restart, since nio keeps no room state on disk.
-                    full_state=True if first else None,
-                    sync_filter={"room": {"timeline": {"limit": TIMELINE_LIMIT}}},
-                )
+        try:
+            while not self._stopping.is_set():
+                try:
+                    response = await self._sync_and_hand_over(listener, since, first=first)
+                except _SyncFailed as failure:
+                    log.warning("sync failed (%s); retrying in %.0f s", failure, backoff)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 60.0)
+                    continue
                 if response is None:
                     return
-                if isinstance(response, nio.SyncResponse):
-                    await self._after_sync_crypto()
-                    # A failure while filling a gap keeps the old token: the next attempt
-                    # replays the batch, and the handled-events table drops the repeats.
-                    await self._process(response, listener, since=since,
-                                        history_only=first and since is None,
-                                        catching_up=first and since is not None)
-            except (TimeoutError, aiohttp.ClientError, OSError, MatrixError) as error:
-                log.warning("sync failed (%s); retrying in %.0f s", type(error).__name__, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
-                continue
+                backoff = 1.0
+                since = response.next_batch
+                now = time.monotonic()
+                # At most one write a second: a token stored late only means a replay after a
+                # crash, and replayed events are recognised by their ids.
+                if first or now - self._token_stored_at >= TOKEN_STORE_INTERVAL:
+                    await self._store_token(since, now)
+                else:
+                    self._unstored_token = since
+                await self._observers.emit(SyncCompleted(lag_seconds=now - self.last_sync))
+                self.last_sync = now
+                if first:
+                    first = False
+                    await self._join_configured_rooms()
+                    self.synced_once.set()
+        finally:
+            if self._unstored_token is not None:
+                await self._store_token(self._unstored_token, time.monotonic())
+
+    async def _sync_and_hand_over(
+        self, listener: SyncListener, since: str | None, *, first: bool
+    ) -> nio.SyncResponse | None:
+        """One sync, its events handed to `listener`; None when stopping. A failure anywhere
+        (including while filling a gap) raises _SyncFailed and the batch is tried again: the
+        handled-events table drops what was already handed over."""
+        try:
+            response = await self._sync_unless_stopped(
+                timeout=0 if first else 30_000,
+                since=since,
+                # full_state on the first sync re-fetches room state (power levels) after a
+                # restart, since nio keeps no room state on disk.
+                full_state=True if first else None,
+                sync_filter={"room": {"timeline": {"limit": TIMELINE_LIMIT}}},
+            )
+            if response is None:
+                return None
             if not isinstance(response, nio.SyncResponse):
-                log.warning("sync error: %s; retrying in %.0f s", response.message, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 60.0)
-                continue
-            backoff = 1.0
-            since = response.next_batch
-            await self._kv.set(SYNC_TOKEN_KEY, since)
-            now = time.monotonic()
-            await self._observers.emit(SyncCompleted(lag_seconds=now - self.last_sync))
-            self.last_sync = now
-            if first:
-                first = False
-                await self._join_configured_rooms()
-                self.synced_once.set()
+                raise _SyncFailed(f"error: {response.message}")
+            await self._after_sync_crypto()
+            await self._process(response, listener, since=since,
+                                history_only=first and since is None,
+                                catching_up=first and since is not None)
+        except (TimeoutError, aiohttp.ClientError, OSError, MatrixError) as error:
+            raise _SyncFailed(type(error).__name__) from error
+        return response
+
+    async def _store_token(self, token: str, now: float) -> None:
+        await self._kv.set(SYNC_TOKEN_KEY, token)
+        self._token_stored_at = now
+        self._unstored_token = None
 
     async def _sync_unless_stopped(
         self, **kwargs: Any
@@ -270,7 +299,8 @@ class MatrixGateway:
         else:
             log.warning("more than %d events missed in %s; older ones are not read",
                         MAX_GAP_EVENTS, room_id)
-        log.info("fetched %d events a limited sync left out in %s", len(missed), room_id)
+        if missed:
+            log.info("fetched %d events a limited sync left out in %s", len(missed), room_id)
         missed.reverse()
         return missed
 
