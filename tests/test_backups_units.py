@@ -159,6 +159,16 @@ def test_parse_ls_and_forget_ignore_text_lines() -> None:
     assert [s.short_id for s in result.removed] == ["ee55ee55"]
 
 
+def test_one_helper_output_holds_the_backup_and_its_listing() -> None:
+    """backup and ls run in one helper container (restic.BACKUP_AND_LIST_SCRIPT): each parser
+    must pick its own lines out of the shared output."""
+    listing = ('{"time":"2026-11-25T21:09:21Z","paths":["/backup"],"id":"x","struct_type":"snapshot"}\n'
+               '{"name":"a","type":"file","path":"/backup/f/a","size":5,"struct_type":"node"}\n')
+    both = BACKUP_OUT + listing
+    assert parse_backup(both).snapshot_id == "14369f45"
+    assert parse_ls(both) == [Node("/backup/f/a", "file", 5)]
+
+
 def test_retention_arguments() -> None:
     assert retention_args(RetentionConfig()) == [
         "--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "6"]

@@ -13,6 +13,7 @@ from coopbot.backups import output
 from coopbot.backups.hooks import run_hook
 from coopbot.backups.labels import ServiceTarget
 from coopbot.backups.output import BackupSummary
+from coopbot.backups.restic import NewSnapshot
 from coopbot.backups.results import BackupResult
 from coopbot.backups.target import AppTarget
 from coopbot.backups.verify import verify
@@ -46,10 +47,9 @@ async def take_backup(target: AppTarget, operation_id: str, reason: str, say: Sa
 
     tags = [*app_tags(app.name), output.tag(output.VERSION, target.version or "none"),
             output.tag(output.OPERATION, operation_id), output.tag(output.REASON, reason)]
-    summary, post_error = await _hooks_and_snapshot(target, tasks, tags, say)
-    await say(f"backup `{app.name}`: verifying snapshot {summary.snapshot_id}...")
-    checked = verify(await target.restic.ls(summary.snapshot_id), plan.backup_paths,
-                     plan.named_files)
+    snapshot, post_error = await _hooks_and_snapshot(target, tasks, tags, say)
+    summary = snapshot.summary
+    checked = verify(snapshot.nodes, plan.backup_paths, plan.named_files)
     if not checked.ok:
         await _discard(target, summary.snapshot_id)
         raise OperationFailed(
@@ -70,7 +70,7 @@ async def take_backup(target: AppTarget, operation_id: str, reason: str, say: Sa
 
 
 async def _hooks_and_snapshot(target: AppTarget, tasks: dict[str, RunningTask], tags: list[str],
-                              say: Say) -> tuple[BackupSummary, CoopbotError | None]:
+                              say: Say) -> tuple[NewSnapshot, CoopbotError | None]:
     """Pre-hooks, the snapshot, then the post-hooks of every service whose pre-hook ran (also
     when something failed in between: a post-hook undoes its pre-hook, e.g. a maintenance
     mode). Returns the post-hooks' first error rather than raising it."""
@@ -85,14 +85,15 @@ async def _hooks_and_snapshot(target: AppTarget, tasks: dict[str, RunningTask], 
                                "backup pre-hook", service.hooks.pre_backup, target.redact,
                                timeout=target.hook_timeout)
             entered.append(service)
-        await say(f"backup `{app.name}`: snapshotting {len(plan.volumes)} volume(s)...")
-        summary = await target.restic.backup(binds, plan.backup_paths, tags)
+        await say(f"backup `{app.name}`: snapshotting and verifying {len(plan.volumes)} "
+                  "volume(s)...")
+        snapshot = await target.restic.backup_and_list(binds, plan.backup_paths, tags)
     except BaseException:
         error = await _post_hooks(target, entered, tasks)
         if error is not None:
             log.warning("backup of %s: a post-hook failed too: %s", app.name, error)
         raise
-    return summary, await _post_hooks(target, entered, tasks)
+    return snapshot, await _post_hooks(target, entered, tasks)
 
 
 async def _post_hooks(target: AppTarget, services: list[ServiceTarget],
@@ -124,11 +125,9 @@ async def _mark_verified(target: AppTarget, summary: BackupSummary, files: int, 
     """Tag the snapshot verified with its size (restic 0.14's listing has no sizes); restic
     gives it a new id, found again by the operation tag. The short id, old one on failure."""
     try:
-        await target.restic.add_tags(summary.snapshot_id, [
-            output.VERIFIED, output.tag(output.SIZE, str(size)),
-            output.tag(output.FILES, str(files)),
-        ])
-        for snapshot in await target.restic.snapshots(tags):
+        marks = [output.VERIFIED, output.tag(output.SIZE, str(size)),
+                 output.tag(output.FILES, str(files))]
+        for snapshot in await target.restic.tag_and_list(summary.snapshot_id, marks, tags):
             if (snapshot.original or snapshot.id).startswith(summary.snapshot_id):
                 return snapshot.short_id
     except CoopbotError as error:

@@ -50,6 +50,26 @@ for p in "$@"; do
     *) rm -rf "$p" ;;
   esac
 done"""
+# Each helper container costs most of a second to create, start and remove, so the steps of a
+# backup that always go together share one: the snapshot and its listing (for verification),
+# then the verified tags and the re-read of the snapshot's new id. Tags never hold a comma
+# (output.tag), so one comma-joined list selects the snapshot by all of them.
+BACKUP_AND_LIST_SCRIPT = """set -e
+host="$1"; tags="$2"; shift 2
+restic backup --json --host "$host" --tag "$tags" -- "$@"
+restic ls --json latest --host "$host" --tag "$tags"
+"""
+TAG_AND_LIST_SCRIPT = """set -e
+snapshot="$1"; tags="$2"; shift 2
+restic tag "$@" "$snapshot" >&2
+restic snapshots --json --tag "$tags"
+"""
+
+
+@dataclass(frozen=True)
+class NewSnapshot:
+    summary: BackupSummary
+    nodes: list[Node]
 
 
 @dataclass(frozen=True)
@@ -91,17 +111,31 @@ class Restic:
             await self._run(["init"], action="initialise the repository")
         self._ready = True
 
-    async def backup(self, binds: Sequence[Bind], paths: Sequence[str], tags: Sequence[str],
-                     ) -> BackupSummary:
-        args = ["backup", "--json", "--host", self._server]
-        for tag in tags:
-            args += ["--tag", tag]
-        run = await self._run([*args, "--", *paths], action="back up", binds=binds, long=True)
-        return parse_backup(run.stdout)
+    async def backup_and_list(self, binds: Sequence[Bind], paths: Sequence[str],
+                              tags: Sequence[str]) -> NewSnapshot:
+        """`backup` and then `ls` of the new snapshot, in one helper container."""
+        run = await self._run(
+            ["-c", BACKUP_AND_LIST_SCRIPT, "backup", self._server, ",".join(tags), *paths],
+            action="back up", binds=binds, entrypoint=("sh",), long=True, check=False,
+        )
+        if run.exit_code != 0:
+            try:
+                parse_backup(run.stdout)
+            except ResticError:
+                raise self._failure("back up", run) from None
+            raise self._failure("list the new snapshot", run)
+        return NewSnapshot(parse_backup(run.stdout), parse_ls(run.stdout))
 
-    async def ls(self, snapshot_id: str) -> list[Node]:
-        run = await self._run(["ls", "--json", snapshot_id], action="list the snapshot")
-        return parse_ls(run.stdout)
+    async def tag_and_list(self, snapshot_id: str, add: Sequence[str],
+                           select: Sequence[str]) -> list[Snapshot]:
+        """Add tags to a snapshot, then list the snapshots carrying all of `select` (newest
+        first), in one helper container. restic gives the re-tagged snapshot a new id."""
+        args = [arg for tag in add for arg in ("--add", tag)]
+        run = await self._run(
+            ["-c", TAG_AND_LIST_SCRIPT, "tag", snapshot_id, ",".join(select), *args],
+            action="tag the snapshot", entrypoint=("sh",),
+        )
+        return parse_snapshots(run.stdout)
 
     async def snapshots(self, tags: Sequence[str]) -> list[Snapshot]:
         """Snapshots carrying all `tags`, newest first (none before the first backup)."""
@@ -114,13 +148,6 @@ class Restic:
                 return []  # the first backup creates the repository
             raise self._failure("list the snapshots", run)
         return parse_snapshots(run.stdout)
-
-    async def add_tags(self, snapshot_id: str, tags: Sequence[str]) -> None:
-        """Note: restic gives the re-tagged snapshot a new id (`original` keeps the first)."""
-        args = ["tag"]
-        for tag in tags:
-            args += ["--add", tag]
-        await self._run([*args, snapshot_id], action="tag the snapshot")
 
     async def forget(self, snapshot_ids: Sequence[str]) -> None:
         await self._run(["forget", *snapshot_ids], action="discard the snapshot")
