@@ -14,7 +14,7 @@ import pytest
 from nio import RoomMessage
 
 from tests.harness.apps import app_env, create_secret, stack_of, unique_domain
-from tests.harness.bot import RunningBot, StartBot
+from tests.harness.bot import RunningBot, StartBot, ask_bot
 from tests.harness.recipes import AbraDir
 from tests.harness.swarm import AppImages, Dockerd, remove_stack
 from tests.harness.synapse import MakeMember, Member
@@ -38,19 +38,8 @@ class VoteRoom:
     async def command(self, member: Member, body: str, *, final: bool = True,
                       timeout: float = 30.0) -> str:
         """Send a command and return the bot's first answer (or its first non-status one)."""
-        event_id = await member.send(self.room, body)
-
-        def answers(event: RoomMessage) -> bool:
-            content = event.source.get("content", {})
-            relates = content.get("m.relates_to", {})
-            if relates.get("m.in_reply_to", {}).get("event_id") != event_id:
-                return False
-            return not (final and str(content.get("body", "")).startswith("⏳"))
-
-        reply = await member.wait_for_message(self.room, sender=self.bot.user_id,
-                                              predicate=answers, timeout=timeout,
-                                              after_event_id=event_id)
-        return str(reply.source["content"]["body"])
+        return await ask_bot(member, self.room, self.bot.user_id, body, final=final,
+                             timeout=timeout)
 
     async def request(self, member: Member, body: str) -> tuple[int, str]:
         """Send a command that needs approval; return (request id, card event id)."""

@@ -41,7 +41,7 @@ from tests.harness.backups import (
     ResticRepository,
     tree_of_backuptest,
 )
-from tests.harness.bot import RunningBot, StartBot
+from tests.harness.bot import RunningBot, StartBot, answer_to
 from tests.harness.recipes import AbraDir
 from tests.harness.swarm import AppImages, Dockerd, Sshd, remove_stack
 from tests.harness.synapse import MakeMember, Member
@@ -97,15 +97,14 @@ class BackupRoom:
     async def answer(self, member: Member, event_id: str, *, text: str | None = None,
                      timeout: float = TIMEOUT) -> str:
         """The bot's final answer to `event_id` (not a ⏳ status), or its message with `text`."""
+        if text is None:
+            return await answer_to(member, self.room, self.bot.user_id, event_id,
+                                   timeout=timeout)
 
         def matches(event: RoomMessage) -> bool:
             content = event.source.get("content", {})
-            relates = content.get("m.relates_to", {})
-            body = str(content.get("body", ""))
-            if text is not None:
-                return relates.get("event_id") == event_id and text in body
-            return (relates.get("m.in_reply_to", {}).get("event_id") == event_id
-                    and not body.startswith("⏳"))
+            return (content.get("m.relates_to", {}).get("event_id") == event_id
+                    and text in str(content.get("body", "")))
 
         reply = await member.wait_for_message(self.room, sender=self.bot.user_id,
                                               predicate=matches, timeout=timeout,

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nio import RoomMessage
 
 from tests.harness.apps import app_env, create_secret, stack_of, unique_domain
-from tests.harness.bot import RunningBot, StartBot
+from tests.harness.bot import RunningBot, StartBot, answer_to
 from tests.harness.recipes import (
     TESTAPP_RELEASES,
     AbraDir,
@@ -44,15 +43,8 @@ class Rooms:
         """Send a command in the ops room; return (command event id, final answer)."""
         who = member or self.bob
         event_id = await who.send(self.ops, body)
-
-        def final(event: RoomMessage) -> bool:
-            content = event.source.get("content", {})
-            return (content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
-                    == event_id and not str(content.get("body", "")).startswith("⏳"))
-
-        reply = await who.wait_for_message(self.ops, sender=self.bot.user_id, predicate=final,
-                                           timeout=TIMEOUT, after_event_id=event_id)
-        return event_id, str(reply.source["content"]["body"])
+        return event_id, await answer_to(who, self.ops, self.bot.user_id, event_id,
+                                         timeout=TIMEOUT)
 
     def news_from_bot(self) -> list[str]:
         return [str(m.source["content"].get("body", ""))

@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nio import RoomMessage
 
 from tests.harness.apps import app_env, create_secret, docker, stack_of, unique_domain
-from tests.harness.bot import RunningBot, StartBot
+from tests.harness.bot import RunningBot, StartBot, ask_bot
 from tests.harness.recipes import AbraDir
 from tests.harness.swarm import AppImages, Dockerd, Sshd, free_port, remove_stack
 from tests.harness.synapse import MakeMember, Member
@@ -34,18 +33,7 @@ class SwarmRoom:
 
     async def ask(self, member: Member, body: str, *, timeout: float = DEPLOY_TIMEOUT) -> str:
         """Send a command; return the bot's final answer (not the ⏳ status message)."""
-        event_id = await member.send(self.room, body)
-
-        def answers(event: RoomMessage) -> bool:
-            content = event.source.get("content", {})
-            relates = content.get("m.relates_to", {})
-            return (relates.get("m.in_reply_to", {}).get("event_id") == event_id
-                    and not str(content.get("body", "")).startswith("⏳"))
-
-        reply = await member.wait_for_message(self.room, sender=self.bot.user_id,
-                                              predicate=answers, timeout=timeout,
-                                              after_event_id=event_id)
-        return str(reply.source["content"]["body"])
+        return await ask_bot(member, self.room, self.bot.user_id, body, timeout=timeout)
 
 
 @pytest.fixture

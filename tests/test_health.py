@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from nio import RoomMessage
 
 from coopbot import logging_setup
 from coopbot.cli import main as cli_main
@@ -26,24 +25,12 @@ from coopbot.config import HealthConfig, load_config
 from coopbot.health import HealthChecks, HealthServer, Metrics, check, probe_url
 from coopbot.observe import OperationFinished
 from tests.harness.apps import app_env, create_secret, stack_of, unique_domain
-from tests.harness.bot import RunningBot, StartBot
+from tests.harness.bot import StartBot, ask_bot
 from tests.harness.recipes import AbraDir
 from tests.harness.swarm import Dockerd, Sshd, free_port, remove_stack
-from tests.harness.synapse import MakeMember, Member
+from tests.harness.synapse import MakeMember
 
 pytestmark = pytest.mark.real
-
-
-async def ask(bot: RunningBot, member: Member, room: str, body: str) -> str:
-    event_id = await member.send(room, body)
-
-    def answers(event: RoomMessage) -> bool:
-        content = event.source.get("content", {})
-        return content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id") == event_id
-
-    reply = await member.wait_for_message(room, sender=bot.user_id, predicate=answers,
-                                          after_event_id=event_id)
-    return str(reply.source["content"]["body"])
 
 
 async def get(url: str) -> tuple[int, str, str]:
@@ -98,12 +85,15 @@ async def test_healthz_and_metrics_of_a_running_bot(
     await alice.wait_joined(room, bot.user_id)
     base = f"http://127.0.0.1:{port}"
 
-    assert (await ask(bot, alice, room, "!ping")).startswith("pong")
-    assert "Your roles here" in await ask(bot, alice, room, "!whoami")
-    assert "Unknown command `nosuchthing`" in await ask(bot, alice, room, "!nosuchthing")
-    assert (await ask(bot, alice, room, "!deploy")).startswith("`deploy` needs")
+    async def ask(body: str) -> str:  # the bot's first reply, a ⏳ status included
+        return await ask_bot(alice, room, bot.user_id, body, final=False)
+
+    assert (await ask("!ping")).startswith("pong")
+    assert "Your roles here" in await ask("!whoami")
+    assert "Unknown command `nosuchthing`" in await ask("!nosuchthing")
+    assert (await ask("!deploy")).startswith("`deploy` needs")
     # Needs one approval: the request stays open, so one approval is pending.
-    assert "Request #" in await ask(bot, alice, room, f"!deploy {domain} 1.0.0+v1")
+    assert "Request #" in await ask(f"!deploy {domain} 1.0.0+v1")
 
     status, kind, body = await get(f"{base}/healthz")
     assert status == 200, body

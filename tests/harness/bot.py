@@ -1,6 +1,8 @@
 """Run the real bot in-process against the session Synapse, with its own state folder.
 
     start_bot   function-scoped factory: `bot = await start_bot(rooms={room_id: {...}})`
+    ask_bot     send a command as a member and return the bot's (final) answer to it
+    answer_to   the bot's (final) answer to a command already sent
 
 The bot is built by the real composition root from a real config file, logs in over HTTP and
 syncs like in production. `await bot.restart()` stops it (no logout) and starts it again on the
@@ -18,13 +20,16 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
+from nio import RoomMessage
 
 from coopbot.app import Bot, build
 from coopbot.config import load_config
 from coopbot.homeserver import LocalSynapse
 from coopbot.store.audit import AuditRow
+from tests.harness.synapse import DEFAULT_TIMEOUT, Member
 
 READY_TIMEOUT = 30.0
+STATUS_MARK = "⏳"  # how the bot's interim status messages start (edited as work goes on)
 
 
 class RunningBot:
@@ -111,3 +116,44 @@ async def start_bot(synapse: LocalSynapse, tmp_path: Path) -> AsyncIterator[Star
     yield start
     for bot in running:
         await bot.stop()
+
+
+async def answer_to(
+    member: Member,
+    room: str,
+    bot_id: str,
+    command_id: str,
+    *,
+    final: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> str:
+    """The body of the bot's reply to the command event `command_id`, as `member` sees it.
+
+    With `final` (the default) the first reply that is not a ⏳ status message, i.e. the
+    answer; with `final=False` the first reply of any kind (a status message included)."""
+
+    def answers(event: RoomMessage) -> bool:
+        content = event.source.get("content", {})
+        relates = content.get("m.relates_to", {})
+        if relates.get("m.in_reply_to", {}).get("event_id") != command_id:
+            return False
+        return not (final and str(content.get("body", "")).startswith(STATUS_MARK))
+
+    reply = await member.wait_for_message(
+        room, sender=bot_id, predicate=answers, timeout=timeout, after_event_id=command_id
+    )
+    return str(reply.source["content"]["body"])
+
+
+async def ask_bot(
+    member: Member,
+    room: str,
+    bot_id: str,
+    body: str,
+    *,
+    final: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> str:
+    """Send the command `body` as `member` in `room`; return the bot's answer (`answer_to`)."""
+    command_id = await member.send(room, body)
+    return await answer_to(member, room, bot_id, command_id, final=final, timeout=timeout)
