@@ -25,6 +25,7 @@ from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.replies import Reply
 from coopbot.roles import PowerInfo, RoleGrant, RoleResolver
 from coopbot.rooms import ConfiguredRoom, RoomDirectory
+from coopbot.status_message import status_message
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.handled import HandledEvents
 
@@ -176,18 +177,7 @@ class Pipeline:
         await self.execute(invocation, message)
 
     def progress_sink(self, message: IncomingMessage) -> ProgressSink:
-        """One status message per command, edited in place as work goes on."""
-        status_event: list[EventID] = []
-
-        async def progress(update: Reply) -> None:
-            if status_event:
-                await self._responder.edit(message.room_id, status_event[0], update)
-            else:
-                status_event.append(
-                    await self._responder.reply(message, update, key=f"{message.event_id}/status")
-                )
-
-        return progress
+        return status_message(self._responder, message, key=f"{message.event_id}/status")
 
     async def execute(self, invocation: Invocation, message: IncomingMessage) -> bool:
         """The operation and report stages; approvals re-enter the pipeline here.

@@ -29,6 +29,7 @@ from coopbot.registry import CommandRegistry
 from coopbot.replies import Reply
 from coopbot.roles import RoleGrant, RoleResolver
 from coopbot.rooms import RoomDirectory
+from coopbot.status_message import status_message
 from coopbot.store.approvals import OPEN, RUNNING, ApprovalRequest, ApprovalStore
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.operations import OperationStore
@@ -290,21 +291,10 @@ class Approvals:
             room_id=RoomID(request.room_id), event_id=EventID(request.command_event_id),
             sender=UserID(request.requester), spec=spec, args=dict(request.args), grant=grant,
             room=room.config if room else None, event_timestamp_ms=int(request.created_at * 1000),
-            received_at=time.time(), progress=self._progress_for(message),
+            received_at=time.time(), progress=status_message(
+                self._poster, message, key=f"{message.event_id}/approved-status"),
             approvers=approvers, expected_binding=request.binding, request_id=request.id,
         )
-
-    def _progress_for(self, message: IncomingMessage) -> Callable[[Reply], Awaitable[None]]:
-        status: list[EventID] = []
-
-        async def progress(update: Reply) -> None:
-            if status:
-                await self._poster.edit(message.room_id, status[0], update)
-            else:
-                status.append(await self._poster.reply(
-                    message, update, key=f"{message.event_id}/approved-status"))
-
-        return progress
 
     @staticmethod
     def _message_of(request: ApprovalRequest) -> IncomingMessage:
