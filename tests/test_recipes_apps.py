@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from coopbot.errors import NotFound, UserError
-from coopbot.recipes.apps import AppCatalog
+from coopbot.operations.deployer import convergence_timeout
+from coopbot.recipes.apps import App, AppCatalog
 from coopbot.recipes.envfile import EnvFileError
 from tests.harness.recipes import AbraDir
 
@@ -153,3 +154,19 @@ def test_changes_on_disk_are_seen_and_unchanged_files_not_reparsed(abra_dir: Abr
     assert [a.name for a in catalog.list()] == ["new.example.com"]
     with pytest.raises(NotFound):
         catalog.get("blog.example.com")
+
+
+@pytest.mark.parametrize(("labels", "timeout", "expected"), [
+    ({"coop-cloud.x_org.timeout": "120"}, 300, 120.0),  # the recipe's label wins
+    (["coop-cloud.x_org.timeout=90", "other=1"], 300, 90.0),  # list form of labels
+    ({"coop-cloud.other.timeout": "120"}, 600, 600.0),  # another stack's label: TIMEOUT
+    ({"coop-cloud.x_org.timeout": "soon"}, 300, 300.0),  # unreadable: the app's TIMEOUT
+])
+def test_convergence_timeout_from_the_recipe_label_else_the_env(
+    labels: object, timeout: int, expected: float, tmp_path: Path
+) -> None:
+    app = App(name="x.org", server="s", domain="x.org", stack_name="x_org", recipe="r",
+              version=None, env={}, env_path=tmp_path / "x.org.env", timeout=timeout,
+              compose_files=("compose.yml",), modifiers={})
+    compose = {"services": {"app": {"deploy": {"labels": labels}}}}
+    assert convergence_timeout(app, compose) == expected

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from typing import Any
 
 from coopbot.config import RoomConfig
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
@@ -249,6 +249,7 @@ class Deployer:
             to_version=str(checkout.version) if checkout.version else checkout.commit[:8],
             commit=checkout.commit, compose_digest=digest(compose), env_digest=digest(app.env),
             images=compose_images(compose), release_notes=notes,
+            timeout=convergence_timeout(app, compose),
         )
 
     async def _deploy_and_wait(self, app: App, engine: DockerEngine, checkout: Checkout,
@@ -256,7 +257,7 @@ class Deployer:
         env = deploy_env(app, checkout)
         files = [checkout.path / name for name in app.compose_files]
         await engine.stack_deploy(app.stack_name, files, env, checkout.path)
-        timeout = self._timeout(app, env, checkout.path)
+        timeout = plan.timeout
 
         async def converging(state: ConvergenceProgress) -> None:
             done = len(state.services) - len(state.pending)
@@ -270,22 +271,6 @@ class Deployer:
         return await engine.wait_converged(app.stack_name, timeout, converging,
                                            poll=CONVERGENCE_POLL_SECONDS)
 
-    @staticmethod
-    def _timeout(app: App, env: dict[str, str], path: Path) -> float:
-        """The recipe's `coop-cloud.<stack>.timeout` label, else TIMEOUT, else 300 s."""
-        try:
-            compose = load_compose(path, app.compose_files, env)
-            service = (compose.get("services") or {}).get("app") or {}
-            labels = (service.get("deploy") or {}).get("labels") or {}
-            if isinstance(labels, list):
-                labels = dict(str(item).split("=", 1) for item in labels if "=" in str(item))
-            value = labels.get(f"coop-cloud.{app.stack_name}.timeout")
-            if value is not None:
-                return float(value)
-        except (CoopbotError, ValueError, TypeError, AttributeError):
-            pass
-        return float(app.timeout)
-
     async def _recover(self, app: App, engine: DockerEngine, previous: str | None,
                        progress: Throttle) -> str:
         """Bring the version that ran before back, by redeploying it (stack deploy is
@@ -297,11 +282,12 @@ class Deployer:
         try:
             async with self._recipes.checkout(app.recipe, previous) as checkout:
                 env = deploy_env(app, checkout)
+                compose = await asyncio.to_thread(load_compose, checkout.path,
+                                                  app.compose_files, env)
                 files = [checkout.path / name for name in app.compose_files]
                 await engine.stack_deploy(app.stack_name, files, env, checkout.path)
-                result = await engine.wait_converged(
-                    app.stack_name, self._timeout(app, env, checkout.path)
-                )
+                result = await engine.wait_converged(app.stack_name,
+                                                     convergence_timeout(app, compose))
         except CoopbotError as error:
             log.warning("recovery of %s failed: %s (%s)", app.name, error, error.detail)
             return f"Returning to {previous} failed too: {error}"
@@ -378,3 +364,19 @@ class Throttle:
             await self.sink(Reply.of(f"⏳ {text}"))
         except CoopbotError as error:
             log.warning("progress update failed: %s", error)
+
+
+def convergence_timeout(app: App, compose: dict[str, Any]) -> float:
+    """The recipe's `coop-cloud.<stack>.timeout` label on its app service, else the app's
+    TIMEOUT, else 300 s (as abra)."""
+    try:
+        service = (compose.get("services") or {}).get("app") or {}
+        labels = (service.get("deploy") or {}).get("labels") or {}
+        if isinstance(labels, list):
+            labels = dict(str(item).split("=", 1) for item in labels if "=" in str(item))
+        value = labels.get(f"coop-cloud.{app.stack_name}.timeout")
+        if value is not None:
+            return float(value)
+    except (ValueError, TypeError, AttributeError):
+        pass
+    return float(app.timeout)

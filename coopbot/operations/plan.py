@@ -42,6 +42,9 @@ class Plan:
     env_digest: str
     images: dict[str, str] = field(default_factory=dict)
     release_notes: tuple[tuple[str, str], ...] = ()  # (version, notes) between from and to
+    # How long convergence may take, from the recipe (not part of the binding: it follows from
+    # the compose digest).
+    timeout: float = 300.0
 
     @property
     def binding(self) -> str:
