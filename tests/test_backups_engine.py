@@ -8,9 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from coopbot.backups.password import read_password
+from coopbot.backups.restic import Restic, RestoreFailed
+from coopbot.config import BackupConfig
 from coopbot.errors import DockerError
 from coopbot.servers import DockerEngine
 from coopbot.servers.containers import HELPER_LABEL, Bind
+from tests.harness.backups import ResticRepository
 from tests.harness.swarm import AppImages, docker
 
 pytestmark = pytest.mark.real
@@ -94,3 +98,36 @@ async def test_mounts_exec_and_scaling(
     assert await docker_engine.scale_service(service.name, 1) == 0
     assert (await docker_engine.wait_converged(stack_name, 60)).ok
     assert await docker_engine.local_task(service.name) is not None
+
+
+async def test_a_failed_restore_says_whether_the_volume_was_emptied(
+    docker_engine: DockerEngine, restic_image: str, restic_repository: ResticRepository
+) -> None:
+    """Emptying and restoring share one helper container: a restore that fails after the
+    emptying must still be reported as an emptied volume (restore.py tells the member)."""
+    config = BackupConfig(repository=str(restic_repository.path),
+                          password_file=restic_repository.password_file,
+                          helper_image=restic_image)
+    restic = Restic(docker_engine.name, docker_engine, config, read_password)
+    volume = f"coopbot-test-{uuid.uuid4().hex[:8]}"
+    docker("volume", "create", volume)
+    bind = Bind(volume, "/backup/v", read_only=False)
+
+    async def in_volume(script: str) -> str:
+        run = await docker_engine.run_helper(restic_image, entrypoint=["sh"],
+                                             args=["-c", script], env={}, binds=[bind],
+                                             timeout=60)
+        assert run.exit_code == 0, run.stderr
+        return run.stdout
+
+    try:
+        await in_volume("echo data > /backup/v/file")
+        await restic.ensure_repository()
+        with pytest.raises(RestoreFailed) as failed:
+            await restic.replace("0123abcd", bind, ["/backup/v/"], "/backup/v")
+        assert failed.value.emptied
+        assert str(failed.value).startswith("could not restore on server")
+        assert restic_repository.password not in f"{failed.value} {failed.value.detail}"
+        assert await in_volume("ls -A /backup/v") == ""
+    finally:
+        docker("volume", "rm", "-f", volume)

@@ -42,14 +42,21 @@ REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "b2:", "azure:", "gs:", "swift:", "rc
 LOCKED = "repository is already locked"
 LOCK_RETRIES = 12
 LOCK_RETRY_DELAY = 5.0
-# Empties what a restore replaces: `dir/` means the folder's contents, anything else the path.
-CLEAR_SCRIPT = """set -e
+# A restore in one helper: empty what the snapshot replaces (`dir/` means the folder's contents,
+# anything else the path), say so on stdout, then restore. The marker tells a failure to empty
+# (the volume may be partly emptied) from a failed restore into an emptied volume.
+EMPTIED = "coopbot: emptied"
+REPLACE_SCRIPT = f"""set -e
+snapshot="$1"; include="$2"; shift 2
 for p in "$@"; do
   case "$p" in
-    */) find "$p" -mindepth 1 -maxdepth 1 -exec rm -rf {} + ;;
+    */) find "$p" -mindepth 1 -maxdepth 1 -exec rm -rf {{}} + ;;
     *) rm -rf "$p" ;;
   esac
-done"""
+done
+echo "{EMPTIED}"
+restic restore "$snapshot" --target / --include "$include"
+"""
 # Each helper container costs most of a second to create, start and remove, so the steps of a
 # backup that always go together share one: the snapshot and its listing (for verification),
 # then the verified tags and the re-read of the snapshot's new id. Tags never hold a comma
@@ -64,6 +71,14 @@ snapshot="$1"; tags="$2"; shift 2
 restic tag "$@" "$snapshot" >&2
 restic snapshots --json --tag "$tags"
 """
+
+
+class RestoreFailed(ResticError):
+    """A restore into a volume failed; `emptied` says whether the volume had been emptied."""
+
+    def __init__(self, error: ResticError, *, emptied: bool) -> None:
+        super().__init__(str(error), detail=error.detail)
+        self.emptied = emptied
 
 
 @dataclass(frozen=True)
@@ -159,14 +174,18 @@ class Restic:
         run = await self._run(args, action="apply the retention policy", long=True)
         return parse_forget(run.stdout)
 
-    async def restore(self, snapshot_id: str, volume: Bind, include: str) -> None:
-        await self._run(["restore", snapshot_id, "--target", "/", "--include", include],
-                        action="restore", binds=[volume], long=True)
-
-    async def clear(self, volume: Bind, paths: Sequence[str]) -> None:
-        """Empty what a restore replaces (the helper image needs `sh`, as restic's image has)."""
-        await self._run(["-c", CLEAR_SCRIPT, "clear", *paths], action="empty the volume",
-                        binds=[volume], entrypoint=("sh",), long=True, repository=False)
+    async def replace(self, snapshot_id: str, volume: Bind, clear: Sequence[str],
+                      include: str) -> None:
+        """Empty `clear` in the volume, then restore `include` from the snapshot into it (the
+        helper image needs `sh`, as restic's image has). Raises RestoreFailed."""
+        run = await self._run(
+            ["-c", REPLACE_SCRIPT, "replace", snapshot_id, include, *clear],
+            action="restore", binds=[volume], entrypoint=("sh",), long=True, check=False,
+        )
+        if run.exit_code != 0:
+            emptied = EMPTIED in run.stdout
+            action = "restore" if emptied else "empty the volume"
+            raise RestoreFailed(self._failure(action, run), emptied=emptied)
 
     # --- plumbing ----------------------------------------------------------------------------
 

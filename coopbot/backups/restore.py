@@ -18,6 +18,7 @@ from coopbot.backups.backup import Say
 from coopbot.backups.hooks import run_hook
 from coopbot.backups.labels import ROOT, volume_name
 from coopbot.backups.output import Snapshot
+from coopbot.backups.restic import RestoreFailed
 from coopbot.backups.results import RestoreResult, VolumeRestore, VolumeState, volume_lines
 from coopbot.backups.target import AppTarget
 from coopbot.errors import CoopbotError, OperationFailed
@@ -100,11 +101,11 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
         bind = Bind(volume.volume, f"{ROOT}/{volume.name}", read_only=False)
         try:
             volume.state, volume.note = "incomplete", "emptying it failed midway"
-            await target.restic.clear(bind, volume.clear)
-            volume.note = "it was emptied, then restoring into it failed"
-            await target.restic.restore(snapshot.id, bind, f"{ROOT}/{volume.name}")
+            await target.restic.replace(snapshot.id, bind, volume.clear, f"{ROOT}/{volume.name}")
             volume.state, volume.note = "restored", ""
         except CoopbotError as error:
+            if isinstance(error, RestoreFailed) and error.emptied:
+                volume.note = "it was emptied, then restoring into it failed"
             raise OperationFailed("\n".join([
                 f"restore of `{app.name}` from snapshot `{snapshot.short_id}` failed at volume "
                 f"`{volume.name}`: {error}",

@@ -45,9 +45,6 @@ PUBLIC_KEYS = ("TYPE", "RECIPE", "DOMAIN", "COMPOSE_FILE", "TIMEOUT", "LETS_ENCR
 LOG_LINES_IN_ROOM = 8
 LOG_LINE_WIDTH = 200
 PROGRESS_MIN_INTERVAL = 2.0
-# How often the swarm is asked during a deploy: the bench showed a 1 s poll adding ~1 s to
-# every deploy's answer; two cheap API reads a second cost nothing by comparison.
-CONVERGENCE_POLL_SECONDS = 0.5
 
 
 def version_label_of(services: list[ServiceState], stack: str) -> str | None:
@@ -268,8 +265,7 @@ class Deployer:
                 f"{timeout:.0f} s"
             )
 
-        return await engine.wait_converged(app.stack_name, timeout, converging,
-                                           poll=CONVERGENCE_POLL_SECONDS)
+        return await engine.wait_converged(app.stack_name, timeout, converging)
 
     async def _recover(self, app: App, engine: DockerEngine, previous: str | None,
                        progress: Throttle) -> str:

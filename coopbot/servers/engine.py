@@ -29,7 +29,7 @@ from coopbot.servers.containers import (
     running_tasks,
     service_mounts,
 )
-from coopbot.servers.convergence import ProgressCallback
+from coopbot.servers.convergence import CONVERGENCE_POLL_SECONDS, ProgressCallback
 from coopbot.servers.convergence import wait_converged as _wait_converged
 from coopbot.servers.docker_client import open_api_client
 from coopbot.servers.docker_errors import TRANSPORT_ERRORS, translate_docker_error
@@ -243,7 +243,7 @@ class DockerEngine:
         stack: str,
         timeout: float,
         progress: ProgressCallback | None = None,
-        poll: float = 1.0,
+        poll: float = CONVERGENCE_POLL_SECONDS,
         *,
         expect_rollback: bool = False,
     ) -> ConvergenceResult:
