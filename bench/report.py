@@ -97,6 +97,7 @@ def load(path: Path) -> tuple[dict[str, Any], list[Section]]:
 
 
 def write(directory: Path, meta: dict[str, Any], sections: list[Section]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "RESULTS.md"
     path.write_text(render(meta, sections))
     raw = {"meta": meta, "sections": [asdict(s) for s in sections]}
