@@ -8,32 +8,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
+
+from coopbot.local_images import build_busybox_image, build_restic_image
 
 RECIPE = "benchapp"
 IMAGE = "coopbot-bench/app"
 RESTIC_IMAGE = "coopbot-bench/restic:local"
 RELEASES = (("1.0.0+v1", "v1"), ("1.1.0+v2", "v2"))
 SERVICES = ("api", "app", "worker")
-
-_DOCKERFILE = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY www /www
-CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
-"""
-
-_RESTIC_DOCKERFILE = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY restic /usr/bin/restic
-COPY libs/ /
-RUN ["/bin/busybox", "mkdir", "-p", "/tmp", "/root"]
-ENTRYPOINT ["/usr/bin/restic"]
-"""
 
 _HEALTH = """\
     healthcheck:
@@ -90,50 +73,16 @@ def compose(version: str, *, healthchecks: bool = True) -> str:
                            health=_HEALTH if healthchecks else "")
 
 
-def _docker_build(context: Path, tag: str) -> None:
-    subprocess.run(["docker", "build", "-q", "-t", tag, str(context)], check=True,
-                   capture_output=True, timeout=300)
-
-
 def build_images() -> list[str]:
     """The app images v1 and v2, and a restic helper image (restic + the libs ldd lists)."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    tags = []
-    for _, tag in RELEASES:
-        with tempfile.TemporaryDirectory() as folder:
-            context = Path(folder)
-            shutil.copy(busybox, context / "busybox")
-            (context / "www").mkdir()
-            (context / "www" / "index.html").write_text(f"<h1>benchapp {tag}</h1>\n")
-            (context / "www" / "health").write_text("ok\n")
-            (context / "Dockerfile").write_text(_DOCKERFILE)
-            _docker_build(context, f"{IMAGE}:{tag}")
-            tags.append(f"{IMAGE}:{tag}")
-    restic = shutil.which("restic")
-    if restic is not None:
-        with tempfile.TemporaryDirectory() as folder:
-            context = Path(folder)
-            shutil.copy(busybox, context / "busybox")
-            shutil.copy(restic, context / "restic")
-            for lib in _shared_libs(restic):
-                target = context / "libs" / lib.relative_to("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(lib, target)
-            (context / "libs").mkdir(exist_ok=True)
-            (context / "Dockerfile").write_text(_RESTIC_DOCKERFILE)
-            _docker_build(context, RESTIC_IMAGE)
-            tags.append(RESTIC_IMAGE)
+    tags = [
+        build_busybox_image(f"{IMAGE}:{tag}", cmd=["httpd", "-f", "-p", "80", "-h", "/www"],
+                            www={"index.html": f"<h1>benchapp {tag}</h1>\n", "health": "ok\n"})
+        for _, tag in RELEASES
+    ]
+    if shutil.which("restic") is not None:
+        tags.append(build_restic_image(RESTIC_IMAGE))
     return tags
-
-
-def _shared_libs(binary: str) -> list[Path]:
-    out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=False).stdout
-    libs = []
-    for line in out.splitlines():
-        for word in line.split():
-            if word.startswith("/") and Path(word).exists():
-                libs.append(Path(word))
-    return libs
 
 
 def _git(*args: str, cwd: Path) -> None:

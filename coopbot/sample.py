@@ -7,24 +7,16 @@ The recipe follows the Co-op Cloud layout (compose.yml with an `app` service and
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from git import Actor, Repo
 
+from coopbot.local_images import build_busybox_image
+
 RECIPE = "hello"
 IMAGE = "coopbot-dev/hello"
 RELEASES = (("1.0.0+v1", "v1"), ("1.1.0+v2", "v2"))
-
-DOCKERFILE = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY www /www
-CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
-"""
 
 COMPOSE = """\
 version: "3.8"
@@ -66,24 +58,14 @@ GREETING=hello from coopbot
 
 def build_images(busybox: str | None = None) -> list[str]:
     """Build the sample's images on the local engine (seconds; no registry needed)."""
-    binary = busybox or shutil.which("busybox")
-    if binary is None:
-        raise RuntimeError("busybox is not installed (Debian: apt-get install busybox-static)")
-    tags = []
-    for version, upstream in RELEASES:
-        with tempfile.TemporaryDirectory() as folder:
-            context = Path(folder)
-            shutil.copy(binary, context / "busybox")
-            (context / "www").mkdir()
-            (context / "www" / "index.html").write_text(
-                f"<h1>Hello from coopbot's sample app {version}</h1>\n"
-            )
-            (context / "Dockerfile").write_text(DOCKERFILE)
-            tag = f"{IMAGE}:{upstream}"
-            subprocess.run(["docker", "build", "-q", "-t", tag, str(context)], check=True,
-                           capture_output=True, timeout=300)
-            tags.append(tag)
-    return tags
+    return [
+        build_busybox_image(
+            f"{IMAGE}:{upstream}", cmd=["httpd", "-f", "-p", "80", "-h", "/www"],
+            www={"index.html": f"<h1>Hello from coopbot's sample app {version}</h1>\n"},
+            busybox=busybox,
+        )
+        for version, upstream in RELEASES
+    ]
 
 
 def create_recipe(bare: Path) -> Path:

@@ -41,9 +41,9 @@ from tests.harness.backups import (
     ResticRepository,
     tree_of_backuptest,
 )
-from tests.harness.bot import RunningBot, StartBot, answer_to
+from tests.harness.bot import RunningBot, StartBot, answer_to, coop_room
 from tests.harness.recipes import AbraDir
-from tests.harness.swarm import AppImages, Dockerd, Sshd, remove_stack
+from tests.harness.swarm import AppImages, Dockerd, Sshd, remove_stack, ssh_server
 from tests.harness.synapse import MakeMember, Member
 
 pytestmark = pytest.mark.real
@@ -131,21 +131,10 @@ async def backup_room(
     dockerd: Dockerd, test_images: AppImages, sshd: Sshd, backuptest_recipe: Path,
     restic_image: str, restic_repository: ResticRepository,
 ) -> BackupRoom:
-    tag = uuid.uuid4().hex[:6]
-    alice = await make_member(f"alice-{tag}")
-    bob = await make_member(f"bob-{tag}")
-    carol = await make_member(f"carol-{tag}")
-    room = await alice.create_room(invite=[bob.user_id, carol.user_id],
-                                   power_levels={bob.user_id: 50})
-    await bob.join(room)
-    await carol.join(room)
+    alice, bob, carol, room = await coop_room(make_member)
     servers: dict[str, Any] = {
         "local": {"kind": "local", "socket": dockerd.socket},
-        "remote": {
-            "kind": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
-            "key_file": str(sshd.key_file), "known_hosts_file": str(sshd.known_hosts_file),
-            "connect_timeout": 5,
-        },
+        "remote": ssh_server(sshd, connect_timeout=5),
     }
     backups = {
         name: {"repository": str(restic_repository.path / name),

@@ -9,7 +9,7 @@ import pytest
 from nio import RoomMessage
 
 from coopbot.store.audit import Decision
-from tests.harness.bot import StartBot
+from tests.harness.bot import StartBot, coop_room
 from tests.harness.synapse import MakeMember, Member
 
 pytestmark = pytest.mark.real
@@ -17,24 +17,6 @@ pytestmark = pytest.mark.real
 
 def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:6]}"
-
-
-async def ops_room(
-    make_member: MakeMember, *, room_version: str | None = None, encrypted: bool = False
-) -> tuple[Member, Member, Member, str]:
-    """alice creates the room (and is admin); bob is an operator (50); carol is a plain member."""
-    alice = await make_member(unique("alice"))
-    bob = await make_member(unique("bob"))
-    carol = await make_member(unique("carol"))
-    room = await alice.create_room(
-        invite=[bob.user_id, carol.user_id],
-        room_version=room_version,
-        encrypted=encrypted,
-        power_levels={bob.user_id: 50},
-    )
-    await bob.join(room)
-    await carol.join(room)
-    return alice, bob, carol, room
 
 
 async def ask(member: Member, room: str, bot_id: str, body: str, *, timeout: float = 15.0) -> str:
@@ -61,7 +43,7 @@ async def invite_bot(alice: Member, room: str, bot_id: str) -> None:
 async def test_help_ping_whoami_and_roles(
     make_member: MakeMember, start_bot: StartBot, room_version: str
 ) -> None:
-    alice, bob, carol, room = await ops_room(make_member, room_version=room_version)
+    alice, bob, carol, room = await coop_room(make_member, room_version=room_version)
     bot = await start_bot(rooms={room: {}})
     await invite_bot(alice, room, bot.user_id)
 
@@ -92,7 +74,7 @@ async def test_help_ping_whoami_and_roles(
 async def test_role_is_checked_centrally_and_power_changes_apply(
     make_member: MakeMember, start_bot: StartBot
 ) -> None:
-    alice, _bob, carol, room = await ops_room(make_member)
+    alice, _bob, carol, room = await coop_room(make_member)
     # This room raises the member role to power 10, so carol (0) holds no role at all.
     bot = await start_bot(rooms={room: {"roles": {"member": {"power_level": 10}}}})
     await invite_bot(alice, room, bot.user_id)
@@ -114,7 +96,7 @@ async def test_role_is_checked_centrally_and_power_changes_apply(
 async def test_display_name_spoofing_gives_no_power(
     make_member: MakeMember, start_bot: StartBot
 ) -> None:
-    alice, _bob, carol, room = await ops_room(make_member)
+    alice, _bob, carol, room = await coop_room(make_member)
     bot = await start_bot(rooms={room: {}})
     await invite_bot(alice, room, bot.user_id)
     await carol.set_displayname(alice.user_id)  # carol pretends to be alice
@@ -126,7 +108,7 @@ async def test_display_name_spoofing_gives_no_power(
 async def test_wrong_commands_get_usage_and_suggestions(
     make_member: MakeMember, start_bot: StartBot
 ) -> None:
-    alice, _bob, carol, room = await ops_room(make_member)
+    alice, _bob, carol, room = await coop_room(make_member)
     bot = await start_bot(rooms={room: {}})
     await invite_bot(alice, room, bot.user_id)
     assert await ask(carol, room, bot.user_id, "!pnig") == (
@@ -142,7 +124,7 @@ async def test_wrong_commands_get_usage_and_suggestions(
 async def test_edits_notices_and_reply_fallbacks(
     make_member: MakeMember, start_bot: StartBot
 ) -> None:
-    alice, _bob, carol, room = await ops_room(make_member)
+    alice, _bob, carol, room = await coop_room(make_member)
     bot = await start_bot(rooms={room: {}})
     await invite_bot(alice, room, bot.user_id)
 
@@ -161,7 +143,7 @@ async def test_edits_notices_and_reply_fallbacks(
 async def test_answers_are_threaded_html_notices(
     make_member: MakeMember, start_bot: StartBot
 ) -> None:
-    alice, _bob, carol, room = await ops_room(make_member)
+    alice, _bob, carol, room = await coop_room(make_member)
     bot = await start_bot(rooms={room: {}})
     await invite_bot(alice, room, bot.user_id)
     command = await carol.send(room, "!help")
@@ -181,7 +163,7 @@ async def test_answers_are_threaded_html_notices(
 async def test_restart_does_not_replay_and_offline_commands_expire(
     make_member: MakeMember, start_bot: StartBot
 ) -> None:
-    alice, _bob, carol, room = await ops_room(make_member)
+    alice, _bob, carol, room = await coop_room(make_member)
     bot = await start_bot(rooms={room: {}})
     await invite_bot(alice, room, bot.user_id)
     assert (await ask(carol, room, bot.user_id, "!ping")).startswith("pong")
@@ -212,7 +194,7 @@ async def test_commands_beyond_one_sync_timeline_are_all_answered_once(
 ) -> None:
     """More commands arrive while the bot is down than one sync timeline holds (50): the sync is
     "limited", and the bot must page back for the rest rather than skip them."""
-    alice, _bob, carol, room = await ops_room(make_member)
+    alice, _bob, carol, room = await coop_room(make_member)
     bot = await start_bot(rooms={room: {}})
     await invite_bot(alice, room, bot.user_id)
     assert (await ask(carol, room, bot.user_id, "!ping")).startswith("pong")
@@ -278,7 +260,7 @@ async def test_invites_from_strangers_are_declined(
 
 
 async def test_encrypted_room_round_trip(make_member: MakeMember, start_bot: StartBot) -> None:
-    alice, _bob, carol, room = await ops_room(make_member, encrypted=True)
+    alice, _bob, carol, room = await coop_room(make_member, encrypted=True)
     bot = await start_bot(rooms={room: {}})
     await invite_bot(alice, room, bot.user_id)
     answer = await ask(carol, room, bot.user_id, "!ping", timeout=25)
@@ -294,7 +276,7 @@ async def test_room_upgrade_followed_only_for_admins(
 ) -> None:
     from urllib.parse import quote
 
-    alice, bob, carol, room = await ops_room(make_member)
+    alice, bob, carol, room = await coop_room(make_member)
     # bob (operator, 50) may send tombstones in this room, but he is not an admin
     levels = await alice.power_levels(room)
     levels.setdefault("events", {})["m.room.tombstone"] = 50

@@ -4,7 +4,6 @@ over a real sshd) -> real recipe repo with annotated tags -> abra-style env file
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,16 @@ from typing import Any
 import pytest
 
 from tests.harness.apps import app_env, create_secret, docker, stack_of, unique_domain
-from tests.harness.bot import RunningBot, StartBot, ask_bot
+from tests.harness.bot import RunningBot, StartBot, ask_bot, coop_room
 from tests.harness.recipes import AbraDir
-from tests.harness.swarm import AppImages, Dockerd, Sshd, free_port, remove_stack
+from tests.harness.swarm import (
+    AppImages,
+    Dockerd,
+    Sshd,
+    free_port,
+    remove_stack,
+    ssh_server,
+)
 from tests.harness.synapse import MakeMember, Member
 
 pytestmark = pytest.mark.real
@@ -41,26 +47,12 @@ async def swarm_room(
     make_member: MakeMember, start_bot: StartBot, abra_dir: AbraDir, tmp_path: Path,
     dockerd: Dockerd, test_images: AppImages, sshd: Sshd, testapp_recipe: Path,
 ) -> SwarmRoom:
-    tag = uuid.uuid4().hex[:6]
-    alice = await make_member(f"alice-{tag}")
-    bob = await make_member(f"bob-{tag}")
-    carol = await make_member(f"carol-{tag}")
-    room = await alice.create_room(invite=[bob.user_id, carol.user_id],
-                                   power_levels={bob.user_id: 50})
-    await bob.join(room)
-    await carol.join(room)
+    alice, bob, carol, room = await coop_room(make_member)
     servers: dict[str, Any] = {
         "local": {"kind": "local", "socket": dockerd.socket, "check_images": True},
-        "remote": {
-            "kind": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
-            "key_file": str(sshd.key_file), "known_hosts_file": str(sshd.known_hosts_file),
-            "check_images": True, "connect_timeout": 5,
-        },
-        "changed": {
-            "kind": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
-            "key_file": str(sshd.key_file), "known_hosts_file": str(sshd.wrong_known_hosts_file),
-            "connect_timeout": 5,
-        },
+        "remote": ssh_server(sshd, check_images=True, connect_timeout=5),
+        "changed": ssh_server(sshd, known_hosts_file=str(sshd.wrong_known_hosts_file),
+                              connect_timeout=5),
         "down": {
             "kind": "ssh", "host": "127.0.0.1", "port": free_port(), "user": "root",
             "key_file": str(sshd.key_file), "known_hosts_file": str(sshd.known_hosts_file),

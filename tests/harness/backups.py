@@ -15,52 +15,25 @@
 
 from __future__ import annotations
 
-import re
 import secrets
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from coopbot.local_images import build_restic_image
 from tests.harness.recipes import MakeRecipeRepo, RecipeRelease
-from tests.harness.swarm import AppImages, Dockerd, docker
+from tests.harness.swarm import AppImages, Dockerd
 
 RESTIC_IMAGE = "coopbot-test/restic:0.14"
-RESTIC_BINARY = "/usr/bin/restic"
-
-_RESTIC_DOCKERFILE = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY lib/ /
-COPY restic /usr/bin/restic
-ENTRYPOINT ["/usr/bin/restic"]
-"""
-
-
-def _shared_libraries(binary: str) -> list[Path]:
-    """Absolute paths of the libraries `ldd` lists (the vdso has none)."""
-    listing = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
-    return [Path(p) for p in re.findall(r"(/\S+)\s+\(0x", listing)]
 
 
 @pytest.fixture(scope="session")
-def restic_image(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> str:
-    busybox = shutil.which("busybox")
-    if busybox is None or not Path(RESTIC_BINARY).exists():
-        pytest.fail("restic and busybox are needed (apt-get install restic busybox-static)")
-    context = tmp_path_factory.mktemp("restic-image")
-    shutil.copy(busybox, context / "busybox")
-    shutil.copy(RESTIC_BINARY, context / "restic")
-    for library in _shared_libraries(RESTIC_BINARY):
-        target = context / "lib" / library.relative_to("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(library.resolve(), target)
-    (context / "Dockerfile").write_text(_RESTIC_DOCKERFILE)
-    docker("build", "-q", "-t", RESTIC_IMAGE, str(context))
-    return RESTIC_IMAGE
+def restic_image(dockerd: Dockerd) -> str:
+    try:
+        return build_restic_image(RESTIC_IMAGE)
+    except RuntimeError as error:
+        pytest.fail(f"{error} (restic and busybox are needed)")
 
 
 # -- the backuptest recipe ------------------------------------------------------------------

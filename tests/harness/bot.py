@@ -26,7 +26,7 @@ from coopbot.app import Bot, build
 from coopbot.config import load_config
 from coopbot.homeserver import LocalSynapse
 from coopbot.store.audit import AuditRow
-from tests.harness.synapse import DEFAULT_TIMEOUT, Member
+from tests.harness.synapse import DEFAULT_TIMEOUT, MakeMember, Member
 
 READY_TIMEOUT = 30.0
 STATUS_MARK = "⏳"  # how the bot's interim status messages start (edited as work goes on)
@@ -157,3 +157,21 @@ async def ask_bot(
     """Send the command `body` as `member` in `room`; return the bot's answer (`answer_to`)."""
     command_id = await member.send(room, body)
     return await answer_to(member, room, bot_id, command_id, final=final, timeout=timeout)
+
+
+async def coop_room(
+    make_member: MakeMember, *, room_version: str | None = None, encrypted: bool = False
+) -> tuple[Member, Member, Member, str]:
+    """A fresh room of three fresh members: alice created it (admin), bob is an operator
+    (power 50), carol a plain member. Returns (alice, bob, carol, room_id)."""
+    tag = uuid.uuid4().hex[:6]
+    alice = await make_member(f"alice-{tag}")
+    bob = await make_member(f"bob-{tag}")
+    carol = await make_member(f"carol-{tag}")
+    room = await alice.create_room(
+        invite=[bob.user_id, carol.user_id], room_version=room_version, encrypted=encrypted,
+        power_levels={bob.user_id: 50},
+    )
+    await bob.join(room)
+    await carol.join(room)
+    return alice, bob, carol, room

@@ -26,9 +26,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from coopbot.local_images import build_busybox_image
 from coopbot.servers import DockerEngine, ServerSpec
 
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -98,42 +100,23 @@ class AppImages:
     v3: str
 
 
-_HEALTHY_DOCKERFILE = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-COPY www /www
-CMD ["sh", "-c", "echo coopbot-test {version} starting; exec httpd -f -p 80 -h /www"]
-"""
-
-# Serves nothing: every healthcheck probe fails, and swarm kills it ("unhealthy container").
-_UNHEALTHY_DOCKERFILE = """\
-FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
-CMD ["sh", "-c", "echo coopbot-test v3 broken on purpose, serving nothing; exec sleep 1000000"]
-"""
-
-
 @pytest.fixture(scope="session")
-def test_images(dockerd: Dockerd, tmp_path_factory: pytest.TempPathFactory) -> AppImages:
-    busybox = shutil.which("busybox")
-    if busybox is None:
-        pytest.fail("busybox is not installed (apt-get install busybox-static)")
-    for version in ("v1", "v2", "v3"):
-        context = tmp_path_factory.mktemp(f"image-{version}")
-        shutil.copy(busybox, context / "busybox")
-        www = context / "www"
-        www.mkdir()
-        (www / "index.html").write_text(f"<h1>coopbot-test {version}</h1>\n")
-        (www / "health").write_text("ok\n")
-        dockerfile = (
-            _UNHEALTHY_DOCKERFILE
-            if version == "v3"
-            else _HEALTHY_DOCKERFILE.format(version=version)
-        )
-        (context / "Dockerfile").write_text(dockerfile)
-        docker("build", "-q", "-t", f"{IMAGE}:{version}", str(context))
+def test_images(dockerd: Dockerd) -> AppImages:
+    """v1 and v2 serve a page and /health; v3 serves nothing, so every healthcheck probe fails
+    and swarm kills it ("unhealthy container")."""
+    try:
+        for version in ("v1", "v2"):
+            build_busybox_image(
+                f"{IMAGE}:{version}",
+                cmd=["sh", "-c", f"echo coopbot-test {version} starting; "
+                     "exec httpd -f -p 80 -h /www"],
+                www={"index.html": f"<h1>coopbot-test {version}</h1>\n", "health": "ok\n"},
+            )
+        build_busybox_image(f"{IMAGE}:v3", cmd=[
+            "sh", "-c", "echo coopbot-test v3 broken on purpose, serving nothing; "
+            "exec sleep 1000000"])
+    except RuntimeError as error:
+        pytest.fail(str(error))
     return AppImages(v1=f"{IMAGE}:v1", v2=f"{IMAGE}:v2", v3=f"{IMAGE}:v3")
 
 
@@ -326,3 +309,10 @@ def remove_stack(name: str, timeout: float = 60.0) -> None:
     ]
     if secrets:
         docker("secret", "rm", *secrets, check=False)
+
+
+def ssh_server(sshd: Sshd, **extra: Any) -> dict[str, Any]:
+    """A `servers:` entry reaching the harness's sshd with its key and pinned host key."""
+    return {"kind": "ssh", "host": sshd.host, "port": sshd.port, "user": sshd.user,
+            "key_file": str(sshd.key_file), "known_hosts_file": str(sshd.known_hosts_file),
+            **extra}
