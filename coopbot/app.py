@@ -85,6 +85,7 @@ class Bot:
     roles: RoleResolver
     kv: KeyValueStore
     scheduler: BackupScheduler | None = None
+    backups: BackupService | None = None
     watcher: SwarmWatcher | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -121,6 +122,9 @@ class Bot:
     async def _after_first_sync(self) -> None:
         await self.gateway.synced_once.wait()
         await self.approvals.catch_up()
+        if self.backups is not None:
+            self.tasks.spawn(self.backups.remove_abandoned_helpers(),
+                             name="remove abandoned restic helpers")
         if self.scheduler is not None:
             # Runs until cancelled at shutdown (it sleeps until the next due backup).
             self.background.append(self.tasks.spawn(self.scheduler.run(),
@@ -299,7 +303,7 @@ def build(config: Config) -> Bot:
         config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
         registry=registry, tasks=tasks, handled=handled, operations=operations,
         pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
-        roles=roles, kv=kv, scheduler=scheduler, watcher=watcher,
+        roles=roles, kv=kv, scheduler=scheduler, watcher=watcher, backups=backups,
     )
 
 

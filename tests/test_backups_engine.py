@@ -131,3 +131,24 @@ async def test_a_failed_restore_says_whether_the_volume_was_emptied(
         assert await in_volume("ls -A /backup/v") == ""
     finally:
         docker("volume", "rm", "-f", volume)
+
+
+async def test_helpers_left_by_a_crashed_run_are_removed_but_running_ones_kept(
+    docker_engine: DockerEngine, restic_image: str
+) -> None:
+    value = f"test {uuid.uuid4().hex[:8]}"
+    label = f"{HELPER_LABEL}={value}"
+    created = docker("create", "--label", label, restic_image, "version").strip()[:12]
+    docker("run", "--label", label, restic_image, "version")
+    [exited] = docker("ps", "-aq", "--filter", f"label={label}", "--filter",
+                      "status=exited").split()
+    running = docker("run", "-d", "--label", label, "--entrypoint", "sleep", restic_image,
+                     "60").strip()[:12]
+    try:
+        # Finished only just now: a live bot may still be reading them.
+        assert await docker_engine.remove_abandoned_helpers(older_than=3600) == 0
+        assert sorted(leftover_helpers(value)) == sorted([created, exited, running])
+        assert await docker_engine.remove_abandoned_helpers(older_than=0) >= 2
+        assert leftover_helpers(value) == [running]
+    finally:
+        docker("rm", "-f", running, created, exited, check=False)

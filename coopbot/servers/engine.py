@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from coopbot.errors import CoopbotError, DockerError, NotFound, ServerUnreachabl
 from coopbot.servers import swarm_parse
 from coopbot.servers.cli import run_docker
 from coopbot.servers.containers import (
+    HELPER_LABEL,
     Bind,
     ExecResult,
     HelperRun,
@@ -37,7 +39,7 @@ from coopbot.servers.events import EVENT_TYPES, EventStream
 from coopbot.servers.spec import ServerSpec
 from coopbot.servers.states import ConvergenceResult, ServerInfo, ServiceState, SwarmRole
 from coopbot.servers.swarm_parse import STACK_LABEL
-from coopbot.servers.task_failures import TaskFailures, recent_failures
+from coopbot.servers.task_failures import TaskFailures, parse_timestamp, recent_failures
 from coopbot.servers.tunnel import SSHTunnel
 
 log = logging.getLogger(__name__)
@@ -394,6 +396,25 @@ class DockerEngine:
                 detail=error.detail or str(error),
             ) from None
 
+    async def remove_abandoned_helpers(self, older_than: float) -> int:
+        """Remove helper containers that finished (or never started) more than `older_than`
+        seconds ago: a bot that crashed mid-backup leaves its helper behind, with the restic
+        password in its environment. Running helpers are left alone: restic is still working,
+        and another coopbot sharing this server may own them. Returns how many went."""
+
+        def abandoned(api: Any) -> list[str]:
+            found = api.containers(all=True, filters={"label": HELPER_LABEL})
+            cutoff = time.time() - older_than
+            return [str(c["Id"]) for c in found
+                    if c.get("State") in ("exited", "created", "dead")
+                    and _finished_before(api.inspect_container(c["Id"]), cutoff)]
+
+        removed = 0
+        for container_id in await self._call("list the helper containers", abandoned):
+            await self._remove_container(container_id)
+            removed += 1
+        return removed
+
     async def _remove_container(self, container_id: str) -> None:
         try:
             await self._call("remove a helper container",
@@ -498,3 +519,14 @@ def _swarm_role(swarm: Mapping[str, Any]) -> SwarmRole:
     if swarm.get("LocalNodeState") != "active":
         return "inactive"
     return "manager" if swarm.get("ControlAvailable") else "worker"
+
+
+def _finished_before(container: Mapping[str, Any], cutoff: float) -> bool:
+    """Whether a stopped container finished (or, never started, was created) before `cutoff`
+    (epoch seconds)."""
+    state = container.get("State") or {}
+    stamp = str(state.get("FinishedAt") or "")
+    if not stamp or stamp.startswith("0001-"):  # Go's zero time: it never ran
+        stamp = str(container.get("Created") or "")
+    when = parse_timestamp(stamp)
+    return when is not None and when < cutoff
