@@ -12,24 +12,20 @@ import io
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 import nio
+from nio.api import RelationshipType
 
 from coopbot.config import InviteConfig, MatrixConfig
 from coopbot.errors import MatrixError
 from coopbot.ids import EventID, RoomID, UserID, server_of
-from coopbot.matrix.content import (
-    edit_of,
-    in_thread,
-    incoming,
-    incoming_reaction,
-    incoming_redaction,
-    notice,
-)
+from coopbot.matrix import events
+from coopbot.matrix.content import edit_of, in_thread, notice
 from coopbot.matrix.session import StoredSession, load_session, save_session
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.observe import Observers, SyncCompleted
@@ -40,7 +36,6 @@ from coopbot.store.kv import KeyValueStore
 log = logging.getLogger(__name__)
 
 SYNC_TOKEN_KEY = "matrix.sync_token"
-MESSAGE_EVENTS = (nio.RoomMessageText, nio.RoomMessageNotice, nio.RoomMessageEmote)
 # Per-request retries on 429 and timeouts are bounded: nio would otherwise retry forever.
 MAX_RETRIES = 5
 TXN_NAMESPACE = uuid.UUID("6f1f1c5e-8a55-4c38-9e8e-3f8d2a1b7c01")
@@ -178,6 +173,15 @@ class MatrixGateway:
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 60.0)
                     continue
+                except Exception:
+                    # Not a network failure: nio could not read the response (events of a
+                    # shape even its parser did not expect). Keep the bot alive and retry.
+                    reference = uuid.uuid4().hex[:8]
+                    log.exception("sync could not be read; retrying in %.0f s (reference %s)",
+                                  backoff, reference)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, 60.0)
+                    continue
                 if response is None:
                     return
                 backoff = 1.0
@@ -308,35 +312,55 @@ class MatrixGateway:
         self, room: RoomID, event: nio.Event, listener: SyncListener, *,
         history_only: bool, catching_up: bool,
     ) -> None:
+        """One event to the listener. Whatever goes wrong with one event stays with it: it is
+        logged once with a reference and skipped, so it can neither stop the sync loop nor be
+        replayed after a restart (the batch's token is still stored)."""
+        try:
+            await self._dispatch(room, event, listener, history_only=history_only,
+                                 catching_up=catching_up)
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("event %s in %s could not be handled and is skipped (reference %s)",
+                          getattr(event, "event_id", "?"), room, reference)
+
+    async def _dispatch(
+        self, room: RoomID, event: nio.Event, listener: SyncListener, *,
+        history_only: bool, catching_up: bool,
+    ) -> None:
         if isinstance(event, nio.MegolmEvent):
             log.warning("could not decrypt event %s in %s", event.event_id, room)
             return
-        source = event.source
-        if "state_key" in source:
+        # Read from the event's JSON (the decrypted JSON for encrypted events), never from
+        # nio's classes: nio checks only some fields' types, events.py checks them all.
+        source = getattr(event, "source", None)
+        kind = events.event_type(source)
+        if events.is_state(source):
             self._note_state(room, source)
-            replacement = (source.get("content") or {}).get("replacement_room")
-            if source.get("type") == "m.room.tombstone" and replacement and not history_only:
-                await listener.tombstone(room, UserID(str(source.get("sender", ""))),
-                                         RoomID(str(replacement)))
+            if kind == "m.room.tombstone" and not history_only:
+                upgrade = events.tombstone(room, source)
+                if upgrade is not None:
+                    await listener.tombstone(room, upgrade.sender, upgrade.replacement)
             return
         if history_only:
             # The very first sync of a new bot shows history: never act on it.
             return
-        kind = source.get("type")
         if kind == "m.reaction":
-            reaction = incoming_reaction(room, source)
+            reaction = events.reaction(room, source)
             if reaction is not None:
                 # Votes cast while the bot was down still count (they are not commands).
                 await listener.reaction(reaction)
         elif kind == "m.room.redaction":
-            redaction = incoming_redaction(room, source)
+            redaction = events.redaction(room, source)
             if redaction is not None:
                 await listener.redaction(redaction)
-        elif isinstance(event, MESSAGE_EVENTS):
+        elif kind == "m.room.message":
+            message = events.message(room, source, during_downtime=False)
+            if message is None:
+                return
             grace_ms = self._config.offline_grace_seconds * 1000
-            during_downtime = (catching_up and
-                               event.server_timestamp < self._started_at * 1000 - grace_ms)
-            await listener.message(incoming(room, source, during_downtime=during_downtime))
+            if catching_up and message.timestamp_ms < self._started_at * 1000 - grace_ms:
+                message = replace(message, during_downtime=True)
+            await listener.message(message)
 
     async def _after_sync_crypto(self) -> None:
         # What nio's sync_forever does between syncs: keep one-time keys, device lists and
@@ -357,9 +381,10 @@ class MatrixGateway:
 
     # ---- room state: power levels and creators ---------------------------------------------
 
-    def _note_state(self, room_id: RoomID, source: dict[str, Any]) -> None:
-        kind = source.get("type")
-        if kind not in ("m.room.power_levels", "m.room.create") or source.get("state_key") != "":
+    def _note_state(self, room_id: RoomID, source: object) -> None:
+        kind = events.event_type(source)
+        if (kind not in ("m.room.power_levels", "m.room.create")
+                or not isinstance(source, Mapping) or source.get("state_key") != ""):
             return
         state = self._power_state.setdefault(room_id, {})
         state[kind] = source
@@ -367,12 +392,11 @@ class MatrixGateway:
 
     @staticmethod
     def _power_from(state: dict[str, Any]) -> PowerInfo:
-        levels = state.get("m.room.power_levels")
         create = state.get("m.room.create")
         return PowerInfo.from_state(
-            levels.get("content") if levels else None,
-            create.get("content") if create else None,
-            create.get("sender") if create else None,
+            events.state_content(state.get("m.room.power_levels")),
+            events.state_content(create),
+            events.user_id(create.get("sender")) if create else None,
         )
 
     async def power_info(self, room_id: RoomID) -> PowerInfo:
@@ -405,15 +429,15 @@ class MatrixGateway:
         )
 
     async def _consider_invite(self, room_id: RoomID, invite_state: list[Any]) -> None:
-        inviter = None
+        inviter: UserID | None = None
         for event in invite_state:
-            source = getattr(event, "source", None) or {}
-            if (source.get("type") == "m.room.member"
+            source = getattr(event, "source", None)
+            if (events.event_type(source) == "m.room.member" and isinstance(source, Mapping)
                     and source.get("state_key") == self._config.user_id):
-                inviter = source.get("sender")
+                inviter = events.user_id(source.get("sender"))
             elif (isinstance(event, nio.InviteMemberEvent)
                     and event.state_key == self._config.user_id):
-                inviter = event.sender
+                inviter = events.user_id(event.sender)
         if self.invite_allowed(inviter, room_id):
             log.info("joining %s (invited by %s)", room_id, inviter)
             result = await self.client.join(room_id)
@@ -514,12 +538,14 @@ class MatrixGateway:
         found: list[IncomingReaction] = []
         try:
             async for event in self.client.room_get_event_relations(
-                room_id, event_id, rel_type=nio.RelationshipType.annotation,
+                room_id, event_id, rel_type=RelationshipType.annotation,
             ):
-                reaction = incoming_reaction(room_id, event.source)
+                reaction = events.reaction(room_id, getattr(event, "source", None))
                 if reaction is not None:
                     found.append(reaction)
-        except (TimeoutError, aiohttp.ClientError, nio.LocalProtocolError) as error:
+        except (TimeoutError, aiohttp.ClientError, nio.LocalProtocolError,
+                AttributeError) as error:
+            # nio 0.26 raises AttributeError when the homeserver answers with an error.
             raise MatrixError("could not read the votes on a request card",
                               detail=repr(error)) from error
         return found
