@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import uuid
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from coopbot.matrix.gateway import SYNC_TOKEN_KEY
 from tests.harness.bot import StartBot, ask_bot, coop_room
 from tests.harness.synapse import MakeMember, Member
 
@@ -134,3 +136,19 @@ async def test_malformed_events_from_anyone_cannot_stop_the_bot(
     assert not any("internal error" in str(body) for body in answers)
     # Only the three well-formed !ping commands (and no malformed one) were answered.
     assert sum(str(body).startswith("pong") for body in answers) == 3, answers
+
+
+async def test_a_stored_sync_token_the_homeserver_refuses_does_not_deafen_the_bot(
+    make_member: MakeMember, start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, _bob, carol, room = await coop_room(make_member)
+    bot = await start_bot(rooms={room: {}})
+    await alice.invite(room, bot.user_id)
+    await alice.wait_joined(room, bot.user_id)
+    assert (await ask_bot(carol, room, bot.user_id, "!ping")).startswith("pong")
+    await bot.stop()
+    database = bot.config_path.parent / "state" / "coopbot.db"
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE kv SET value = ? WHERE key = ?", ("s9_not-a-token", SYNC_TOKEN_KEY))
+    await bot.start()
+    assert (await ask_bot(carol, room, bot.user_id, "!ping")).startswith("pong")

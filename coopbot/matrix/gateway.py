@@ -47,8 +47,20 @@ GAP_PAGE = 100
 MAX_GAP_EVENTS = 5_000
 TOKEN_STORE_INTERVAL = 1.0  # seconds
 
+# A stored token the homeserver keeps refusing (it answers, with an error other than rate
+# limiting or a lost login) is dropped after this many tries, so stored state can never
+# keep the bot deaf.
+TOKEN_REFUSALS = 3
+TRANSIENT_ERRCODES = ("M_LIMIT_EXCEEDED", "M_UNKNOWN_TOKEN")
+
+
 class _SyncFailed(Exception):
-    """A sync (or the handing over of its events) failed; it is retried after a pause."""
+    """A sync (or the handing over of its events) failed; it is retried after a pause.
+    `refused`: the homeserver answered with an error about the request itself."""
+
+    def __init__(self, reason: str, *, refused: bool = False) -> None:
+        super().__init__(reason)
+        self.refused = refused
 
 
 class SyncListener(Protocol):
@@ -164,11 +176,19 @@ class MatrixGateway:
         since = await self._kv.get(SYNC_TOKEN_KEY)
         first = True
         backoff = 1.0
+        refusals = 0
         try:
             while not self._stopping.is_set():
                 try:
                     response = await self._sync_and_hand_over(listener, since, first=first)
                 except _SyncFailed as failure:
+                    refusals = refusals + 1 if failure.refused and since is not None else 0
+                    if refusals >= TOKEN_REFUSALS:
+                        log.error("the homeserver keeps refusing the stored sync token (%s); "
+                                  "starting from now: commands sent before are not answered",
+                                  failure)
+                        since, first, refusals = None, True, 0
+                        continue
                     log.warning("sync failed (%s); retrying in %.0f s", failure, backoff)
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, 60.0)
@@ -184,7 +204,7 @@ class MatrixGateway:
                     continue
                 if response is None:
                     return
-                backoff = 1.0
+                backoff, refusals = 1.0, 0
                 since = response.next_batch
                 now = time.monotonic()
                 # At most one write a second: a token stored late only means a replay after a
@@ -221,7 +241,9 @@ class MatrixGateway:
             if response is None:
                 return None
             if not isinstance(response, nio.SyncResponse):
-                raise _SyncFailed(f"error: {response.message}")
+                errcode = response.status_code
+                raise _SyncFailed(f"error: {response.message}", refused=bool(
+                    errcode and errcode not in TRANSIENT_ERRCODES))
             await self._after_sync_crypto()
             await self._process(response, listener, since=since,
                                 history_only=first and since is None,
