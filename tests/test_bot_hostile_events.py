@@ -152,3 +152,27 @@ async def test_a_stored_sync_token_the_homeserver_refuses_does_not_deafen_the_bo
         db.execute("UPDATE kv SET value = ? WHERE key = ?", ("s9_not-a-token", SYNC_TOKEN_KEY))
     await bot.start()
     assert (await ask_bot(carol, room, bot.user_id, "!ping")).startswith("pong")
+
+
+async def test_malformed_content_inside_encrypted_events_is_dropped_too(
+    make_member: MakeMember, start_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In an encrypted room the homeserver sees only ciphertext: the decrypted content is
+    whatever the sender's client put in, checked by nobody but the bot."""
+    caplog.set_level(logging.INFO)
+    alice, _bob, carol, room = await coop_room(make_member, encrypted=True)
+    bot = await start_bot(rooms={room: {}})
+    await alice.invite(room, bot.user_id)
+    await alice.wait_joined(room, bot.user_id)
+    assert (await ask_bot(carol, room, bot.user_id, "!ping")).startswith("pong")
+    target = await carol.send(room, "hello")
+    for content in MESSAGE_CONTENTS:
+        await carol.send_event(room, "m.room.message", aimed(content, target))
+    assert (await ask_bot(carol, room, bot.user_id, "!ping")).startswith("pong")
+    await bot.restart()
+    assert (await ask_bot(carol, room, bot.user_id, "!ping")).startswith("pong")
+    crashed = [r for r in caplog.records if r.exc_info and r.name.startswith("coopbot")]
+    assert not crashed, [r.getMessage() for r in crashed]
+    assert any("dropped event" in r.getMessage() for r in caplog.records)
+    answers = [m.source["content"]["body"] for m in carol.messages_from(room, bot.user_id)]
+    assert sum(str(body).startswith("pong") for body in answers) == 3, answers
