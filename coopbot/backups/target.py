@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from coopbot.backups.labels import BackupPlan, plan_backup
 from coopbot.backups.restic import Restic
 from coopbot.errors import NotFound, OperationFailed
-from coopbot.operations.deployer import PUBLIC_KEYS, version_label_of
+from coopbot.operations.deployer import PUBLIC_KEYS
 from coopbot.operations.redact import Redactor
 from coopbot.recipes.apps import App
+from coopbot.recipes.labels import deployed_version
 from coopbot.servers.containers import RunningTask, ServiceMounts
 from coopbot.servers.engine import DockerEngine
 
@@ -54,7 +55,7 @@ async def load_target(app: App, engine: DockerEngine, restic: Restic, *,
     if not mounts:
         raise NotFound(f"`{app.name}` is not deployed on {app.server}, so there is no "
                        "backup configuration to read from its services.")
-    version = version_label_of(await engine.services(app.stack_name), app.stack_name)
+    version = deployed_version(await engine.services(app.stack_name), app.stack_name)
     env_values = [v for k, v in app.env.items() if k not in PUBLIC_KEYS]
     return AppTarget(
         app=app, engine=engine, restic=restic, services=mounts,

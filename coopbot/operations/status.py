@@ -9,10 +9,11 @@ from collections.abc import Sequence
 
 from coopbot.config import RoomConfig
 from coopbot.errors import CoopbotError, NotFound, ServerUnreachable
-from coopbot.operations.deployer import PUBLIC_KEYS, version_label_of
+from coopbot.operations.deployer import PUBLIC_KEYS
 from coopbot.operations.redact import Redactor
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
+from coopbot.recipes.labels import deployed_version
 from coopbot.recipes.repo import RecipeStore
 from coopbot.replies import Attachment, Reply
 from coopbot.servers.pool import ServerPool
@@ -65,7 +66,7 @@ class StatusViews:
                     state, deployed = "unknown (server unreachable)", "?"
                 else:
                     services = server_stacks.get(app.stack_name, [])
-                    deployed = version_label_of(services, app.stack_name) or "-"
+                    deployed = deployed_version(services, app.stack_name) or "-"
                     state = _stack_state(services)
                 latest = newest.get(app.recipe) or "?"
                 marker = " (upgrade available)" if deployed not in ("-", "?", latest) \
@@ -85,7 +86,7 @@ class StatusViews:
         redact = Redactor.for_env(app.env, keep=PUBLIC_KEYS)
         rows = []
         for service in services:
-            version = service.labels.get(f"coop-cloud.{app.stack_name}.version", "")
+            version = deployed_version([service], app.stack_name) or ""
             rows.append((
                 service.short_name,
                 f"{service.replicas_running}/{service.replicas_desired}",
