@@ -240,7 +240,7 @@ def test_the_gateway_hands_over_or_drops_whatever_nio_parses(
     # origin_server_ts is set by the homeserver, never by a client: always an integer here.
     listener = Listener()
     event = nio.Event.parse_event(source)
-    asyncio.run(gateway._hand_over(ROOM, event, listener, history_only=False,
+    asyncio.run(gateway.sync._hand_over(ROOM, event, listener, history_only=False,
                                    catching_up=True))
     # The per-event guard would swallow an exception: none may reach it.
     assert not [r for r in caplog.records if r.exc_info], "an event raised in the gateway"
