@@ -19,7 +19,6 @@ from coopbot.config import RoomConfig
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
-from coopbot.operations.redact import Redactor
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
 from coopbot.recipes.compose import deploy_env, load_compose
@@ -28,6 +27,7 @@ from coopbot.recipes.envfile import write_type_version
 from coopbot.recipes.labels import compose_timeout, deployed_version
 from coopbot.recipes.repo import Checkout, RecipeStore, RecipeVersion
 from coopbot.recipes.versions import Version, try_parse
+from coopbot.redact import Redactor
 from coopbot.replies import Reply
 from coopbot.servers.engine import DockerEngine
 from coopbot.servers.pool import ServerPool
@@ -40,9 +40,6 @@ Progress = Callable[[Reply], Awaitable[None]]
 NeedsBackup = Callable[[str, RoomConfig | None, str], bool]
 # A backup run before a risky operation: (app, operation id, kind, progress); raises to stop it.
 PreBackup = Callable[[App, str, str, Progress], Awaitable[None]]
-# Env keys users already see in rooms; every other env value is redacted from output.
-PUBLIC_KEYS = ("TYPE", "RECIPE", "DOMAIN", "COMPOSE_FILE", "TIMEOUT", "LETS_ENCRYPT_ENV",
-               "ENABLE_BACKUPS", "STACK_NAME")
 LOG_LINES_IN_ROOM = 8
 LOG_LINE_WIDTH = 200
 PROGRESS_MIN_INTERVAL = 2.0
@@ -286,7 +283,7 @@ class Deployer:
                 + self._describe_failure(app, result))
 
     def _describe_failure(self, app: App, result: ConvergenceResult) -> str:
-        redact = Redactor.for_env(app.env, keep=PUBLIC_KEYS)
+        redact = Redactor.for_env(app.env)
         parts: list[str] = []
         for failure in result.failures:
             line = f"Service `{failure.short_name}`: {failure.reason}."

@@ -9,12 +9,11 @@ from collections.abc import Sequence
 
 from coopbot.config import RoomConfig
 from coopbot.errors import CoopbotError, NotFound, ServerUnreachable
-from coopbot.operations.deployer import PUBLIC_KEYS
-from coopbot.operations.redact import Redactor
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
 from coopbot.recipes.labels import deployed_version
 from coopbot.recipes.repo import RecipeStore
+from coopbot.redact import Redactor
 from coopbot.replies import Attachment, Reply
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.states import ServerInfo, ServiceState
@@ -83,7 +82,7 @@ class StatusViews:
         services = await self._pool.get(app.server).services(app.stack_name)
         if not services:
             return Reply.of(f"`{app.name}` is not deployed on {app.server}.")
-        redact = Redactor.for_env(app.env, keep=PUBLIC_KEYS)
+        redact = Redactor.for_env(app.env)
         rows = []
         for service in services:
             version = deployed_version([service], app.stack_name) or ""
@@ -113,7 +112,7 @@ class StatusViews:
             known = ", ".join(s.short_name for s in services)
             raise NotFound(f"`{app.name}` has no service `{wanted}` (services: {known}).")
         raw = await engine.service_logs(match.name, min(lines, MAX_LOG_LINES))
-        redact = Redactor.for_env(app.env, keep=PUBLIC_KEYS)
+        redact = Redactor.for_env(app.env)
         cleaned = [redact(line) for line in raw]
         title = (f"Last {len(cleaned)} log lines of `{app.name}` service `{wanted}` "
                  "(env values redacted):")
