@@ -30,6 +30,7 @@ from coopbot.matrix.content import (
     incoming_redaction,
     notice,
 )
+from coopbot.matrix.limits import EDIT_BUDGET, fit_to_event
 from coopbot.matrix.session import StoredSession, load_session, save_session
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.observe import Observers, SyncCompleted
@@ -465,6 +466,7 @@ class MatrixGateway:
         return EventID(response.event_id)
 
     async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID:
+        reply = fit_to_event(reply)
         content = in_thread(notice(reply), to.reply_thread_root, to.event_id)
         event_id = await self.send(to.room_id, content, key=key)
         if reply.attachment is not None:
@@ -500,12 +502,13 @@ class MatrixGateway:
 
     async def post(self, room_id: RoomID, reply: Reply, *, key: str,
                    thread_root: EventID | None = None) -> EventID:
-        content = notice(reply)
+        content = notice(fit_to_event(reply, attach=False))
         if thread_root is not None:
             content = in_thread(content, thread_root, thread_root)
         return await self.send(room_id, content, key=key)
 
     async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None:
+        reply = fit_to_event(reply, EDIT_BUDGET, attach=False)
         await self.send(room_id, edit_of(event_id, reply), key=f"edit/{uuid.uuid4()}")
 
     async def reactions_to(self, room_id: RoomID, event_id: EventID) -> list[IncomingReaction]:
