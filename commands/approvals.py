@@ -76,8 +76,9 @@ class ApprovalCommands:
         lines = []
         for row in reversed(rows):
             when = time.strftime("%m-%d %H:%M:%S", time.gmtime(row.at))
-            what = shown(f"{row.command} {row.args}".strip(), AUDIT_FIELD_LIMIT)
-            result = f" -> {shown(row.result, AUDIT_FIELD_LIMIT)}" if row.result else ""
+            what = shown(f"{row.command} {row.args}".strip(), AUDIT_FIELD_LIMIT, markup=False)
+            outcome = shown(" ".join(row.result.split("\n")), AUDIT_FIELD_LIMIT, markup=False)
+            result = f" -> {outcome}" if row.result else ""
             op = f" [op {row.operation_id}]" if row.operation_id else ""
             lines.append(f"{when} {row.sender} {what}: {row.decision}{result}{op} ({row.event_id})")
         naming = f" naming `{app}`" if app else ""

@@ -19,16 +19,17 @@ BACKTICK_LOOKALIKE = "\u02cb"
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
-def shown(value: str, limit: int = ECHO_LIMIT) -> str:
-    """`value` as it may appear in an answer (inside `code` or plain text)."""
+def shown(value: str, limit: int = ECHO_LIMIT, *, markup: bool = True) -> str:
+    """`value` as it may appear in an answer (inside `code` or plain text); with `markup=False`
+    for a preformatted block, where a backtick is no markup and stays itself."""
     cut = len(value) > limit
     kept = value[: limit - 1] if cut else value
-    out = "".join(_visible(char) for char in kept)
+    out = "".join(_visible(char, markup) for char in kept)
     return out + ELLIPSIS if cut else out
 
 
-def _visible(char: str) -> str:
-    if char == "`":
+def _visible(char: str, markup: bool) -> str:
+    if char == "`" and markup:
         return BACKTICK_LOOKALIKE
     if char == " ":
         return char

@@ -40,6 +40,7 @@ class HostileRoom:
     bot: RunningBot
     room: str
     bob: Member  # operator: may run every command but the admin ones
+    carol: Member  # member (power 0): refused the operator commands
     app: str  # a real app (env file of the testapp recipe) on the local swarm server
 
     async def ask(self, body: str) -> str:
@@ -52,7 +53,7 @@ async def hostile_room(
     dockerd: Dockerd, testapp_recipe: Path, restic_image: str,
     restic_repository: ResticRepository,
 ) -> HostileRoom:
-    alice, bob, _carol, room = await coop_room(make_member)
+    alice, bob, carol, room = await coop_room(make_member)
     app = unique_domain()
     app_env(abra_dir, "local", app)
     bot = await start_bot(
@@ -68,7 +69,7 @@ async def hostile_room(
     )
     await alice.invite(room, bot.user_id)
     await alice.wait_joined(room, bot.user_id)
-    return HostileRoom(bot, room, bob, app)
+    return HostileRoom(bot, room, bob, carol, app)
 
 
 @pytest.fixture
@@ -178,7 +179,18 @@ def fuzz_word(rng: random.Random, app: str) -> str:
     return "".join(rng.choice("abcdefghij0123456789.-_+") for _ in range(rng.randint(1, 20)))
 
 
+def plausible_word(rng: random.Random, app: str) -> str:
+    return rng.choice([app, app, "app", "local", "testapp", "1", "3", "50", "200", "30m", "2h",
+                       "1.0.0+1", "1a2b3c4d", "latest", "#1", "not now"])
+
+
 def fuzz_command(rng: random.Random, app: str) -> str:
+    if rng.random() < 0.3:  # nearly right: real names and values, sometimes one odd word
+        words = [plausible_word(rng, app) for _ in range(rng.randint(0, 3))]
+        if words and rng.random() < 0.3:
+            words[rng.randrange(len(words))] = fuzz_word(rng, app)
+        name = rng.choice(sorted(REAL_APP_OK | {"pending", "watch", "apps", "servers"}))
+        return " ".join([f"!{name}", *words])
     name = rng.choice(NAMES) if rng.random() < 0.85 else fuzz_word(rng, app)
     if rng.random() < 0.05:
         name = name.upper()
@@ -222,7 +234,9 @@ async def test_fuzz_one_thousand_commands_through_the_real_bot(
     sent: dict[str, str] = {}  # event id -> body, for commands the bot must answer
     for _batch in range(0, FUZZ_COMMANDS, FUZZ_BATCH):
         bodies = [fuzz_command(rng, hostile_room.app) for _ in range(FUZZ_BATCH)]
-        ids = await asyncio.gather(*(bob.send(room, body) for body in bodies))
+        senders = [hostile_room.carol if rng.random() < 0.2 else bob for _ in bodies]
+        ids = await asyncio.gather(*(sender.send(room, body)
+                                     for sender, body in zip(senders, bodies, strict=True)))
         sent.update((event_id, body) for event_id, body in zip(ids, bodies, strict=True)
                     if parser.parse(body) is not None)
         await asyncio.sleep(0)
@@ -249,6 +263,7 @@ async def test_fuzz_one_thousand_commands_through_the_real_bot(
     logging.getLogger(__name__).info("fuzz: %d commands answered in %.1f s: %s",
                                      len(finals), time.monotonic() - started, kinds)
     assert kinds.get("usage", 0) > 100 and kinds.get("result", 0) > 100, kinds
+    assert kinds.get("denied", 0) > 5, kinds
 
     # The audit of all that is longer than one event: it is cut and comes whole as a file.
     audit_id = await bob.send(room, "!audit 200")
