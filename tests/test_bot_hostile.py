@@ -6,17 +6,22 @@ bot answers with a sentence, never an internal error, and logs no traceback."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from coopbot.ids import EventID, RoomID, UserID
 from coopbot.matrix.limits import EVENT_LIMIT
+from coopbot.messages import IncomingMessage
 from coopbot.parser import CommandParser
+from coopbot.replies import Reply
 from tests.harness.apps import app_env, unique_domain
 from tests.harness.backups import ResticRepository
 from tests.harness.bot import STATUS_MARK, RunningBot, StartBot, ask_bot, coop_room
@@ -143,6 +148,58 @@ async def test_hostile_arguments_get_a_sentence_and_no_traceback(
     backtick = await hostile_room.ask("!ps a`b")
     assert "`aˋb`" in backtick
     assert_no_crash_logged(bot_log)
+
+
+# -- answers of any size -------------------------------------------------------------------------
+
+
+def _relates_to(event: object) -> str | None:
+    content = getattr(event, "source", {}).get("content", {})
+    return content.get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+async def test_answers_far_over_the_event_limit_still_reach_the_room(
+    make_member: MakeMember, start_bot: StartBot, encrypted: bool,
+) -> None:
+    """The send path itself (reply, post, edit) fits what it sends: a 250 KB answer arrives cut,
+    with the whole of it as a file; an edit and a notification of that size arrive cut."""
+    alice, bob, _carol, room = await coop_room(make_member, encrypted=encrypted)
+    running = await start_bot(rooms={room: {}})
+    await alice.invite(room, running.user_id)
+    await alice.wait_joined(room, running.user_id)
+    assert running.bot is not None
+    gateway = running.bot.gateway
+    # Escapes and non-ASCII make the JSON (and an encrypted room's plaintext) far longer.
+    block = "\n".join(f"row {n}: <&> \"é\" \\ жук 🙂 " * 4 for n in range(3_000))
+    huge = Reply.preformatted("**Everything**", block)
+    assert len(huge.text.encode()) > 3 * EVENT_LIMIT
+
+    command_id = await bob.send(room, "!ping")
+    message = IncomingMessage(RoomID(room), EventID(command_id), UserID(bob.user_id), "!ping",
+                              "m.text", 0, time.time())
+    answer_id = await gateway.reply(message, huge, key=f"test/{uuid.uuid4()}")
+    posted_id = await gateway.post(RoomID(room), Reply.of(block), key=f"test/{uuid.uuid4()}")
+    await gateway.edit(RoomID(room), posted_id, Reply.of("edited " + block))
+
+    answer = await bob.wait_for_event(room, lambda e: e.event_id == answer_id, timeout=30)
+    body = answer.source["content"]["body"]
+    assert body.startswith("Everything\nrow 0: ")
+    assert body.endswith("\n… (cut: too long for one message; the whole answer is attached)")
+    attached = await bob.wait_for_event(
+        room, lambda e: _relates_to(e) == answer_id
+        and e.source.get("content", {}).get("msgtype") == "m.file", timeout=30)
+    assert attached.source["content"]["info"]["size"] == len(huge.text.encode())
+    posted = await bob.wait_for_event(room, lambda e: e.event_id == posted_id, timeout=30)
+    assert "(cut: too long for one message" in posted.source["content"]["body"]
+    edit = await bob.wait_for_event(
+        room, lambda e: e.source.get("content", {}).get("m.relates_to", {}).get("event_id")
+        == posted_id, timeout=30)
+    assert edit.source["content"]["m.new_content"]["body"].startswith("edited row 0: ")
+    for event_id in (answer_id, posted_id, edit.event_id):
+        raw = await bob.raw_event(room, event_id)
+        pdu = {key: value for key, value in raw.items() if key != "unsigned"}
+        assert len(json.dumps(pdu, ensure_ascii=False, separators=(",", ":")).encode()) < EVENT_LIMIT
 
 
 # -- the fuzz run ---------------------------------------------------------------------------------

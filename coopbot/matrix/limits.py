@@ -15,8 +15,8 @@ import json
 from coopbot.replies import Attachment, Reply
 
 EVENT_LIMIT = 65_536
-# Body + formatted body, as JSON strings in UTF-8: half the limit leaves room for the rest of
-# the event and for encryption's base64 (x 4/3).
+# Body + formatted body, as ASCII JSON strings: half the limit leaves room for the rest of the
+# event and for encryption's base64 (x 4/3).
 CONTENT_BUDGET = 32_000
 # An edit holds its text twice.
 EDIT_BUDGET = CONTENT_BUDGET // 2
@@ -27,8 +27,10 @@ _LINE_SLACK = 2_000
 
 
 def json_size(text: str) -> int:
-    """Bytes `text` takes as a JSON string in UTF-8, quotes and escapes included."""
-    return len(json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    """Bytes `text` takes as a JSON string, quotes and escapes included, with every non-ASCII
+    character escaped (`\\u00e9`): that is how an encrypted room's plaintext is written before
+    encryption, and it is never less than the UTF-8 the homeserver counts in a plain room."""
+    return len(json.dumps(text, ensure_ascii=True))
 
 
 def content_size(reply: Reply) -> int:
@@ -70,5 +72,4 @@ def _cut(kept: str, note: str, preformatted: bool) -> Reply:
     """A plain-text beginning and the note, the HTML body showing exactly the same text."""
     escaped = html.escape(kept, quote=False)
     body = f"<pre><code>{escaped}</code></pre>" if preformatted else escaped.replace("\n", "<br/>")
-    separator = "" if preformatted else "<br/>"
-    return Reply(text=f"{kept}\n{note}", html=f"{body}{separator}{html.escape(note)}")
+    return Reply(text=f"{kept}\n{note}", html=f"{body}<br/>{html.escape(note)}")
