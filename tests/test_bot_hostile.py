@@ -84,7 +84,7 @@ def bot_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixtu
 
 
 def assert_no_crash_logged(caplog: pytest.LogCaptureFixture) -> None:
-    crashes = [r for r in caplog.records if r.name.startswith("coopbot") and (
+    crashes = [r for r in caplog.records if r.name.startswith(("coopbot", "asyncio")) and (
         r.exc_info is not None or "crashed (reference" in r.getMessage())]
     assert not crashes, "\n".join(f"{r.name}: {r.getMessage()}" for r in crashes)
 
