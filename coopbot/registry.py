@@ -49,8 +49,8 @@ class Arg:
                              f"`{shown(value)}` is not.", usage) from None
 
     def usage(self) -> str:
-        shown = f"{self.name}..." if self.rest else self.name
-        return f"[{shown}]" if self.optional else f"<{shown}>"
+        label = f"{self.name}..." if self.rest else self.name
+        return f"[{label}]" if self.optional else f"<{label}>"
 
 
 @dataclass(frozen=True)
