@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from coopbot.approvals.service import Approvals
-from coopbot.errors import UsageError
+from coopbot.args import APP, REQUEST_ID, TEXT
+from coopbot.echo import shown
 from coopbot.invocation import Invocation
 from coopbot.registry import Arg, CommandSpec
 from coopbot.replies import Reply
@@ -13,6 +14,11 @@ from coopbot.store.audit import AuditLog
 
 AUDIT_DEFAULT = 20
 AUDIT_MAX = 200
+# Audit rows hold what members typed: each row is cut so that a huge command stays one line.
+AUDIT_FIELD_LIMIT = 200
+
+AUDIT_APP = Arg("app", optional=True, kind=APP, help="only rows naming this app")
+AUDIT_ROWS = Arg.number("n", 1, AUDIT_MAX, optional=True, help=f"rows, default {AUDIT_DEFAULT}")
 
 
 class ApprovalCommands:
@@ -24,8 +30,8 @@ class ApprovalCommands:
         self._audit_role = audit_role
 
     def specs(self) -> list[CommandSpec]:
-        request_id = Arg("id", help="the request number shown on its card")
-        reason = Arg("reason", optional=True, rest=True)
+        request_id = Arg("id", help="the request number shown on its card", kind=REQUEST_ID)
+        reason = Arg("reason", optional=True, rest=True, kind=TEXT)
         return [
             CommandSpec("approve", "vote for a request (same as 👍 on its card)", self._member,
                         self.approve, args=(request_id, reason),
@@ -40,8 +46,7 @@ class ApprovalCommands:
                         self.pending),
             CommandSpec("audit", "who asked, approved and ran what, with results",
                         self._audit_role, self.audit,
-                        args=(Arg("app", optional=True, help="only rows naming this app"),
-                              Arg("n", optional=True, help=f"rows, default {AUDIT_DEFAULT}")),
+                        args=(AUDIT_APP, AUDIT_ROWS),
                         examples=("!audit", "!audit blog.example.org 50")),
         ]
 
@@ -61,18 +66,19 @@ class ApprovalCommands:
         app = inv.arg("app")
         count_text = inv.arg("n")
         if app is not None and app.isdigit() and count_text is None:
-            app, count_text = None, app  # `!audit 50`
-        count = int(count_text) if count_text and count_text.isdigit() else AUDIT_DEFAULT
-        if count_text and (not count_text.isdigit() or not 0 < count <= AUDIT_MAX):
-            raise UsageError(f"n must be a number from 1 to {AUDIT_MAX}.", inv.spec.usage())
+            # `!audit 50`: a lone number is the row count, checked as such.
+            count_text = AUDIT_ROWS.check(app, inv.spec.name, inv.spec.usage())
+            app = None
+        count = int(count_text) if count_text else AUDIT_DEFAULT
         rows = await self._audit.recent(room_id=inv.room_id, limit=count, mentioning=app)
         if not rows:
             return Reply.of("Nothing in the audit log" + (f" for `{app}`." if app else "."))
         lines = []
         for row in reversed(rows):
             when = time.strftime("%m-%d %H:%M:%S", time.gmtime(row.at))
-            what = f"{row.command} {row.args}".strip()
-            result = f" -> {row.result}" if row.result else ""
+            what = shown(f"{row.command} {row.args}".strip(), AUDIT_FIELD_LIMIT, markup=False)
+            outcome = shown(" ".join(row.result.split("\n")), AUDIT_FIELD_LIMIT, markup=False)
+            result = f" -> {outcome}" if row.result else ""
             op = f" [op {row.operation_id}]" if row.operation_id else ""
             lines.append(f"{when} {row.sender} {what}: {row.decision}{result}{op} ({row.event_id})")
         naming = f" naming `{app}`" if app else ""

@@ -5,6 +5,7 @@ BackupService."""
 from __future__ import annotations
 
 from coopbot.approvals.service import PlannedChange, Planner
+from coopbot.args import APP, SNAPSHOT
 from coopbot.backups.results import human_bytes, when
 from coopbot.backups.service import BackupService
 from coopbot.invocation import Invocation
@@ -21,7 +22,7 @@ class BackupCommands:
         self._change = change_role
 
     def specs(self) -> list[CommandSpec]:
-        app = Arg("app", help="the app's name: its env file name, usually its domain")
+        app = Arg("app", help="the app's name: its env file name, usually its domain", kind=APP)
         return [
             CommandSpec(
                 "backup", "back up an app's labelled volumes now, and verify the snapshot",
@@ -37,7 +38,7 @@ class BackupCommands:
             CommandSpec(
                 "restore", "put an app's volumes back as they were in a snapshot",
                 self._change, self.restore,
-                args=(app, Arg("snapshot", optional=True,
+                args=(app, Arg("snapshot", optional=True, kind=SNAPSHOT,
                                help="a snapshot id from `!snapshots` (default: the newest "
                                     "verified one)")),
                 operation="restore",

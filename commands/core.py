@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from coopbot.args import COMMAND
 from coopbot.errors import UnknownCommand
 from coopbot.invocation import Invocation
 from coopbot.registry import Arg, CommandRegistry, CommandSpec
@@ -23,7 +24,7 @@ class CoreCommands:
                 summary="list the commands you may run here, or explain one",
                 role=self._role,
                 handler=self.help,
-                args=(Arg("command", optional=True),),
+                args=(Arg("command", optional=True, kind=COMMAND),),
                 examples=("!help", "!help deploy"),
             ),
             CommandSpec(
@@ -64,8 +65,8 @@ class CoreCommands:
         if spec.details:
             lines.append(spec.details)
         for arg in spec.args:
-            if arg.help:
-                lines.append(f"- `{arg.name}`: {arg.help}")
+            if arg.describe():
+                lines.append(f"- `{arg.name}`: {arg.describe()}")
         if spec.examples:
             lines.append("Examples: " + ", ".join(f"`{e}`" for e in spec.examples))
         held = "you hold it" if inv.grant.has(spec.role) else "you do not hold it here"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from coopbot.args import APP, Duration
 from coopbot.config import parse_duration
 from coopbot.errors import UsageError
 from coopbot.invocation import Invocation
@@ -31,10 +32,11 @@ class NotifyCommands:
                         self._read, self.watch),
             CommandSpec("mute", "silence an app's notifications for a while (maintenance)",
                         self._change, self.mute,
-                        args=(Arg("app"), Arg("duration", help="e.g. 30m, 2h, 1d")),
+                        args=(Arg("app", kind=APP), Arg("duration", help="how long",
+                                                        kind=Duration(1, MAX_MUTE_SECONDS))),
                         examples=("!mute blog.example.org 2h",)),
             CommandSpec("unmute", "end an app's mute now", self._change, self.unmute,
-                        args=(Arg("app"),)),
+                        args=(Arg("app", kind=APP),)),
         ]
 
     async def watch(self, inv: Invocation) -> Reply:

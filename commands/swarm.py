@@ -4,7 +4,7 @@ declares the commands and hands each to the operations layer."""
 
 from __future__ import annotations
 
-from coopbot.errors import UsageError
+from coopbot.args import APP, RECIPE, SERVER, SERVICE, VERSION
 from coopbot.invocation import Invocation
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.plan import OperationRequest
@@ -25,22 +25,25 @@ class SwarmCommands:
         self._change = change_role
 
     def specs(self) -> list[CommandSpec]:
-        app = Arg("app", help="the app's name: its env file name, usually its domain")
-        version = Arg("version", optional=True, help="a recipe version tag, e.g. 1.2.0+1.21.0")
+        app = Arg("app", help="the app's name: its env file name, usually its domain", kind=APP)
+        version = Arg("version", optional=True, help="a recipe version tag, e.g. 1.2.0+1.21.0",
+                      kind=VERSION)
         return [
             CommandSpec("servers", "reachability, Docker version, swarm and stacks of each server",
                         self._read, self.servers),
             CommandSpec("apps", "apps this room controls, deployed and newest versions, state",
-                        self._read, self.apps, args=(Arg("server", optional=True),)),
+                        self._read, self.apps, args=(Arg("server", optional=True, kind=SERVER),)),
             CommandSpec("versions", "a recipe's versions, newest first, deployed ones marked",
-                        self._read, self.versions, args=(Arg("recipe"),),
+                        self._read, self.versions, args=(Arg("recipe", kind=RECIPE),),
                         examples=("!versions gitea",)),
             CommandSpec("ps", "an app's services: replicas, image, version, health, last error",
                         self._read, self.ps, args=(app,)),
             CommandSpec("logs", "the last log lines of an app's service (env values redacted)",
                         self._change, self.logs,
-                        args=(app, Arg("service", optional=True, help="default: app"),
-                              Arg("lines", optional=True, help=f"default {DEFAULT_LOG_LINES}")),
+                        args=(app, Arg("service", optional=True, help="default: app",
+                                       kind=SERVICE),
+                              Arg.number("lines", 1, MAX_LOG_LINES, optional=True,
+                                         help=f"default {DEFAULT_LOG_LINES}")),
                         examples=("!logs blog.example.org", "!logs blog.example.org db 200")),
             CommandSpec(
                 "deploy", "deploy an app (version: given, else its env file's, else the newest)",
@@ -77,12 +80,9 @@ class SwarmCommands:
         return await self._status.ps(inv.room, inv.args["app"])
 
     async def logs(self, inv: Invocation) -> Reply:
-        lines_text = inv.arg("lines", str(DEFAULT_LOG_LINES)) or str(DEFAULT_LOG_LINES)
-        if not lines_text.isdigit() or not 0 < int(lines_text) <= MAX_LOG_LINES:
-            raise UsageError(f"lines must be a number from 1 to {MAX_LOG_LINES}.",
-                             inv.spec.usage())
-        return await self._status.logs(inv.room, inv.args["app"], inv.arg("service"),
-                                       int(lines_text))
+        # `lines` was checked by its kind when the command was bound.
+        lines = int(inv.arg("lines") or DEFAULT_LOG_LINES)
+        return await self._status.logs(inv.room, inv.args["app"], inv.arg("service"), lines)
 
     async def deploy(self, inv: Invocation) -> Reply:
         return await self._operate("deploy", inv)

@@ -24,6 +24,8 @@ The raw detail, when useful, goes in `detail` and is logged only.
 
 from __future__ import annotations
 
+from coopbot.echo import shown
+
 
 class CoopbotError(Exception):
     """Base class. `str(error)` is the room-safe sentence; `detail` is for the log."""
@@ -54,7 +56,7 @@ class UsageError(UserError):
 class UnknownCommand(UserError):
     def __init__(self, name: str, suggestion: str | None) -> None:
         hint = f" Did you mean `{suggestion}`?" if suggestion else ""
-        super().__init__(f"Unknown command `{name}`.{hint} Try `!help`.")
+        super().__init__(f"Unknown command `{shown(name)}`.{hint} Try `!help`.")
         self.name = name
         self.suggestion = suggestion
 

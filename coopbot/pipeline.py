@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from coopbot.echo import shown
 from coopbot.errors import CoopbotError, PermissionDenied, UnknownCommand, UsageError, UserError
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.invocation import Invocation, ProgressSink
@@ -120,7 +121,7 @@ class Pipeline:
             await self._record(message, parsed.name, parsed.words, Decision.EXPIRED,
                                "sent while the bot was offline")
             await self._say(message, Reply.of(
-                f"I was offline when you sent `{parsed.text}`, so I did not run it. "
+                f"I was offline when you sent `{shown(parsed.text)}`, so I did not run it. "
                 "Please send it again if it is still wanted."
             ))
             return

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from coopbot.args import TEXT, ArgKind, Duration, InvalidArg, Number
+from coopbot.echo import shown
 from coopbot.errors import ConfigError, UnknownCommand, UsageError
 
 if TYPE_CHECKING:
@@ -26,10 +28,29 @@ class Arg:
     help: str = ""
     optional: bool = False
     rest: bool = False  # takes every remaining word (e.g. a reason)
+    kind: ArgKind = TEXT  # what the value must look like; checked by CommandSpec.bind
+
+    @staticmethod
+    def number(name: str, low: int, high: int, *, help: str = "", optional: bool = False,
+               prefix: str = "") -> Arg:
+        return Arg(name, help=help, optional=optional, kind=Number(low, high, prefix))
+
+    def describe(self) -> str:
+        """The help line of this argument: its own words, then what it accepts if that is not
+        obvious (numbers and durations; names are told when they are wrong)."""
+        rule = self.kind.rule if _tells_rule(self.kind) else ""
+        return "; ".join(part for part in (self.help, rule) if part)
+
+    def check(self, value: str, command: str, usage: str) -> str:
+        try:
+            return self.kind.parse(value)
+        except InvalidArg as rule:
+            raise UsageError(f"`{command}`: {self.name} must be {rule}; "
+                             f"`{shown(value)}` is not.", usage) from None
 
     def usage(self) -> str:
-        shown = f"{self.name}..." if self.rest else self.name
-        return f"[{shown}]" if self.optional else f"<{shown}>"
+        label = f"{self.name}..." if self.rest else self.name
+        return f"[{label}]" if self.optional else f"<{label}>"
 
 
 @dataclass(frozen=True)
@@ -50,26 +71,31 @@ class CommandSpec:
         return " ".join([f"{prefix}{self.name}", *(a.usage() for a in self.args)])
 
     def bind(self, words: tuple[str, ...], prefix: str = "!") -> dict[str, str]:
-        """Match words to declared arguments, or raise UsageError with this command's usage."""
+        """Match words to declared arguments and check each against its kind, or raise
+        UsageError with this command's usage. Returns the canonical values."""
+        usage = self.usage(prefix)
         values: dict[str, str] = {}
         remaining = list(words)
         for arg in self.args:
             if arg.rest:
                 if remaining:
-                    values[arg.name] = " ".join(remaining)
+                    values[arg.name] = arg.check(" ".join(remaining), self.name, usage)
                     remaining = []
                 elif not arg.optional:
-                    raise UsageError(f"`{self.name}` needs {arg.usage()}.", self.usage(prefix))
+                    raise UsageError(f"`{self.name}` needs {arg.usage()}.", usage)
                 continue
             if remaining:
-                values[arg.name] = remaining.pop(0)
+                values[arg.name] = arg.check(remaining.pop(0), self.name, usage)
             elif not arg.optional:
-                raise UsageError(f"`{self.name}` needs {arg.usage()}.", self.usage(prefix))
+                raise UsageError(f"`{self.name}` needs {arg.usage()}.", usage)
         if remaining:
-            raise UsageError(
-                f"`{self.name}` got unexpected words: {' '.join(remaining)}", self.usage(prefix)
-            )
+            extra = shown(" ".join(remaining))
+            raise UsageError(f"`{self.name}` got unexpected words: `{extra}`", usage)
         return values
+
+
+def _tells_rule(kind: ArgKind) -> bool:
+    return isinstance(kind, Number | Duration)
 
 
 class CommandRegistry:

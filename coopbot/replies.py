@@ -42,13 +42,21 @@ class Reply:
 
 
 def _plain(text: str) -> str:
-    return _BOLD.sub(r"\1", text)
+    # A `code` span is literal: ** inside it (a member's value, say) is not bold markup.
+    parts = _CODE.split(text)
+    return "".join(f"`{part}`" if index % 2 else _BOLD.sub(r"\1", part)
+                   for index, part in enumerate(parts))
 
 
 def _inline(line: str) -> str:
-    escaped = html.escape(line, quote=False)
-    escaped = _CODE.sub(r"<code>\1</code>", escaped)
-    return _BOLD.sub(r"<strong>\1</strong>", escaped)
+    out = []
+    for index, part in enumerate(_CODE.split(line)):
+        escaped = html.escape(part, quote=False)
+        if index % 2:
+            out.append(f"<code>{escaped}</code>")
+        else:
+            out.append(_BOLD.sub(r"<strong>\1</strong>", escaped))
+    return "".join(out)
 
 
 def _to_html(text: str) -> str:

@@ -115,7 +115,7 @@ async def test_wrong_commands_get_usage_and_suggestions(
         "Unknown command `pnig`. Did you mean `ping`? Try `!help`."
     )
     assert await ask(carol, room, bot.user_id, "!ping now") == (
-        "`ping` got unexpected words: now\nUsage: !ping"
+        "`ping` got unexpected words: `now`\nUsage: !ping"
     )
     mention = await ask(carol, room, bot.user_id, f"{bot.user_id.split(':')[0][1:]}: ping")
     assert mention.startswith("pong")

@@ -115,10 +115,10 @@ def reference(spec: CommandSpec) -> str:
     lines = [f"### `{spec.usage('!')}`", "", f"{spec.summary[0].upper()}{spec.summary[1:]}."]
     if spec.details:
         lines += ["", spec.details]
-    described = [a for a in spec.args if a.help]
+    described = [a for a in spec.args if a.describe()]
     if described:
         lines.append("")
-        lines += [f"- `{a.name}`: {a.help}" for a in described]
+        lines += [f"- `{a.name}`: {a.describe()}" for a in described]
     if spec.examples:
         lines += ["", "Examples: " + ", ".join(f"`{e}`" for e in spec.examples)]
     if spec.aliases:

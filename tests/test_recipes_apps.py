@@ -114,6 +114,8 @@ def test_a_malformed_file_is_skipped_in_lists_and_an_error_in_get(
     abra_dir.write_app("srv1", "good.example.com")
     broken = abra_dir.write_app("srv1", "broken.example.com", extra={"PASSWORD": '"unclosed'})
     abra_dir.write_app("srv1", "slow.example.com", extra={"TIMEOUT": "soon"})
+    # "²".isdigit() is true, but int("²") fails: only ASCII digits are a number of seconds.
+    abra_dir.write_app("srv1", "squared.example.com", extra={"TIMEOUT": "6²"})
     (abra_dir.path / "servers" / "srv1" / "notype.example.com.env").write_text("DOMAIN=x\n")
     catalog = AppCatalog(abra_dir.path)
 
@@ -128,6 +130,8 @@ def test_a_malformed_file_is_skipped_in_lists_and_an_error_in_get(
     assert caught.value.path == broken
     with pytest.raises(EnvFileError, match=r"line 8: TIMEOUT must be a whole number"):
         catalog.get("slow.example.com")
+    with pytest.raises(EnvFileError, match=r"line 8: TIMEOUT must be a whole number"):
+        catalog.get("squared.example.com")
     with pytest.raises(EnvFileError, match=r"srv1/notype.example.com.env: it has no TYPE line"):
         catalog.get("notype.example.com")
 

@@ -7,10 +7,13 @@ import time
 
 from coopbot.approvals.policy import Policy
 from coopbot.approvals.tally import Tally
+from coopbot.echo import shown
 from coopbot.replies import Reply
 from coopbot.store.approvals import ApprovalRequest
 
 YES_KEYS = ("👍", "👍️", "👍🏻", "👍🏼", "👍🏽", "👍🏾", "👍🏿", "+1", "✅")
+# A vote's reason is a member's free text: shown short and with its invisible characters spelled.
+REASON_SHOWN = 120
 NO_KEYS = ("👎", "👎️", "👎🏻", "👎🏼", "👎🏽", "👎🏾", "👎🏿", "-1", "❌")
 
 
@@ -30,7 +33,8 @@ def render(request: ApprovalRequest, policy: Policy, result: Tally | None,
         )
     if result is not None:
         votes = [f"👍 {v.voter}" for v in result.yes] + [
-            f"👎 {v.voter}" + (f" ({v.reason})" if v.reason else "") for v in result.no
+            f"👎 {v.voter}" + (f" ({shown(v.reason, REASON_SHOWN)})" if v.reason else "")
+            for v in result.no
         ]
         lines.append(f"**Votes: {result.progress}**" + (": " + ", ".join(votes) if votes else ""))
         for vote, why in result.ignored:

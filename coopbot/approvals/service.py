@@ -19,6 +19,7 @@ from typing import Protocol
 from coopbot.approvals.card import NO_KEYS, YES_KEYS, render
 from coopbot.approvals.policy import Policy, PolicyResolver
 from coopbot.approvals.tally import Outcome, Tally, Vote, tally
+from coopbot.echo import shown
 from coopbot.errors import Busy, CoopbotError, NotFound, PermissionDenied, UserError
 from coopbot.ids import EventID, RoomID, UserID, server_of
 from coopbot.invocation import Invocation
@@ -404,9 +405,10 @@ class Approvals:
 
     async def _request_in_room(self, inv: Invocation) -> ApprovalRequest:
         text = inv.args.get("id", "").lstrip("#")
-        if not text.isdigit():
+        # ASCII digits within range only ("²".isdigit() is true); bind has checked this already.
+        if not (text.isascii() and text.isdigit()) or len(text) > 9:
             raise UserError(
-                f"`{text}` is not a request number; `{self._prefix}pending` lists them.")
+                f"`{shown(text)}` is not a request number; `{self._prefix}pending` lists them.")
         request = await self._store.get(int(text))
         if request is None or request.room_id != inv.room_id:
             raise NotFound(f"There is no request #{text} in this room.")

@@ -47,7 +47,7 @@ class Snapshot:
     @property
     def size(self) -> int | None:
         value = self.tag(SIZE)
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and value.isascii() and value.isdigit() else None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from coopbot.errors import MatrixError
 from coopbot.ids import EventID, RoomID
 from coopbot.matrix import events
 from coopbot.matrix.content import edit_of, in_thread, notice
+from coopbot.matrix.limits import EDIT_BUDGET, fit_to_event
 from coopbot.messages import IncomingMessage, IncomingReaction
 from coopbot.replies import Attachment, Reply
 
@@ -47,6 +48,7 @@ class RoomSender:
         return EventID(response.event_id)
 
     async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID:
+        reply = fit_to_event(reply)
         content = in_thread(notice(reply), to.reply_thread_root, to.event_id)
         event_id = await self.send(to.room_id, content, key=key)
         if reply.attachment is not None:
@@ -82,12 +84,13 @@ class RoomSender:
 
     async def post(self, room_id: RoomID, reply: Reply, *, key: str,
                    thread_root: EventID | None = None) -> EventID:
-        content = notice(reply)
+        content = notice(fit_to_event(reply, attach=False))
         if thread_root is not None:
             content = in_thread(content, thread_root, thread_root)
         return await self.send(room_id, content, key=key)
 
     async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None:
+        reply = fit_to_event(reply, EDIT_BUDGET, attach=False)
         await self.send(room_id, edit_of(event_id, reply), key=f"edit/{uuid.uuid4()}")
 
     async def reactions_to(self, room_id: RoomID, event_id: EventID) -> list[IncomingReaction]:

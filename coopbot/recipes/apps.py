@@ -54,7 +54,7 @@ def app_from_env_file(env_file: EnvFile, server: str) -> App:
     if not recipe:
         raise EnvFileError(path, env_file.lines[type_key], f"{type_key} names no recipe")
     timeout_text = values.get("TIMEOUT", "").strip()
-    if timeout_text and not timeout_text.isdigit():
+    if timeout_text and not (timeout_text.isascii() and timeout_text.isdigit()):
         raise EnvFileError(
             path, env_file.lines["TIMEOUT"], "TIMEOUT must be a whole number of seconds"
         )
