@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import nio
+from nio.api import RelationshipType
 
 from coopbot.config import InviteConfig, MatrixConfig
 from coopbot.errors import MatrixError
@@ -514,7 +515,7 @@ class MatrixGateway:
         found: list[IncomingReaction] = []
         try:
             async for event in self.client.room_get_event_relations(
-                room_id, event_id, rel_type=nio.RelationshipType.annotation,
+                room_id, event_id, rel_type=RelationshipType.annotation,
             ):
                 reaction = incoming_reaction(room_id, event.source)
                 if reaction is not None:
