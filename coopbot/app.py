@@ -259,7 +259,7 @@ def build(config: Config) -> Bot:
                             is_coopbot_operation=router.is_coopbot_operation, emit=router.emit)
                if config.watch_swarms and config.servers else None)
     families.append(NotifyCommands(
-        targets, notices, read_role=lowest, change_role=change_role,
+        targets, notices, scope, read_role=lowest, change_role=change_role,
         swarm_state=(lambda: watcher.snapshot().lines()) if watcher is not None else None))
     for family in families:
         for spec in family.specs():
