@@ -66,8 +66,9 @@ class NotifyCommands:
         # Mutes set in rooms that answer for this one (their `mute_rooms` lists it).
         elsewhere = await self._notices.active_mutes(self._targets.silenced_by(inv.room_id)[1:])
         for mute in elsewhere:
-            lines.append(f"- `{mute.app}` muted here from {mute.room_id} until {_until(mute)} "
-                         f"by {mute.muted_by}")
+            origin = self._targets.name_of(mute.room_id)
+            lines.append(f"- `{mute.app}` muted here from {origin} until {_until(mute)} by "
+                         f"{mute.muted_by}")
         if not here and not elsewhere:
             lines.append("Nothing is muted.")
         if self._swarm_state is not None:

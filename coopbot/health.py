@@ -2,7 +2,7 @@
 
     GET /healthz   200 when the last sync finished recently and the state is writable, else 503;
                    a small JSON body says which check failed (no paths, no secrets). A
-                   background loop that died and is being restarted (approval expiry, the
+                   background loop that died recently and is restarted (approval expiry, the
                    swarm watcher, update checks, scheduled backups) makes the status
                    "degraded", still with 200: restarting the container would not fix it and
                    would interrupt running operations; the log has the traceback.
@@ -152,8 +152,9 @@ class HealthChecks:
         failing = [t for t in supervised if t.failing]
         if not failing:
             return CheckResult(True, "background tasks running")
-        return CheckResult(False, "restarting after a failure: " + ", ".join(
-            f"{t.name} ({t.failures} failure(s) in a row, last {t.last_error})"
+        return CheckResult(False, "failed recently: " + ", ".join(
+            f"{t.name} ({t.failures} failure(s) in a row, last {t.last_error}; "
+            f"{'running again' if t.started_at is not None else 'waiting to restart'})"
             for t in failing))
 
     def sync(self) -> CheckResult:

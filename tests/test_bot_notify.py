@@ -146,6 +146,8 @@ async def test_mute_silences_and_unmute_restores(rooms: Rooms, app: str) -> None
     await r.ask(f"!deploy {app} 1.0.0+v1")
     await asyncio.sleep(2)
     assert not [n for n in r.news_from_bot() if app in n], "a muted app was announced"
+    news_watch = await ask_bot(r.bob, r.news, r.bot.user_id, "!watch")
+    assert f"- `{app}` muted here from {r.ops} until" in news_watch
     _, answer = await r.ask(f"!unmute {app}")
     assert answer == f"`{app}` is unmuted: notifications about it resume."
     await r.ask(f"!undeploy {app}")

@@ -186,8 +186,9 @@ async def test_a_dying_background_loop_is_restarted_reported_once_and_shown(
     status, _, body = await get(f"{base}/healthz")
     health = json.loads(body)
     assert status == 200 and health["status"] == "degraded", body
-    assert "approval expiry (2 failure(s) in a row, last RuntimeError)" in (
-        health["checks"]["tasks"]["detail"])
+    assert health["checks"]["tasks"]["detail"] == (
+        "failed recently: approval expiry (2 failure(s) in a row, last RuntimeError; "
+        "running again)")
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert [r.getMessage() for r in errors] == [
         "background task approval expiry failed; restarting it in 1 s"]
@@ -299,8 +300,8 @@ async def test_healthz_is_degraded_while_a_background_loop_is_being_restarted(
     assert status == 200 and health["status"] == "degraded", body
     detail = health["checks"]["tasks"]["detail"]
     assert not health["checks"]["tasks"]["ok"]
-    assert detail.startswith("restarting after a failure: approval expiry (")
-    assert "failure(s) in a row, last OSError)" in detail and "update checks" not in detail
+    assert detail.startswith("failed recently: approval expiry (")
+    assert "failure(s) in a row, last OSError; " in detail and "update checks" not in detail
     assert "/secret/path" not in body
 
 

@@ -39,6 +39,11 @@ class NotificationTargets:
                   if room.ref in other.config.mute_rooms and other.room_id != room_id]
         return [room_id, *others]
 
+    def name_of(self, room_id: str) -> str:
+        """How the config names a room (its alias, if configured by one)."""
+        room = self._rooms.get(RoomID(room_id))
+        return room.ref if room is not None else room_id
+
     def silenced_from(self, room_id: RoomID) -> tuple[bool, list[str]]:
         """What a mute set in `room_id` silences: (this room itself?, the other notification
         rooms, as written in the config)."""
