@@ -108,7 +108,7 @@ class Bot:
     async def run(self) -> None:
         """Run until stopped (SIGINT/SIGTERM, or `stop()`)."""
         await self.start()
-        self.tasks.spawn(self._after_first_sync(), name="approvals catch-up and expiry")
+        self.tasks.spawn(self._after_first_sync(), name="after the first sync")
         try:
             if self.health is not None:
                 await self.health.start()
@@ -118,20 +118,26 @@ class Bot:
 
     async def _after_first_sync(self) -> None:
         await self.gateway.synced_once.wait()
-        await self.approvals.catch_up()
+        stop = self.stopping
+        # The long-lived loops are supervised: one that dies is restarted and reported.
+        self.tasks.supervise(lambda: self.approvals.run_expiry(stop), name="approval expiry",
+                             stop=stop)
         if self.backups is not None:
             self.tasks.spawn(self.backups.remove_abandoned_helpers(),
                              name="remove abandoned restic helpers")
         if self.scheduler is not None:
             # Runs until cancelled at shutdown (it sleeps until the next due backup).
-            self.background.append(self.tasks.spawn(self.scheduler.run(),
-                                                    name="scheduled backups"))
+            self.background.append(self.tasks.supervise(self.scheduler.run,
+                                                        name="scheduled backups", stop=stop))
         if self.watcher is not None:
-            self.tasks.spawn(self.watcher.run(self.stopping), name="swarm watcher")
+            watcher = self.watcher
+            self.tasks.supervise(lambda: watcher.run(stop), name="swarm watcher", stop=stop)
         every = parse_duration(self.config.updates.check_every)
         if every > 0:
-            self.tasks.spawn(self.updates.run(every, self.stopping), name="update checks")
-        await self.approvals.run_expiry(self.stopping)
+            self.tasks.supervise(lambda: self.updates.run(every, stop), name="update checks",
+                                 stop=stop)
+        await self.approvals.resolve_interrupted()
+        await self.approvals.catch_up()
 
     # The sync listener: each event is handled in its own task, so a long deploy never holds
     # up the sync loop.
@@ -229,7 +235,7 @@ def build(config: Config) -> Bot:
                             is_coopbot_operation=router.is_coopbot_operation, emit=router.emit)
                if config.watch_swarms and config.servers else None)
     families.append(NotifyCommands(
-        targets, notices, read_role=lowest, change_role=change_role,
+        targets, notices, scope, read_role=lowest, change_role=change_role,
         swarm_state=(lambda: watcher.snapshot().lines()) if watcher is not None else None))
     for family in families:
         for spec in family.specs():
@@ -262,7 +268,7 @@ def build(config: Config) -> Bot:
                             config.updates.auto_update, auto_upgrader, prefix)
     # health and metrics (issue 8): the HTTP listener and its metrics, only when enabled.
     health = (build_health(config, observers=observers, database=database, clock=gateway,
-                           pool=pool, registry=registry)
+                           pool=pool, registry=registry, tasks=tasks)
               if config.health.enabled else None)
     scheduler = None
     schedules = {name: b.schedule for name, b in config.backups.items() if b.schedule}

@@ -141,6 +141,8 @@ class RoomConfig(Strict):
     servers: list[str] = []
     apps: list[str] = ["*"]
     notifications: bool = False
+    # Notification rooms (refs under `rooms`) that a `!mute` in this room silences too.
+    mute_rooms: list[str] = []
     roles: dict[str, RoleRule] = {}
     # Per-operation policy overrides for this room.
     policies: dict[str, PolicyConfig] = {}
@@ -326,6 +328,11 @@ class Config(Strict):
             for server in room.servers:
                 if server not in self.servers:
                     raise ValueError(f"rooms.{ref}.servers: unknown server {server!r}")
+            for other in room.mute_rooms:
+                if other not in self.rooms:
+                    raise ValueError(f"rooms.{ref}.mute_rooms: {other!r} is not under `rooms`")
+                if not self.rooms[other].notifications:
+                    raise ValueError(f"rooms.{ref}.mute_rooms: {other!r} gets no notifications")
         for server in self.backups:
             if server not in self.servers:
                 raise ValueError(f"backups: unknown server {server!r}")

@@ -1,7 +1,11 @@
 """health and metrics (issue 8): an optional HTTP listener for orchestrators and Prometheus.
 
     GET /healthz   200 when the last sync finished recently and the state is writable, else 503;
-                   a small JSON body says which check failed (no paths, no secrets).
+                   a small JSON body says which check failed (no paths, no secrets). A
+                   background loop that died recently and is restarted (approval expiry, the
+                   swarm watcher, update checks, scheduled backups) makes the status
+                   "degraded", still with 200: restarting the container would not fix it and
+                   would interrupt running operations; the log has the traceback.
     GET /metrics   Prometheus text format (the maintained `prometheus_client` library).
 
 Metrics come from the Observers bus (commands, operations, syncs), from a periodic probe of
@@ -43,6 +47,7 @@ from coopbot.registry import CommandRegistry
 from coopbot.store.approvals import ApprovalStore
 from coopbot.store.database import Database
 from coopbot.store.kv import KeyValueStore
+from coopbot.tasks import Supervised
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,12 @@ class Probe(Protocol):
 
 class KeyValue(Protocol):
     async def set(self, key: str, value: str) -> None: ...
+
+
+class SupervisedTasks(Protocol):
+    """The task group: the state of every supervised background loop."""
+
+    def supervised(self) -> list[Supervised]: ...
 
 
 class Metrics:
@@ -128,11 +139,23 @@ class HealthChecks:
     """What /healthz answers: is the sync loop alive, can the bot write its state?"""
 
     def __init__(self, clock: SyncClock, kv: KeyValue, state_dirs: Iterable[Path],
-                 max_sync_age: float) -> None:
+                 max_sync_age: float, tasks: SupervisedTasks | None = None) -> None:
         self._clock = clock
         self._kv = kv
         self._dirs = tuple(state_dirs)
         self._max_age = max_sync_age
+        self._tasks = tasks
+
+    def background(self) -> CheckResult:
+        """Not part of ok/failing: a failing loop only degrades the status."""
+        supervised = self._tasks.supervised() if self._tasks is not None else []
+        failing = [t for t in supervised if t.failing]
+        if not failing:
+            return CheckResult(True, "background tasks running")
+        return CheckResult(False, "failed recently: " + ", ".join(
+            f"{t.name} ({t.failures} failure(s) in a row, last {t.last_error}; "
+            f"{'running again' if t.started_at is not None else 'waiting to restart'})"
+            for t in failing))
 
     def sync(self) -> CheckResult:
         if not self._clock.synced_once.is_set():
@@ -237,12 +260,14 @@ class HealthServer:
     async def _healthz(self, request: web.Request) -> web.Response:
         sync = self._checks.sync()
         store = await self._checks.store()
+        tasks = self._checks.background()
         ok = sync.ok and store.ok
         body = {
-            "status": "ok" if ok else "failing",
+            "status": ("ok" if tasks.ok else "degraded") if ok else "failing",
             "checks": {
                 "sync": {"ok": sync.ok, "detail": sync.detail},
                 "store": {"ok": store.ok, "detail": store.detail},
+                "tasks": {"ok": tasks.ok, "detail": tasks.detail},
             },
         }
         return web.json_response(body, status=200 if ok else 503)
@@ -258,7 +283,7 @@ class HealthServer:
 
 def build_health(
     config: Config, *, observers: Observers, database: Database, clock: SyncClock, pool: Probe,
-    registry: CommandRegistry,
+    registry: CommandRegistry, tasks: SupervisedTasks | None = None,
 ) -> HealthServer:
     """The composition root's one call: metrics subscribed to `observers`, listener not started."""
     approvals = ApprovalStore(database)
@@ -276,7 +301,7 @@ def build_health(
     observers.subscribe(metrics.observe)
     state_dirs = (config.database.parent, config.matrix.store, config.recipes.cache)
     checks = HealthChecks(clock, KeyValueStore(database), state_dirs,
-                          config.health.max_sync_age_seconds)
+                          config.health.max_sync_age_seconds, tasks)
     return HealthServer(config.health, metrics, checks, clock, pool, pending_approvals)
 
 
@@ -300,7 +325,8 @@ def check(config: HealthConfig, timeout: float = 5.0) -> tuple[bool, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             body = json.loads(response.read() or b"{}")
-            return True, f"healthy: {_summary(body)}"
+            degraded = isinstance(body, dict) and body.get("status") == "degraded"
+            return True, f"{'degraded' if degraded else 'healthy'}: {_summary(body)}"
     except urllib.error.HTTPError as error:
         try:
             body = json.loads(error.read() or b"{}")

@@ -56,6 +56,9 @@ class RoomDirectory:
     def room_ids(self) -> list[RoomID]:
         return list(self._by_id)
 
+    def rooms(self) -> list[ConfiguredRoom]:
+        return list(self._by_id.values())
+
     def notification_rooms(self) -> list[ConfiguredRoom]:
         return [room for room in self._by_id.values() if room.config.notifications]
 

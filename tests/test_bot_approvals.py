@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,10 @@ from typing import Any
 import pytest
 from nio import RoomMessage
 
+from coopbot.app import Bot
+from coopbot.config import load_config
+from coopbot.store.approvals import ApprovalStore, RequestState
+from coopbot.store.database import Database
 from tests.harness.apps import app_env, create_secret, stack_of, unique_domain
 from tests.harness.bot import RunningBot, StartBot, ask_bot
 from tests.harness.recipes import AbraDir
@@ -298,3 +303,97 @@ async def test_restart_mid_vote_counts_votes_cast_while_down(
     assert v.bot.bot is not None
     history = await v.bot.bot.operations.history(domain)
     assert [op.result for op in history] == ["ok"]
+
+
+@pytest.mark.policy(expires="20s")
+async def test_restart_with_an_open_request_catches_up_then_expires_on_time(
+    vote_room: VoteRoom, new_app: Any
+) -> None:
+    v = vote_room
+    domain = new_app()
+    request_id, card_id = await v.request(v.bob, f"!deploy {domain} 1.0.0+v1")
+    assert v.bot.bot is not None
+    opened = await ApprovalStore(v.bot.bot.database).get(request_id)
+    assert opened is not None
+    await v.bot.stop()
+    await v.carol.react(v.room, card_id, "👍")  # cast while the bot is down
+    await v.bot.start()
+    card = await v.card_says(v.bob, card_id, "Votes: 1 of 2")
+    assert v.carol.user_id in card and "Status: open" in card
+
+    card = await v.card_says(v.bob, card_id, "expired without enough votes", timeout=60)
+    late = time.time() - opened.expires_at
+    assert late < 6, f"expired {late:.1f} s after its time"  # the timer looks every 2 s
+    assert "Vote: react" not in card
+    # Votes after the expiry change nothing: it never runs.
+    await v.dave.react(v.room, card_id, "👍")
+    answer = await v.command(v.dave, f"!approve {request_id}")
+    assert answer.startswith(f"Request #{request_id} expired at ")
+    assert answer.endswith("votes are closed; ask again if it is still wanted.")
+    await asyncio.sleep(2)
+    assert await v.bot.bot.operations.history(domain) == []
+    await v.card_says(v.bob, card_id, "expired without enough votes", timeout=1)
+
+
+def without_expiry_timer(bot: Bot) -> None:
+    """The expiry loop never looks (as when it died at start-up): votes alone must expire."""
+
+    async def never(stop: asyncio.Event) -> None:
+        await stop.wait()
+
+    bot.approvals.run_expiry = never  # type: ignore[method-assign]
+
+
+@pytest.mark.policy(expires="4s")
+async def test_a_quorum_cast_after_the_expiry_while_the_bot_was_down_does_not_run(
+    vote_room: VoteRoom, new_app: Any
+) -> None:
+    v = vote_room
+    domain = new_app()
+    request_id, card_id = await v.request(v.bob, f"!deploy {domain} 1.0.0+v1")
+    await v.bot.stop()
+    await asyncio.sleep(5)  # the request expires while nobody watches
+    await v.carol.react(v.room, card_id, "👍")
+    await v.dave.react(v.room, card_id, "👍")
+    await v.bot.start(prepare=without_expiry_timer)
+    card = await v.card_says(v.bob, card_id, "expired without enough votes", timeout=30)
+    assert "done" not in card and "running" not in card
+    await asyncio.sleep(2)
+    assert v.bot.bot is not None
+    assert await v.bot.bot.operations.history(domain) == []
+    request = await ApprovalStore(v.bot.bot.database).get(request_id)
+    assert request is not None and request.state == RequestState.EXPIRED
+    audit = await v.bot.audit(limit=200)
+    assert [row.result for row in audit if row.command == f"request #{request_id}"
+            and not row.result.startswith("opened")] == ["expired: "]
+
+
+async def test_a_request_left_running_is_interrupted_at_start_up(
+    vote_room: VoteRoom, new_app: Any
+) -> None:
+    v = vote_room
+    domain = new_app()
+    request_id, card_id = await v.request(v.bob, f"!deploy {domain} 1.0.0+v1")
+    await v.bot.stop()
+    # The bot crashed while it ran the approved request: the row says running.
+    config = load_config(v.bot.config_path)
+    async with Database(config.database) as database:
+        assert await ApprovalStore(database).transition(request_id, RequestState.OPEN,
+                                                        RequestState.RUNNING)
+    await v.bot.start()
+    card = await v.card_says(
+        v.bob, card_id, "interrupted: coopbot stopped before it recorded the outcome", timeout=30)
+    assert f"`!ps {domain}` show where it stands" in card
+    assert v.bot.bot is not None
+    request = await ApprovalStore(v.bot.bot.database).get(request_id)
+    assert request is not None and request.state == RequestState.INTERRUPTED
+    assert request.closed_at is not None
+    audit = await v.bot.audit(limit=200)
+    assert [row.result for row in audit if row.command == f"request #{request_id}"
+            and not row.result.startswith("opened")] == [
+        "interrupted: coopbot stopped before it recorded the outcome"]
+    answer = await v.command(v.carol, f"!approve {request_id}")
+    assert answer == f"Request #{request_id} is interrupted: votes are closed."
+    # A new request for the same app can be made.
+    again, _ = await v.request(v.bob, f"!deploy {domain} 1.0.0+v1")
+    assert again == request_id + 1

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from coopbot.observe import OperationFinished
 from tests.harness.apps import app_env, create_secret, stack_of, unique_domain
-from tests.harness.bot import RunningBot, StartBot, answer_to
+from tests.harness.bot import RunningBot, StartBot, answer_to, ask_bot
 from tests.harness.recipes import (
     TESTAPP_RELEASES,
     AbraDir,
@@ -75,7 +76,7 @@ async def rooms(
     marker = request.node.get_closest_marker("bot_config")
     extra: dict[str, Any] = dict(marker.kwargs) if marker else {}
     bot = await start_bot(
-        rooms={ops: {"servers": ["local"]},
+        rooms={ops: {"servers": ["local"], "mute_rooms": [news]},
                news: {"servers": ["local"], "notifications": True}},
         servers={"local": {"kind": "local", "socket": dockerd.socket}},
         apps_dir=str(abra_dir.path),
@@ -139,16 +140,77 @@ async def test_mute_silences_and_unmute_restores(rooms: Rooms, app: str) -> None
     r = rooms
     _, answer = await r.ask(f"!mute {app} 1h")
     assert f"`{app}` is muted until" in answer
+    assert f" in {r.news}: no notifications about it there" in answer  # via `mute_rooms`
     _, watch = await r.ask("!watch")
     assert f"`{app}` muted until" in watch
     await r.ask(f"!deploy {app} 1.0.0+v1")
     await asyncio.sleep(2)
     assert not [n for n in r.news_from_bot() if app in n], "a muted app was announced"
+    news_watch = await ask_bot(r.bob, r.news, r.bot.user_id, "!watch")
+    assert f"- `{app}` muted here from {r.ops} until" in news_watch
     _, answer = await r.ask(f"!unmute {app}")
     assert answer == f"`{app}` is unmuted: notifications about it resume."
     await r.ask(f"!undeploy {app}")
     news = await r.news_matching(f"undeploy `{app}`")
     assert "1.0.0+v1 -> removed: ok" in news
+
+
+async def test_a_mute_silences_its_own_room_only_and_only_for_apps_it_controls(
+    make_member: MakeMember, start_bot: StartBot, abra_dir: AbraDir, dockerd: Dockerd,
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    alice = await make_member(f"alice-{tag}")
+    bob = await make_member(f"bob-{tag}")
+    shared, theirs = unique_domain(), unique_domain()
+    for domain in (shared, theirs):
+        app_env(abra_dir, "local", domain)
+    # Two teams' rooms, both notified about `shared`; only room B controls `theirs`.
+    room_a = await alice.create_room(invite=[bob.user_id], power_levels={bob.user_id: 50})
+    room_b = await alice.create_room(invite=[bob.user_id], power_levels={bob.user_id: 50})
+    for room in (room_a, room_b):
+        await bob.join(room)
+    bot = await start_bot(
+        rooms={room_a: {"servers": ["local"], "apps": [shared], "notifications": True},
+               room_b: {"servers": ["local"], "notifications": True}},
+        servers={"local": {"kind": "local", "socket": dockerd.socket}},
+        apps_dir=str(abra_dir.path), updates={"check_every": "0s"},
+    )
+    for room in (room_a, room_b):
+        await alice.invite(room, bot.user_id)
+        await alice.wait_joined(room, bot.user_id)
+
+    async def ask(room: str, body: str) -> str:
+        return await ask_bot(bob, room, bot.user_id, body)
+
+    refused = await ask(room_a, f"!mute {theirs} 1h")
+    assert refused == f"App `{theirs}` is not controlled from this room."
+    answer = await ask(room_a, f"!mute {shared} 1h")
+    assert answer.startswith(f"`{shared}` is muted until ")
+    assert " in this room: no notifications about it there until then" in answer
+    assert f"`{shared}` muted until" in await ask(room_a, "!watch")
+    watch_b = await ask(room_b, "!watch")
+    assert "Nothing is muted." in watch_b and shared not in watch_b
+
+    # An operation on `shared` finishes: the deployer's event reaches the notifier as usual.
+    assert bot.bot is not None
+    await bot.bot.observers.emit(OperationFinished(
+        operation_id=f"op-{tag}", kind="upgrade", app=shared, server="local",
+        from_version="1.0.0+v1", to_version="1.1.0+v2", requester=bob.user_id, approvers=(),
+        room_id=room_b, event_id=None, result="ok", summary="", duration=3.0))
+    news = await bob.wait_for_message(
+        room_b, sender=bot.user_id, timeout=30,
+        predicate=lambda e: f"upgrade `{shared}`" in str(e.source["content"].get("body", "")))
+    assert "1.0.0+v1 -> 1.1.0+v2: ok" in str(news.source["content"]["body"])
+    # Room A comes first in the config: had it not been muted, its copy would be there by now.
+    await asyncio.sleep(2)
+    assert not [m for m in bob.messages_from(room_a, bot.user_id)
+                if f"upgrade `{shared}`" in str(m.source["content"].get("body", ""))], \
+        "room A muted the app but was notified"
+
+    # Room B's unmute cannot end room A's mute; room A's can.
+    assert await ask(room_b, f"!unmute {shared}") == f"`{shared}` was not muted from this room."
+    assert await ask(room_a, f"!unmute {shared}") == (
+        f"`{shared}` is unmuted: notifications about it resume.")
 
 
 async def test_new_versions_are_announced_once(rooms: Rooms, app: str) -> None:

@@ -88,6 +88,25 @@ def test_unreadable_password_file_and_unset_env(tmp_path: Path) -> None:
     assert problems == ["matrix.password: environment variable COOPBOT_NOT_SET_ANYWHERE is not set"]
 
 
+def test_mute_rooms_must_be_notification_rooms_under_rooms(tmp_path: Path) -> None:
+    rooms = """
+rooms:
+  "#ops:localhost":
+    mute_rooms: ["{target}"]
+  "#news:localhost":
+    notifications: {notified}
+"""
+    path = write(tmp_path, MINIMAL + rooms.format(target="#elsewhere:localhost", notified="true"))
+    assert problems_of(path) == [
+        "rooms.#ops:localhost.mute_rooms: '#elsewhere:localhost' is not under `rooms`"]
+    path = write(tmp_path, MINIMAL + rooms.format(target="#news:localhost", notified="false"))
+    assert problems_of(path) == [
+        "rooms.#ops:localhost.mute_rooms: '#news:localhost' gets no notifications"]
+    config = load_config(write(tmp_path, MINIMAL + rooms.format(target="#news:localhost",
+                                                               notified="true")))
+    assert config.rooms["#ops:localhost"].mute_rooms == ["#news:localhost"]
+
+
 def test_room_references_unknown_server_and_role(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + """
 rooms:

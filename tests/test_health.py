@@ -24,6 +24,7 @@ from coopbot.cli import main as cli_main
 from coopbot.config import HealthConfig, load_config
 from coopbot.health import HealthChecks, HealthServer, Metrics, check, probe_url
 from coopbot.observe import OperationFinished
+from coopbot.tasks import TaskGroup
 from tests.harness.apps import app_env, create_secret, stack_of, unique_domain
 from tests.harness.bot import StartBot, ask_bot
 from tests.harness.recipes import AbraDir
@@ -156,6 +157,49 @@ async def test_healthz_and_metrics_of_a_running_bot(
     assert await asyncio.to_thread(cli_main, ["health", "-c", str(bot.config_path)]) == 1
 
 
+async def test_a_dying_background_loop_is_restarted_reported_once_and_shown(
+    start_bot: StartBot, caplog: pytest.LogCaptureFixture,
+) -> None:
+    port = free_port()
+    bot = await start_bot(health={"enabled": True, "bind": "127.0.0.1", "port": port})
+    assert bot.bot is not None
+    approvals = bot.bot.approvals
+    real_expire_due = approvals.expire_due
+    calls = 0
+
+    async def expire_due_failing_twice() -> int:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise RuntimeError("a bug in the expiry check")
+        return await real_expire_due()
+
+    caplog.set_level(logging.WARNING, logger="coopbot.tasks")
+    # The running expiry loop calls it every 2 s: it dies twice, then runs again.
+    approvals.expire_due = expire_due_failing_twice  # type: ignore[method-assign]
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while calls < 4:  # restarted after 1 s, then 2 s; the fourth call is the loop working
+        assert time.monotonic() < deadline, f"the expiry loop was not restarted ({calls} calls)"
+        await asyncio.sleep(0.2)
+
+    status, _, body = await get(f"{base}/healthz")
+    health = json.loads(body)
+    assert status == 200 and health["status"] == "degraded", body
+    assert health["checks"]["tasks"]["detail"] == (
+        "failed recently: approval expiry (2 failure(s) in a row, last RuntimeError; "
+        "running again)")
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "background task approval expiry failed; restarting it in 1 s"]
+    assert errors[0].exc_info is not None  # the traceback is in the log
+    repeats = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert repeats == ["background task approval expiry failed again (2 times in a row: "
+                       "RuntimeError); restarting it in 2 s"]
+    (state,) = [t for t in bot.bot.tasks.supervised() if t.name == "approval expiry"]
+    assert state.started_at is not None, "it is running again"
+
+
 class StaleClock:
     def __init__(self, synced: bool, age: float) -> None:
         self.synced_once = asyncio.Event()
@@ -177,9 +221,10 @@ class NoServers:
         return {}
 
 
-async def serve(clock: StaleClock, kv: Any, dirs: list[Path]) -> tuple[HealthServer, str]:
+async def serve(clock: StaleClock, kv: Any, dirs: list[Path],
+                tasks: TaskGroup | None = None) -> tuple[HealthServer, str]:
     config = HealthConfig(enabled=True, port=0, max_sync_age_seconds=60)
-    checks = HealthChecks(clock, kv, dirs, config.max_sync_age_seconds)
+    checks = HealthChecks(clock, kv, dirs, config.max_sync_age_seconds, tasks)
 
     async def no_approvals() -> int:
         return 0
@@ -222,6 +267,42 @@ async def test_healthz_fails_on_a_stale_sync_an_unwritable_store_and_before_the_
         assert status == expected_status, body
         assert expected_text in body
         assert "/secret/path" not in body  # error details go to the log only
+
+
+async def test_healthz_is_degraded_while_a_background_loop_is_being_restarted(
+    tmp_path: Path,
+) -> None:
+    tasks = TaskGroup(first_delay=0.01, max_delay=0.02, healthy_after=30)
+    stop = asyncio.Event()
+
+    async def steady() -> None:
+        await stop.wait()
+
+    async def dying() -> None:
+        raise OSError("cannot open /secret/path")
+
+    tasks.supervise(steady, name="update checks", stop=stop)
+    server, url = await serve(StaleClock(synced=True, age=1), MemoryStore(), [tmp_path], tasks)
+    try:
+        status, _, body = await get(url)
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        assert json.loads(body)["checks"]["tasks"] == {"ok": True,
+                                                       "detail": "background tasks running"}
+        tasks.supervise(dying, name="approval expiry", stop=stop)
+        await asyncio.sleep(0.1)
+        status, _, body = await get(url)
+    finally:
+        await server.stop()
+        stop.set()
+        await tasks.drain(timeout=1)
+    health = json.loads(body)
+    # Degraded, not failing: a new container would not fix a bug in a loop.
+    assert status == 200 and health["status"] == "degraded", body
+    detail = health["checks"]["tasks"]["detail"]
+    assert not health["checks"]["tasks"]["ok"]
+    assert detail.startswith("failed recently: approval expiry (")
+    assert "failure(s) in a row, last OSError; " in detail and "update checks" not in detail
+    assert "/secret/path" not in body
 
 
 def test_probe_url_of_wildcard_binds() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from coopbot.store.database import Database
 from coopbot.store.handled import HandledEvents
 from coopbot.store.kv import KeyValueStore
 from coopbot.store.migrations import MIGRATIONS
+from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
 
 
@@ -85,3 +87,33 @@ async def test_deployed_versions_newest_first(tmp_path: Path) -> None:
                             room_id=None, event_id=None)
             await ops.finish(f"op{number}", result, "")
         assert await ops.deployed_versions("blog") == ["1.1.0", "1.0.0"]
+
+
+async def test_mutes_are_per_room_and_earlier_mutes_stay_with_the_room_that_set_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bot.db"
+    conn = sqlite3.connect(path)  # a database of the release before per-room mutes
+    for script in MIGRATIONS[:4]:
+        conn.executescript(script)
+    conn.execute("INSERT INTO mutes(app, until, muted_by, room_id) VALUES(?, ?, ?, ?)",
+                 ("blog", time.time() + 3600, "@a:x", "!ops:x"))
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    async with Database(path) as db:
+        notices = NoticeStore(db)
+        kept = await notices.muted("blog", ["!ops:x"])
+        assert kept is not None and kept.muted_by == "@a:x"
+        assert await notices.muted("blog", ["!news:x"]) is None
+        await notices.mute("!news:x", "blog", 60, "@b:x")
+        await notices.mute("!news:x", "wiki", 60, "@b:x")
+        assert [(m.room_id, m.app) for m in await notices.active_mutes(["!ops:x", "!news:x"])] \
+            == [("!news:x", "blog"), ("!ops:x", "blog"), ("!news:x", "wiki")]
+        assert await notices.active_mutes([]) == []
+        assert await notices.unmute("!ops:x", "blog")
+        assert not await notices.unmute("!ops:x", "blog")  # the other room's mute is untouched
+        left = await notices.muted("blog", ["!ops:x", "!news:x"])
+        assert left is not None and left.room_id == "!news:x"
+        await notices.mute("!news:x", "blog", -1, "@b:x")  # an expired mute silences nothing
+        assert await notices.muted("blog", ["!news:x"]) is None

@@ -5,6 +5,10 @@ Votes arrive as reactions on the card or `!approve` / `!deny`; each vote is stor
 tally is recomputed from the stored votes and every voter's role *now*. When the quorum is
 reached the request moves to `running` in one conditional UPDATE (exactly once), the plan is
 computed again and compared with the approved one, and only an identical plan runs.
+
+Every path out of `running` ends in a closed state with its audit row, whatever raises on the
+way; requests an earlier run left `running` are closed as `interrupted` at start-up. A request
+past its expiry time is expired by whichever comes first: the timer or a vote arriving.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from coopbot.approvals.card import NO_KEYS, YES_KEYS, render
+from coopbot.approvals.card import NO_KEYS, YES_KEYS, render, when
 from coopbot.approvals.policy import Policy, PolicyResolver
 from coopbot.approvals.tally import Outcome, Tally, Vote, tally
 from coopbot.echo import shown
@@ -31,7 +35,13 @@ from coopbot.replies import Reply
 from coopbot.roles import RoleGrant, RoleResolver
 from coopbot.rooms import RoomDirectory
 from coopbot.status_message import status_message
-from coopbot.store.approvals import OPEN, RUNNING, ApprovalRequest, ApprovalStore
+from coopbot.store.approvals import (
+    OPEN,
+    RUNNING,
+    ApprovalRequest,
+    ApprovalStore,
+    RequestState,
+)
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.operations import OperationStore
 from coopbot.tasks import TaskGroup
@@ -39,6 +49,13 @@ from coopbot.tasks import TaskGroup
 log = logging.getLogger(__name__)
 
 EXPIRY_CHECK_SECONDS = 2.0
+EXPIRED_STATUS = "expired without enough votes; ask again if still wanted"
+
+
+def past_expiry(request: ApprovalRequest, now: float | None = None) -> bool:
+    """Votes reaching the bot at or after `expires_at` come too late (the bot's clock decides,
+    never a sender's timestamp)."""
+    return (time.time() if now is None else now) >= request.expires_at
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,24 @@ class PlannedChange:
 
 Planner = Callable[[Invocation], Awaitable[PlannedChange]]
 Executor = Callable[[Invocation, IncomingMessage], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Closing:
+    """How a request leaves `running`: its state, the outcome stored and audited, the card's
+    status line."""
+
+    state: RequestState
+    detail: str
+    status: str
+
+
+@dataclass
+class RunProgress:
+    """How far an approved request got: what to close it with if the next step raises."""
+
+    closing: Closing
+    replacement: tuple[Invocation, IncomingMessage, PlannedChange] | None = None
 
 
 class CardPoster(Protocol):
@@ -90,6 +125,9 @@ class Approvals:
         self._executor: Executor | None = None
         # Votes on one request are evaluated one at a time (card edits stay in order).
         self._locks: dict[int, asyncio.Lock] = {}
+        # Requests this process is running: the start-up clean-up leaves them alone.
+        self._running_here: set[int] = set()
+        self._expiry_failures: set[int] = set()  # requests whose expiry failed (logged once)
 
     def bind_executor(self, executor: Executor) -> None:
         """The pipeline's operation stage; set after both are built (they refer to each other)."""
@@ -155,6 +193,9 @@ class Approvals:
         request = await self._store.by_card(reaction.relates_to)
         if request is None or request.state != OPEN:
             return
+        if past_expiry(request):
+            await self.evaluate(request)  # expires it; the vote is not recorded
+            return
         await self._vote(request, reaction.sender, approve, reaction.event_id, "", "reaction")
 
     async def redaction(self, redaction: IncomingRedaction) -> None:
@@ -173,6 +214,12 @@ class Approvals:
 
     async def vote_command(self, inv: Invocation, approve: bool) -> Reply:
         request = await self._request_in_room(inv)
+        if request.state == OPEN and past_expiry(request):
+            await self.evaluate(request)  # expires it: the card says so
+            request = await self._store.get(request.id) or request
+        if request.state == RequestState.EXPIRED:
+            raise UserError(f"Request #{request.id} expired at {when(request.expires_at)}: votes "
+                            "are closed; ask again if it is still wanted.")
         if request.state != OPEN:
             raise UserError(f"Request #{request.id} is {request.state}: votes are closed.")
         counted = await self._vote(request, inv.sender, approve, inv.event_id,
@@ -201,11 +248,16 @@ class Approvals:
 
     # ---- tally and execution ----------------------------------------------------------------
 
+    def _lock(self, request_id: int) -> asyncio.Lock:
+        return self._locks.setdefault(request_id, asyncio.Lock())
+
     async def evaluate(self, request: ApprovalRequest) -> None:
-        lock = self._locks.setdefault(request.id, asyncio.Lock())
-        async with lock:
+        async with self._lock(request.id):
             current = await self._store.get(request.id)
             if current is None or current.state != OPEN:
+                return
+            if past_expiry(current):
+                await self._expire(current)
                 return
             policy = Policy(**current.policy)
             result = await self._tally(current, policy)
@@ -214,7 +266,8 @@ class Approvals:
                 return
             if result.outcome == Outcome.DENIED:
                 names = ", ".join(v.voter for v in result.no)
-                if await self._store.transition(current.id, OPEN, "denied", f"denied by {names}"):
+                if await self._store.transition(current.id, OPEN, RequestState.DENIED,
+                                                f"denied by {names}"):
                     closed = await self._store.get(current.id)
                     assert closed is not None
                     await self._edit_card(closed, policy, result, f"denied by {names}")
@@ -224,6 +277,7 @@ class Approvals:
                 running = await self._store.get(current.id)
                 assert running is not None
                 approvers = tuple(v.voter for v in result.yes)
+                self._running_here.add(running.id)
                 await self._edit_card(running, policy, result,
                                       f"approved by {', '.join(approvers) or 'policy'}: running")
                 self._tasks.spawn(self._run(running, policy, result, approvers),
@@ -246,33 +300,71 @@ class Approvals:
 
     async def _run(self, request: ApprovalRequest, policy: Policy, result: Tally,
                    approvers: tuple[str, ...]) -> None:
+        """Plan again, compare, execute; whatever raises, the request is closed and audited."""
+        progress = RunProgress(Closing(
+            RequestState.FAILED, "internal error before it ran",
+            "could not run: internal error (the details are in the bot's log)"))
+        try:
+            await self._plan_and_execute(request, approvers, progress)
+        except asyncio.CancelledError:
+            progress.closing = Closing(RequestState.INTERRUPTED, "coopbot stopped while it ran",
+                                       self._interrupted_status(request))
+            raise
+        except Exception:
+            log.exception("approved request %s: %s", request.id, progress.closing.detail)
+        finally:
+            await self._close(request, policy, result, progress.closing)
+            self._running_here.discard(request.id)
+        if progress.replacement is not None:
+            inv, message, planned = progress.replacement
+            try:
+                fresh = await self._open(inv, message, policy, planned, replaces=request.id)
+            except Exception:
+                log.exception("request %s is void; opening its replacement failed", request.id)
+                return
+            log.info("request %s void (plan changed); request %s replaces it",
+                     request.id, fresh.id)
+
+    async def _plan_and_execute(self, request: ApprovalRequest, approvers: tuple[str, ...],
+                                progress: RunProgress) -> None:
+        by = ", ".join(approvers) or "policy"
         message = self._message_of(request)
         try:
             inv = await self._invocation(request, message, approvers)
-            planner = self._planners[request.operation]
-            planned = await planner(inv)
+            planned = await self._planners[request.operation](inv)
         except CoopbotError as error:
-            await self._store.transition(request.id, RUNNING, "failed", str(error))
-            await self._edit_card(request, policy, result, f"could not be planned again: {error}")
-            await self._close_audit(request, "failed", str(error))
+            progress.closing = Closing(RequestState.FAILED, str(error),
+                                       f"could not be planned again: {error}")
             return
         if planned.binding != request.binding:
-            await self._store.transition(request.id, RUNNING, "void", "plan changed")
             why = str(PlanChanged(request.binding, planned.binding))
-            await self._edit_card(request, policy, result, f"void: {why}")
-            await self._close_audit(request, "void", why)
-            fresh = await self._open(inv, message, policy, planned, replaces=request.id)
-            log.info("request %s void (plan changed); request %s replaces it",
-                     request.id, fresh.id)
+            progress.closing = Closing(RequestState.VOID, why, f"void: {why}")
+            progress.replacement = (inv, message, planned)
             return
         assert self._executor is not None, "approvals used before bind_executor()"
+        # From here the operation may have run: an error means its outcome is unknown.
+        progress.closing = Closing(RequestState.INTERRUPTED, "its outcome could not be reported",
+                                   self._interrupted_status(request))
         ok = await self._executor(inv, message)
-        state = "done" if ok else "failed"
-        await self._store.transition(request.id, RUNNING, state)
-        await self._edit_card(request, policy, result,
-                              f"approved by {', '.join(approvers) or 'policy'}: "
-                              f"{'done' if ok else 'ran and failed'} (see the thread)")
-        await self._close_audit(request, state, ", ".join(approvers))
+        progress.closing = Closing(
+            RequestState.DONE if ok else RequestState.FAILED, by,
+            f"approved by {by}: {'done' if ok else 'ran and failed'} (see the thread)")
+
+    def _interrupted_status(self, request: ApprovalRequest) -> str:
+        return (f"interrupted: coopbot stopped before it recorded the outcome; the thread and "
+                f"`{self._prefix}ps {request.app}` show where it stands")
+
+    async def _close(self, request: ApprovalRequest, policy: Policy, result: Tally | None,
+                     closing: Closing) -> None:
+        """Leave `running`: the state and the audit row first, then the card (which may fail)."""
+        try:
+            if not await self._store.transition(request.id, RUNNING, closing.state,
+                                                closing.detail):
+                return
+            await self._close_audit(request, closing.state, closing.detail)
+        except Exception:
+            log.exception("could not record that request %s is %s", request.id, closing.state)
+        await self._edit_card(request, policy, result, closing.status)
 
     async def _invocation(self, request: ApprovalRequest, message: IncomingMessage,
                           approvers: tuple[str, ...]) -> Invocation:
@@ -317,6 +409,8 @@ class Approvals:
                                     render(request, policy, result, status, self._prefix))
         except CoopbotError as error:
             log.warning("could not update the card of request %s: %s", request.id, error)
+        except Exception:  # the card is a view of the stored state: never worth a crash
+            log.exception("could not update the card of request %s", request.id)
 
     async def _close_audit(self, request: ApprovalRequest, state: str, detail: str) -> None:
         await self._audit.append(
@@ -333,7 +427,7 @@ class Approvals:
         if inv.sender != request.requester and not inv.grant.has(top_role):
             raise UserError(f"Only {request.requester} or an {top_role} can cancel "
                             f"request #{request.id}.")
-        if not await self._store.transition(request.id, OPEN, "cancelled",
+        if not await self._store.transition(request.id, OPEN, RequestState.CANCELLED,
                                             f"cancelled by {inv.sender}"):
             raise UserError(f"Request #{request.id} is {request.state}; it cannot be cancelled.")
         policy = Policy(**request.policy)
@@ -360,17 +454,58 @@ class Approvals:
     async def expire_due(self) -> int:
         expired = 0
         for request in await self._store.open_requests():
-            if request.expires_at > time.time():
+            if not past_expiry(request):
                 continue
-            if await self._store.transition(request.id, OPEN, "expired", "expired"):
-                expired += 1
-                policy = Policy(**request.policy)
-                closed = await self._store.get(request.id)
-                assert closed is not None
-                await self._edit_card(closed, policy, await self._tally(closed, policy),
-                                      "expired without enough votes; ask again if still wanted")
-                await self._close_audit(closed, "expired", "")
+            try:
+                async with self._lock(request.id):
+                    expired += await self._expire(request)
+            except Exception:
+                # One broken request must not keep the others from expiring.
+                if request.id not in self._expiry_failures:
+                    self._expiry_failures.add(request.id)
+                    log.exception("could not expire request %s", request.id)
         return expired
+
+    async def _expire(self, request: ApprovalRequest) -> bool:
+        """open -> expired (the caller holds the request's lock); False if already closed."""
+        if not await self._store.transition(request.id, OPEN, RequestState.EXPIRED, "expired"):
+            return False
+        closed = await self._store.get(request.id)
+        assert closed is not None
+        await self._close_audit(closed, RequestState.EXPIRED, "")
+        policy = Policy(**closed.policy)
+        await self._edit_card(closed, policy, await self._tally_or_none(closed, policy),
+                              EXPIRED_STATUS)
+        return True
+
+    async def _tally_or_none(self, request: ApprovalRequest, policy: Policy) -> Tally | None:
+        """The votes for a closing card; without them if the room's power cannot be read."""
+        try:
+            return await self._tally(request, policy)
+        except CoopbotError as error:
+            log.warning("could not count the votes of request %s: %s", request.id, error)
+            return None
+
+    async def resolve_interrupted(self) -> int:
+        """At start-up: close the requests an earlier run left `running` (it stopped, or could
+        not finish reporting) as interrupted, with their card and audit row."""
+        resolved = 0
+        for request in await self._store.in_state(RUNNING):
+            if request.id in self._running_here:
+                continue
+            try:
+                policy = Policy(**request.policy)
+                await self._close(request, policy, await self._tally_or_none(request, policy),
+                                  Closing(RequestState.INTERRUPTED,
+                                          "coopbot stopped before it recorded the outcome",
+                                          self._interrupted_status(request)))
+            except Exception:
+                log.exception("could not close interrupted request %s", request.id)
+                continue
+            resolved += 1
+            log.warning("request %s (%s %s) was left running by an earlier run: interrupted",
+                        request.id, request.operation, request.app)
+        return resolved
 
     async def run_expiry(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -390,18 +525,23 @@ class Approvals:
             if request.card_event_id is None:
                 continue
             try:
-                reactions = await self._poster.reactions_to(
-                    RoomID(request.room_id), EventID(request.card_event_id))
+                await self._catch_up(request)
             except CoopbotError as error:
                 log.warning("could not catch up votes of request %s: %s", request.id, error)
-                continue
-            present = {r.event_id for r in reactions}
-            stale = {v.event_id for v in await self._store.votes(request.id)
-                     if v.via == "reaction" and v.event_id not in present}
-            await self._store.drop_votes_by_event(request.id, stale)
-            for reaction in reactions:
-                await self.reaction(reaction)
-            await self.evaluate(request)
+            except Exception:  # the next request still gets its votes
+                log.exception("could not catch up votes of request %s", request.id)
+
+    async def _catch_up(self, request: ApprovalRequest) -> None:
+        assert request.card_event_id is not None
+        reactions = await self._poster.reactions_to(
+            RoomID(request.room_id), EventID(request.card_event_id))
+        present = {r.event_id for r in reactions}
+        stale = {v.event_id for v in await self._store.votes(request.id)
+                 if v.via == "reaction" and v.event_id not in present}
+        await self._store.drop_votes_by_event(request.id, stale)
+        for reaction in reactions:
+            await self.reaction(reaction)
+        await self.evaluate(request)
 
     async def _request_in_room(self, inv: Invocation) -> ApprovalRequest:
         text = inv.args.get("id", "").lstrip("#")

@@ -66,12 +66,16 @@ class Notifier:
                                 key=f"operation/{event.operation_id}")
 
     async def announce(self, server: str, app: str | None, reply: Reply, *, key: str) -> int:
-        """Post to every notification room of this app; returns how many rooms got it."""
-        if app is not None and await self._notices.muted(app) is not None:
-            log.info("notification about %s muted: %s", app, reply.text.splitlines()[0])
-            return 0
+        """Post to every notification room of this app that has not muted it (itself, or from a
+        room answering for it); returns how many rooms got it."""
         sent = 0
         for room_id in self._targets.for_app(server, app):
+            mute = (await self._notices.muted(app, self._targets.silenced_by(room_id))
+                    if app is not None else None)
+            if mute is not None:
+                log.info("notification to %s about %s muted (in %s by %s): %s", room_id, app,
+                         mute.room_id, mute.muted_by, reply.text.splitlines()[0])
+                continue
             try:
                 await self._poster.post(room_id, reply, key=f"notify/{room_id}/{key}")
                 sent += 1

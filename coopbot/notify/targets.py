@@ -1,4 +1,6 @@
-"""Which rooms are notified about an app: rooms with `notifications: true` that control it."""
+"""Which rooms are notified about an app (rooms with `notifications: true` that control it), and
+which rooms' mutes silence a notification room: its own, and those of the rooms that list it
+under `mute_rooms`. A mute never reaches any other room."""
 
 from __future__ import annotations
 
@@ -27,3 +29,25 @@ class NotificationTargets:
         if room is None or not room.config.notifications:
             return [], []
         return list(room.config.servers), list(room.config.apps)
+
+    def silenced_by(self, room_id: RoomID) -> list[RoomID]:
+        """The rooms whose mutes apply to notifications posted in `room_id`, itself first."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            return [room_id]
+        others = [other.room_id for other in self._rooms.rooms()
+                  if room.ref in other.config.mute_rooms and other.room_id != room_id]
+        return [room_id, *others]
+
+    def name_of(self, room_id: str) -> str:
+        """How the config names a room (its alias, if configured by one)."""
+        room = self._rooms.get(RoomID(room_id))
+        return room.ref if room is not None else room_id
+
+    def silenced_from(self, room_id: RoomID) -> tuple[bool, list[str]]:
+        """What a mute set in `room_id` silences: (this room itself?, the other notification
+        rooms, as written in the config)."""
+        room = self._rooms.get(room_id)
+        if room is None:
+            return False, []
+        return room.config.notifications, [r for r in room.config.mute_rooms if r != room.ref]

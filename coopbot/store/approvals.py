@@ -10,14 +10,29 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from coopbot.approvals.tally import Vote
 from coopbot.store.database import Database
 
-OPEN = "open"
-RUNNING = "running"
-CLOSED_STATES = ("done", "failed", "denied", "expired", "cancelled", "void")
+
+class RequestState(StrEnum):
+    OPEN = "open"  # waiting for votes
+    RUNNING = "running"  # approved; its plan is being checked and run
+    DONE = "done"
+    FAILED = "failed"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    VOID = "void"  # the plan changed before it ran; a fresh request replaces it
+    # The bot stopped (or could not report) while it ran: the outcome is in the thread, if any.
+    INTERRUPTED = "interrupted"
+
+
+OPEN = RequestState.OPEN
+RUNNING = RequestState.RUNNING
+CLOSED_STATES = frozenset(RequestState) - {OPEN, RUNNING}
 
 
 @dataclass(frozen=True)
@@ -91,22 +106,26 @@ class ApprovalStore:
         return _request(row) if row else None
 
     async def open_requests(self, room_id: str | None = None) -> list[ApprovalRequest]:
-        query = "SELECT * FROM approval_requests WHERE state = 'open'"
-        params: tuple[object, ...] = ()
+        return await self.in_state(OPEN, room_id)
+
+    async def in_state(self, state: RequestState,
+                       room_id: str | None = None) -> list[ApprovalRequest]:
+        query = "SELECT * FROM approval_requests WHERE state = ?"
+        params: tuple[object, ...] = (state.value,)
         if room_id is not None:
             query += " AND room_id = ?"
-            params = (room_id,)
+            params = (state.value, room_id)
         async with self._db.conn.execute(query + " ORDER BY id", params) as cursor:
             return [_request(row) for row in await cursor.fetchall()]
 
-    async def transition(self, request_id: int, from_state: str, to_state: str,
-                         outcome: str = "") -> bool:
+    async def transition(self, request_id: int, from_state: RequestState,
+                         to_state: RequestState, outcome: str = "") -> bool:
         """Move a request between states; False if someone else already moved it."""
         closed = time.time() if to_state in CLOSED_STATES else None
         cursor = await self._db.conn.execute(
             "UPDATE approval_requests SET state = ?, outcome = ?, closed_at = ?"
             " WHERE id = ? AND state = ?",
-            (to_state, outcome, closed, request_id, from_state),
+            (to_state.value, outcome, closed, request_id, from_state.value),
         )
         return cursor.rowcount == 1
 

@@ -109,4 +109,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (app, version)
     );
     """,
+    # 5: mutes per room: a mute silences the notifications of the room that set it (and of the
+    # rooms it answers for), never a room elsewhere; earlier mutes stay with the room that set them.
+    """
+    CREATE TABLE room_mutes (
+        room_id TEXT NOT NULL,
+        app TEXT NOT NULL,
+        until REAL NOT NULL,
+        muted_by TEXT NOT NULL,
+        PRIMARY KEY (room_id, app)
+    );
+    INSERT INTO room_mutes(room_id, app, until, muted_by)
+        SELECT room_id, app, until, muted_by FROM mutes;
+    DROP TABLE mutes;
+    ALTER TABLE room_mutes RENAME TO mutes;
+    """,
 ]

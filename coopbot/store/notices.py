@@ -1,8 +1,9 @@
-"""Notification state: maintenance-window mutes and which new versions were announced."""
+"""Notification state: maintenance-window mutes per room and which new versions were announced."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from coopbot.store.database import Database
@@ -13,40 +14,48 @@ class Mute:
     app: str
     until: float
     muted_by: str
-    room_id: str
+    room_id: str  # the room it was set in: it silences that room and the rooms it answers for
 
 
 class NoticeStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def mute(self, app: str, seconds: float, by: str, room_id: str) -> Mute:
+    async def mute(self, room_id: str, app: str, seconds: float, by: str) -> Mute:
         until = time.time() + seconds
         await self._db.conn.execute(
-            "INSERT INTO mutes(app, until, muted_by, room_id) VALUES(?, ?, ?, ?)"
-            " ON CONFLICT(app) DO UPDATE SET until = excluded.until,"
-            " muted_by = excluded.muted_by, room_id = excluded.room_id",
-            (app, until, by, room_id),
+            "INSERT INTO mutes(room_id, app, until, muted_by) VALUES(?, ?, ?, ?)"
+            " ON CONFLICT(room_id, app) DO UPDATE SET until = excluded.until,"
+            " muted_by = excluded.muted_by",
+            (room_id, app, until, by),
         )
         return Mute(app, until, by, room_id)
 
-    async def unmute(self, app: str) -> bool:
-        cursor = await self._db.conn.execute("DELETE FROM mutes WHERE app = ?", (app,))
+    async def unmute(self, room_id: str, app: str) -> bool:
+        cursor = await self._db.conn.execute(
+            "DELETE FROM mutes WHERE room_id = ? AND app = ?", (room_id, app))
         return cursor.rowcount > 0
 
-    async def muted(self, app: str) -> Mute | None:
-        async with self._db.conn.execute(
-            "SELECT app, until, muted_by, room_id FROM mutes WHERE app = ? AND until > ?",
-            (app, time.time()),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return Mute(*row) if row else None
+    async def muted(self, app: str, room_ids: Collection[str]) -> Mute | None:
+        """A current mute of `app` set in any of `room_ids`, if there is one."""
+        mutes = await self._active(room_ids, app)
+        return mutes[0] if mutes else None
 
-    async def active_mutes(self) -> list[Mute]:
-        async with self._db.conn.execute(
-            "SELECT app, until, muted_by, room_id FROM mutes WHERE until > ? ORDER BY app",
-            (time.time(),),
-        ) as cursor:
+    async def active_mutes(self, room_ids: Collection[str]) -> list[Mute]:
+        """The current mutes set in any of `room_ids`, by app."""
+        return await self._active(room_ids, None)
+
+    async def _active(self, room_ids: Collection[str], app: str | None) -> list[Mute]:
+        if not room_ids:
+            return []
+        marks = ", ".join("?" for _ in room_ids)
+        query = ("SELECT app, until, muted_by, room_id FROM mutes"
+                 f" WHERE room_id IN ({marks}) AND until > ?")
+        params: list[object] = [*room_ids, time.time()]
+        if app is not None:
+            query += " AND app = ?"
+            params.append(app)
+        async with self._db.conn.execute(query + " ORDER BY app, room_id", params) as cursor:
             return [Mute(*row) for row in await cursor.fetchall()]
 
     async def first_announcement(self, app: str, version: str) -> bool:

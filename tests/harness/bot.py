@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,9 +39,12 @@ class RunningBot:
         self.bot: Bot | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, prepare: Callable[[Bot], None] | None = None) -> None:
+        """`prepare` may change the built bot before it runs (e.g. to break a part of it)."""
         config = await asyncio.to_thread(load_config, self.config_path)
         self.bot = build(config)
+        if prepare is not None:
+            prepare(self.bot)
         self._task = asyncio.create_task(self.bot.run(), name=f"bot {self.user_id}")
         waiter = asyncio.create_task(self.bot.gateway.synced_once.wait())
         done, _ = await asyncio.wait({waiter, self._task}, timeout=READY_TIMEOUT,
