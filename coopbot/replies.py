@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _CODE = re.compile(r"`([^`]+)`")
@@ -42,21 +43,37 @@ class Reply:
 
 
 def _plain(text: str) -> str:
-    # A `code` span is literal: ** inside it (a member's value, say) is not bold markup.
-    parts = _CODE.split(text)
-    return "".join(f"`{part}`" if index % 2 else _BOLD.sub(r"\1", part)
-                   for index, part in enumerate(parts))
+    return _render(text, prose=lambda part: _BOLD.sub(r"\1", part), code=lambda part: f"`{part}`")
 
 
 def _inline(line: str) -> str:
-    out = []
-    for index, part in enumerate(_CODE.split(line)):
-        escaped = html.escape(part, quote=False)
-        if index % 2:
-            out.append(f"<code>{escaped}</code>")
-        else:
-            out.append(_BOLD.sub(r"<strong>\1</strong>", escaped))
-    return "".join(out)
+    return _render(
+        line,
+        prose=lambda part: _BOLD.sub(r"<strong>\1</strong>", html.escape(part, quote=False)),
+        code=lambda part: f"<code>{html.escape(part, quote=False)}</code>",
+    )
+
+
+def _render(text: str, *, prose: Callable[[str], str], code: Callable[[str], str]) -> str:
+    """A `code` span is literal (** inside it, a member's value say, is not markup), while
+    bold may span code (**`app` deployed**): code spans stand in as placeholders while the
+    prose is rendered, then are put back."""
+    parts = _CODE.split(text)
+    mark = _unused_char(text)
+    joined = "".join(part if index % 2 == 0 else f"{mark}{index}{mark}"
+                     for index, part in enumerate(parts))
+    rendered = prose(joined)
+    for index in range(1, len(parts), 2):
+        rendered = rendered.replace(f"{mark}{index}{mark}", code(parts[index]))
+    return rendered
+
+
+def _unused_char(text: str) -> str:
+    """A private-use character the text does not contain (placeholders must not collide)."""
+    point = 0xE000
+    while chr(point) in text:
+        point += 1
+    return chr(point)
 
 
 def _to_html(text: str) -> str:
