@@ -35,6 +35,7 @@ from coopbot.notify.updates import UpdateChecker
 from coopbot.observe import Observers
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.preflight import Preflight
+from coopbot.operations.recovery import Recovery
 from coopbot.operations.scope import AppScope
 from coopbot.operations.status import StatusViews
 from coopbot.parser import CommandParser
@@ -54,6 +55,7 @@ from coopbot.store.handled import HandledEvents
 from coopbot.store.kv import KeyValueStore
 from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
+from coopbot.store.status_messages import StatusMessages
 from coopbot.tasks import TaskGroup
 from coopbot.watch.watcher import SwarmWatcher
 
@@ -84,6 +86,8 @@ class Bot:
     updates: UpdateChecker
     roles: RoleResolver
     kv: KeyValueStore
+    statuses: StatusMessages
+    recovery: Recovery | None = None
     scheduler: BackupScheduler | None = None
     backups: BackupService | None = None
     watcher: SwarmWatcher | None = None
@@ -94,9 +98,9 @@ class Bot:
     async def start(self) -> None:
         await self.database.open()
         await self.handled.forget_older_than(HANDLED_EVENTS_KEPT_SECONDS)
-        for lock in await self.operations.release_stale_locks():
-            log.warning("released the lock of %s held by an earlier run (%s by %s)",
-                        lock.app, lock.kind, lock.holder)
+        await self.statuses.forget_older_than(HANDLED_EVENTS_KEPT_SECONDS)
+        # Locks an earlier run left behind stay held until recovery (after the first sync,
+        # when the rooms can be told) has found out what came of their operations.
         await self.gateway.login()
         redact(self.gateway.client.access_token)  # logs never show the session's token
         upgrades = json.loads(await self.kv.get(ROOM_UPGRADES_KEY) or "{}")
@@ -121,6 +125,8 @@ class Bot:
 
     async def _after_first_sync(self) -> None:
         await self.gateway.synced_once.wait()
+        if self.recovery is not None:
+            self.tasks.spawn(self.recovery.run(), name="operations left open by a crash")
         await self.approvals.catch_up()
         if self.backups is not None:
             self.tasks.spawn(self.backups.remove_abandoned_helpers(),
@@ -194,6 +200,7 @@ def build(config: Config) -> Bot:
     kv = KeyValueStore(database)
     handled = HandledEvents(database)
     audit = AuditLog(database)
+    statuses = StatusMessages(database)
     rooms = RoomDirectory(config.rooms)
     roles = RoleResolver(config)
     gateway = MatrixGateway(
@@ -240,7 +247,7 @@ def build(config: Config) -> Bot:
         store=ApprovalStore(database), policies=policies, roles=roles,
         power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
         poster=gateway, planners=planners, tasks=tasks, prefix=prefix,
-        bot_user_id=config.matrix.user_id,
+        bot_user_id=config.matrix.user_id, status_ledger=statuses,
     )
     families.append(ApprovalCommands(approvals, audit, member_role=lowest,
                                      audit_role=change_role))
@@ -272,6 +279,7 @@ def build(config: Config) -> Bot:
         responder=gateway,
         approval=approvals.gate,
         observers=observers,
+        status_ledger=statuses,
     )
     approvals.bind_executor(pipeline.execute)
 
@@ -304,6 +312,8 @@ def build(config: Config) -> Bot:
         registry=registry, tasks=tasks, handled=handled, operations=operations,
         pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
         roles=roles, kv=kv, scheduler=scheduler, watcher=watcher, backups=backups,
+        statuses=statuses,
+        recovery=Recovery(operations, audit, statuses, scope, pool, gateway),
     )
 
 

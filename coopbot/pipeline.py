@@ -25,7 +25,7 @@ from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.replies import Reply
 from coopbot.roles import PowerInfo, RoleGrant, RoleResolver
 from coopbot.rooms import ConfiguredRoom, RoomDirectory
-from coopbot.status_message import status_message
+from coopbot.status_message import StatusLedger, status_message
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.handled import HandledEvents
 
@@ -73,6 +73,7 @@ class Pipeline:
         responder: Responder,
         approval: ApprovalGate | None = None,
         observers: Observers | None = None,
+        status_ledger: StatusLedger | None = None,
     ) -> None:
         self._settings = settings
         self._parser = parser
@@ -85,6 +86,7 @@ class Pipeline:
         self._responder = responder
         self._approval = approval
         self._observers = observers or Observers()
+        self._status_ledger = status_ledger
 
     async def handle(self, message: IncomingMessage) -> None:
         if not self._accept(message):
@@ -177,7 +179,8 @@ class Pipeline:
         await self.execute(invocation, message)
 
     def progress_sink(self, message: IncomingMessage) -> ProgressSink:
-        return status_message(self._responder, message, key=f"{message.event_id}/status")
+        return status_message(self._responder, message, key=f"{message.event_id}/status",
+                              ledger=self._status_ledger)
 
     async def execute(self, invocation: Invocation, message: IncomingMessage) -> bool:
         """The operation and report stages; approvals re-enter the pipeline here.

@@ -59,19 +59,31 @@ async def test_locks_are_exclusive_and_released_after_a_crash(tmp_path: Path) ->
         assert busy is not None and busy.holder == "@a:x" and busy.kind == "deploy"
         # another app is independent
         assert await first.try_lock("wiki", "op3", "deploy", "@b:x") is None
-    # The process "crashed" with locks held; a new process releases them at start-up.
+    # The process "crashed" with locks held: a new process sees them as stale (recovery
+    # resolves them), still held until released, and its own locks are not stale.
     async with Database(path) as db:
         second = OperationStore(db)
-        released = await second.release_stale_locks()
-        assert sorted(lock.app for lock in released) == ["blog", "wiki"]
+        stale = await second.stale_locks()
+        assert sorted(lock.app for lock in stale) == ["blog", "wiki"]
+        assert await second.try_lock("blog", "op4", "deploy", "@b:x") is not None
+        await second.unlock("blog", "op1")
         assert await second.try_lock("blog", "op4", "deploy", "@b:x") is None
-        record = await second.get("op1")
-        assert record is not None and record.result == "interrupted"
+        assert [lock.app for lock in await second.stale_locks()] == ["wiki"]
+
+
+async def test_an_operation_result_is_written_once(tmp_path: Path) -> None:
+    async with Database(tmp_path / "bot.db") as db:
+        ops = OperationStore(db)
+        await ops.begin(operation_id="op1", kind="deploy", app="blog", server="s",
+                        requester="@a:x", from_version=None, to_version="1.0.0",
+                        room_id=None, event_id=None)
+        assert await ops.finish("op1", "ok", "deployed")
+        assert not await ops.finish("op1", "interrupted", "the bot stopped")
+        record = await ops.get("op1")
+        assert record is not None and (record.result, record.summary) == ("ok", "deployed")
         audit = await AuditLog(db).recent()
-        assert [(r.command, r.decision, r.operation_id) for r in audit] == [
-            ("deploy", "operation", "op1")
-        ]
-        assert audit[0].result.startswith("interrupted in ")
+        assert [(r.decision, r.operation_id) for r in audit] == [("operation", "op1")]
+        assert audit[0].result.startswith("ok in ")
 
 
 async def test_deployed_versions_newest_first(tmp_path: Path) -> None:

@@ -1,0 +1,292 @@
+"""After a crash: find out what came of each operation an earlier run left open, and say so.
+
+At start-up (after login and the first sync, so the rooms can be told) every lock an earlier
+process held names an operation that process was running when it stopped. For each:
+
+- an operation that had recorded its result keeps it (it is never rewritten); the requester
+  is told it if the answer was never sent;
+- an unfinished one is compared with what the swarm runs now (the `app` service's version
+  label and convergence) or, for a restore, with the progress it stored; the truth is
+  recorded as its result, once (which also notifies the notification rooms), and the env
+  file's TYPE is brought in line with what runs;
+- the requester's thread gets a short answer, the ⏳ status message is closed, and only then
+  is the lock released, so nothing else runs on the app while this is found out.
+
+Whether the answer was sent is read from the audit log: the pipeline appends the command's
+RESULT row right after answering. The answer after a restart uses the same transaction key
+as the lost one, so an answer that did go out just before the crash is not posted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from coopbot.backups.results import RestoreProgress, volume_lines
+from coopbot.errors import CoopbotError
+from coopbot.ids import EventID, RoomID, UserID
+from coopbot.messages import IncomingMessage
+from coopbot.operations.deployer import version_label_of
+from coopbot.operations.scope import AppScope
+from coopbot.recipes.apps import App
+from coopbot.recipes.envfile import write_type_version
+from coopbot.replies import Reply
+from coopbot.servers.engine import DockerEngine
+from coopbot.servers.pool import ServerPool
+from coopbot.servers.states import ServiceState
+from coopbot.store.audit import AuditLog, Decision
+from coopbot.store.operations import LockHolder, OperationRecord, OperationStore
+from coopbot.store.status_messages import StatusMessage, StatusMessages
+
+log = logging.getLogger(__name__)
+
+ICONS = {"ok": "✅", "failed": "❌", "interrupted": "⚠️"}
+VERBS = {"deploy": "deployed", "upgrade": "upgraded", "rollback": "rolled back",
+         "undeploy": "undeployed", "backup": "backed up", "restore": "restored"}
+STOPPED = "the bot stopped while this ran"
+
+
+class RecoveryPoster(Protocol):
+    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID: ...
+
+    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # ok, failed, interrupted
+    summary: str  # one line: the operation record, the audit log, notifications
+    details: tuple[str, ...] = ()  # more lines for the requester's thread (room-safe)
+
+
+class Recovery:
+    def __init__(self, operations: OperationStore, audit: AuditLog, statuses: StatusMessages,
+                 scope: AppScope, pool: ServerPool, poster: RecoveryPoster) -> None:
+        self._operations = operations
+        self._audit = audit
+        self._statuses = statuses
+        self._scope = scope
+        self._pool = pool
+        self._poster = poster
+
+    async def run(self) -> None:
+        """Resolve every operation an earlier run left open, each on its own (a slow swarm
+        or an unreachable server holds up only its own apps)."""
+        stale = await self._operations.stale_locks()
+        orphans = await self._operations.unfinished_without_lock()
+        if stale or orphans:
+            log.warning("%d operation(s) were left open by an earlier run; finding out what "
+                        "came of them", len(stale) + len(orphans))
+        await asyncio.gather(*(self._guarded(self._resolve_lock(lock)) for lock in stale),
+                             *(self._guarded(self._resolve(record)) for record in orphans))
+
+    @staticmethod
+    async def _guarded(work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("recovering an operation failed; its lock stays until the next start")
+
+    async def _resolve_lock(self, lock: LockHolder) -> None:
+        record = await self._operations.get(lock.operation_id)
+        if record is not None:
+            await self._resolve(record)
+        else:  # the crash fell between taking the lock and recording the operation
+            log.warning("released the lock of %s (%s by %s): no operation had begun", lock.app,
+                        lock.kind, lock.holder)
+        await self._operations.unlock(lock.app, lock.operation_id)
+
+    async def _resolve(self, record: OperationRecord) -> None:
+        if record.finished_at is not None:
+            log.warning("operation %s (%s %s) had finished before the bot stopped: %s; "
+                        "releasing its lock", record.id, record.kind, record.app, record.result)
+            outcome = Outcome(record.result, record.summary)
+            lead = f"the {record.kind} of `{record.app}` had finished before I stopped"
+        else:
+            outcome = await self._find_out(record)
+            log.warning("operation %s (%s %s) was cut off by a restart: %s: %s", record.id,
+                        record.kind, record.app, outcome.result, outcome.summary)
+            await self._operations.finish(record.id, outcome.result, outcome.summary)
+            lead = f"the {record.kind} of `{record.app}` was cut off by my restart"
+        await self._tell(record, outcome, lead)
+
+    # ---- what came of it -----------------------------------------------------------------
+
+    async def _find_out(self, record: OperationRecord) -> Outcome:
+        try:
+            app = await asyncio.to_thread(self._scope.get, record.app, None)
+            engine = self._pool.get(app.server)
+            if record.kind in ("deploy", "upgrade", "rollback"):
+                return await self._version_change(record, app, engine)
+            if record.kind == "undeploy":
+                return await self._undeploy(record, app, engine)
+            if record.kind == "restore":
+                return await self._restore(record, app, engine)
+            if record.kind == "backup":
+                return Outcome("interrupted", f"{STOPPED}: the backup was not completed",
+                               (f"No backup was taken; `!backup {record.app}` takes one.",))
+        except CoopbotError as error:
+            log.warning("could not check the outcome of operation %s: %s (%s)", record.id,
+                        error, error.detail)
+            return Outcome("interrupted", f"{STOPPED}, and checking what came of it failed: "
+                                          f"{error}")
+        return Outcome("interrupted", STOPPED)
+
+    async def _version_change(self, record: OperationRecord, app: App,
+                              engine: DockerEngine) -> Outcome:
+        stack = app.stack_name
+        services = await engine.services(stack)
+        converged = bool(services) and all(s.converged for s in services)
+        failures = ""
+        if services and not converged:
+            timeout = _timeout(services, stack, float(app.timeout))
+            await self._status_update(record, f"⏳ {record.kind} `{app.name}`: I restarted "
+                                              f"while this ran; the swarm is still converging, "
+                                              f"waiting up to {timeout:.0f} s...")
+            result = await engine.wait_converged(stack, timeout)
+            services, converged = list(result.services), result.ok
+            failures = "; ".join(f"`{f.short_name}`: {f.reason}" for f in result.failures)
+        running = version_label_of(services, stack) if services else None
+        target, previous = record.to_version, record.from_version
+        change = f"{previous or 'not deployed'} -> {target or '?'}"
+        now = (f"running now is {running or 'an unknown version'}"
+               + (", converged and healthy" if converged else ""))
+        if not services:
+            return Outcome("interrupted", f"{STOPPED}: {change} did not happen; nothing runs",
+                           (f"`!{record.kind} {app.name}` starts it again.",))
+        if target is not None and running == target and converged and target != previous:
+            await self._align_type(app, target)
+            return Outcome("ok", f"{change}: finished by the swarm while the bot was down",
+                           (f"**`{app.name}` {VERBS[record.kind]}**: {change} on {app.server}, "
+                            "converged and healthy.",))
+        if running is not None and running == previous:
+            await self._align_type(app, running)
+            what = ("was interrupted" if target == previous
+                    else "did not happen or the swarm rolled it back")
+            return Outcome("interrupted", f"{STOPPED}: {change} {what}; {now}")
+        if running is not None and running == target and not converged:
+            return Outcome("failed", f"{STOPPED}: {target} runs but did not converge: "
+                                     f"{failures or 'not healthy'}",
+                           (f"`!ps {app.name}` shows its state.",))
+        return Outcome("interrupted", f"{STOPPED}: {change}; {now}")
+
+    async def _undeploy(self, record: OperationRecord, app: App,
+                        engine: DockerEngine) -> Outcome:
+        services = await engine.services(app.stack_name)
+        if not services:
+            return Outcome("ok", f"undeployed {record.from_version or ''}".strip()
+                           + " (finished while the bot was down)",
+                           (f"**`{app.name}` undeployed** from {app.server}; volumes and "
+                            "secrets stay.",))
+        running = version_label_of(services, app.stack_name) or "an unknown version"
+        return Outcome("interrupted", f"{STOPPED}: `{app.name}` is still deployed, running "
+                                      f"{running}", (f"`!undeploy {app.name}` tries again.",))
+
+    async def _restore(self, record: OperationRecord, app: App,
+                       engine: DockerEngine) -> Outcome:
+        progress = RestoreProgress.decode(record.checkpoint)
+        if progress is None:
+            return Outcome("interrupted", f"{STOPPED}: the restore had not begun changing "
+                                          "anything; no volume was changed")
+        states = {v.state for v in progress.volumes}
+        lines = volume_lines(progress.volumes)
+        names = ", ".join(f"`{name.removeprefix(app.stack_name + '_')}`"
+                          for name, _ in progress.stopped)
+        retry = f"`!restore {app.name} {progress.snapshot}` tries again."
+        if progress.stopped and len(states) == 1:
+            # Every volume is as before, or every one is restored: consistent data, so the
+            # services the restore stopped may run again (the restore would have done it).
+            try:
+                for service, replicas in progress.stopped:
+                    await engine.scale_service(service, replicas)
+                lines.append(f"Services {names} were started again.")
+            except CoopbotError as error:
+                lines.append(f"Starting services {names} again failed: {error}")
+        elif progress.stopped:
+            lines.append(f"Services {names} are left stopped, so nothing runs on incomplete "
+                         "data.")
+        if states == {"restored"}:
+            summary = (f"{STOPPED}: every volume was restored from snapshot "
+                       f"{progress.snapshot}, but the restore did not finish (convergence, "
+                       "post-hooks)")
+        elif states <= {"unchanged"}:
+            summary = f"{STOPPED}: no volume was changed"
+        else:
+            summary = f"{STOPPED}: the restore from snapshot {progress.snapshot} is incomplete"
+        return Outcome("interrupted", summary, (*lines, retry))
+
+    async def _align_type(self, app: App, version: str) -> None:
+        """abra reads the deployed version from TYPE: make it say what runs."""
+        try:
+            if await asyncio.to_thread(write_type_version, app.env_path, app.recipe, version):
+                log.info("env file of %s: TYPE set to %s:%s after a restart", app.name,
+                         app.recipe, version)
+        except CoopbotError as error:
+            log.warning("could not record %s in the env file of %s: %s", version, app.name,
+                        error)
+
+    # ---- telling the room ----------------------------------------------------------------
+
+    async def _tell(self, record: OperationRecord, outcome: Outcome, lead: str) -> None:
+        if record.event_id is None or record.room_id is None:
+            return  # nobody asked in a room (a scheduled backup): notifications say it
+        status = await self._statuses.get(record.event_id)
+        icon = ICONS.get(outcome.result, "ℹ️")
+        if status is not None:
+            await self._edit(status, Reply.of(f"{icon} {record.kind} `{record.app}`: "
+                                              f"{outcome.result} (after a restart, see below)"))
+            await self._statuses.forget(record.event_id)
+        if await self._answered(record.event_id):
+            return
+        text = "\n".join([f"{icon} After my restart: {lead}: **{outcome.result}**: "
+                          f"{outcome.summary}.", *outcome.details])
+        command = IncomingMessage(
+            room_id=RoomID(record.room_id), event_id=EventID(record.event_id),
+            sender=UserID(record.requester), body="", msgtype="m.text", timestamp_ms=0,
+            received_at=time.time(),
+            thread_root=(status.thread_root if status is not None
+                         and status.thread_root != record.event_id else None),
+        )
+        try:
+            await self._poster.reply(command, Reply.of(text), key=f"{record.event_id}/answer")
+        except CoopbotError as error:
+            log.warning("could not tell %s about operation %s: %s", record.room_id, record.id,
+                        error)
+            return
+        await self._audit.append(
+            command=record.kind, args=record.app, decision=Decision.RESULT,
+            event_id=record.event_id, room_id=record.room_id, sender=record.requester,
+            result=f"{outcome.result} (answered after a restart)",
+        )
+
+    async def _answered(self, event_id: str) -> bool:
+        return any(row.decision == Decision.RESULT for row in await self._audit.for_event(event_id))
+
+    async def _status_update(self, record: OperationRecord, text: str) -> None:
+        if record.event_id is not None:
+            status = await self._statuses.get(record.event_id)
+            if status is not None:
+                await self._edit(status, Reply.of(text))
+
+    async def _edit(self, status: StatusMessage, reply: Reply) -> None:
+        try:
+            await self._poster.edit(status.room_id, status.status_event_id, reply)
+        except CoopbotError as error:
+            log.warning("could not edit the status message %s: %s", status.status_event_id,
+                        error)
+
+
+def _timeout(services: list[ServiceState], stack: str, default: float) -> float:
+    """The recipe's `coop-cloud.<stack>.timeout` label on the `app` service (what the deploy
+    waited for), else the app's TIMEOUT."""
+    for service in services:
+        if service.short_name == "app":
+            try:
+                return float(service.labels.get(f"coop-cloud.{stack}.timeout", default))
+            except ValueError:
+                break
+    return default
