@@ -83,6 +83,8 @@ class Recovery:
                         "came of them", len(stale) + len(orphans))
         await asyncio.gather(*(self._guarded(self._resolve_lock(lock)) for lock in stale),
                              *(self._guarded(self._resolve(record)) for record in orphans))
+        log.info("recovery done: %d operation(s) left open by an earlier run resolved",
+                 len(stale) + len(orphans))
 
     @staticmethod
     async def _guarded(work: Coroutine[Any, Any, None]) -> None:
@@ -105,13 +107,14 @@ class Recovery:
             log.warning("operation %s (%s %s) had finished before the bot stopped: %s; "
                         "releasing its lock", record.id, record.kind, record.app, record.result)
             outcome = Outcome(record.result, record.summary)
-            lead = f"the {record.kind} of `{record.app}` had finished before I stopped"
+            lead = (f"I restarted before answering; the {record.kind} of `{record.app}` had "
+                    "finished")
         else:
             outcome = await self._find_out(record)
             log.warning("operation %s (%s %s) was cut off by a restart: %s: %s", record.id,
                         record.kind, record.app, outcome.result, outcome.summary)
             await self._operations.finish(record.id, outcome.result, outcome.summary)
-            lead = f"the {record.kind} of `{record.app}` was cut off by my restart"
+            lead = f"I restarted while the {record.kind} of `{record.app}` ran"
         await self._tell(record, outcome, lead)
 
     # ---- what came of it -----------------------------------------------------------------
@@ -242,7 +245,7 @@ class Recovery:
             await self._statuses.forget(record.event_id)
         if await self._answered(record.event_id):
             return
-        text = "\n".join([f"{icon} After my restart: {lead}: **{outcome.result}**: "
+        text = "\n".join([f"{icon} {lead}. What came of it: **{outcome.result}**: "
                           f"{outcome.summary}.", *outcome.details])
         command = IncomingMessage(
             room_id=RoomID(record.room_id), event_id=EventID(record.event_id),
