@@ -34,12 +34,12 @@ RECOVERED = "recovery done"
 
 @pytest.fixture(scope="session")
 def slowapp_recipe(make_recipe_repo: MakeRecipeRepo, test_images: AppImages) -> Path:
-    """testapp whose first healthcheck runs 12 s after start: convergence lasts long enough to
+    """testapp whose first healthcheck runs 20 s after start: convergence lasts long enough to
     kill the bot in the middle of it."""
     def slow(version: str) -> dict[str, str]:
         files = tree_of_testapp(version)
         files["compose.yml"] = files["compose.yml"].replace(
-            "interval: 2s", "interval: 12s").replace("start_period: 5s", "start_period: 30s")
+            "interval: 2s", "interval: 20s").replace("start_period: 5s", "start_period: 30s")
         return files
 
     return make_recipe_repo("slowapp", [RecipeRelease(v, slow(v))
@@ -72,10 +72,14 @@ class CrashRoom:
                                                 after_event_id=command)
         return str(event.event_id)
 
+    def edits(self, event_id: str) -> list[str]:
+        return [str(e.source["content"]["m.new_content"]["body"])
+                for e in self.bob.timeline(self.room) if _replaces(e) == event_id]
+
     def latest_edit(self, event_id: str) -> str:
-        edits = [e for e in self.bob.timeline(self.room) if _replaces(e) == event_id]
+        edits = self.edits(event_id)
         assert edits, "the status message was never edited"
-        return str(edits[-1].source["content"]["m.new_content"]["body"])
+        return edits[-1]
 
     def notifications(self, app: str) -> list[str]:
         """The bot's notification-room posts about `app` (the room is its own notification
@@ -191,6 +195,8 @@ async def test_kill_during_convergence_the_swarm_finishes_and_the_restart_says_s
 
     await c.restart()
     answer = await c.answer(command)
+    assert any("the swarm is still converging, waiting up to 120 s" in e
+               for e in c.edits(status)), "the restart did not find the stack converging"
     assert answer.startswith(f"✅ I restarted while the deploy of `{domain}` ran.")
     assert "ok: not deployed -> 1.0.0+v1: finished by the swarm" in answer
     assert not c.latest_edit(status).startswith(STATUS_MARK)
@@ -287,6 +293,7 @@ async def backup_crash_room(
     bot = await start_bot_process(
         rooms={room: {"servers": ["local"]}},
         servers={"local": {"kind": "local", "socket": dockerd.socket}},
+        policies={"restore": {"approvals": 0, "backup_first": False}},
         backups={"local": {"repository": str(restic_repository.path / "local"),
                            "password_file": str(restic_repository.password_file),
                            "helper_image": restic_image}},
@@ -327,6 +334,55 @@ async def test_kill_during_a_backup_reports_it_not_done(
         assert answer.startswith(f"⚠️ I restarted while the backup of `{domain}` ran.")
         assert "interrupted: the bot stopped while this ran: the backup was not " \
                "completed" in answer
+        assert not c.latest_edit(status).startswith(STATUS_MARK)
+        op = c.operation(domain)
+        assert op["result"] == "interrupted"
+        assert len(c.operation_audit(op["id"])) == 1 and c.locks() == []
+    finally:
+        left = helpers() - before
+        if left:
+            docker("rm", "-f", *left)
+
+
+def replicas(stack: str) -> int:
+    return int(docker("service", "inspect", "--format", "{{.Spec.Mode.Replicated.Replicas}}",
+                      f"{stack}_app").strip())
+
+
+async def test_kill_during_a_restore_says_which_volume_is_in_which_state(
+    backup_crash_room: CrashRoom, stacks: list[str]
+) -> None:
+    c = backup_crash_room
+    domain = f"b{uuid.uuid4().hex[:8]}.example.org"
+    stack = stack_of(domain)
+    stacks.append(stack)
+    c.abra.write_app("local", domain, recipe="backuptest", extra={"DB_PASSWORD": "x"})
+    assert "converged and healthy" in await c.answer(await c.send(f"!deploy {domain} 1.0.0+v1"))
+    backed_up = await c.answer(await c.send(f"!backup {domain}"))
+    snapshot = backed_up.split("snapshot `")[1][:8]
+    before = helpers()
+    try:
+        command = await c.send(f"!restore {domain} {snapshot}")
+        status = await c.status_of(command)
+        deadline = time.monotonic() + TIMEOUT
+        # The services are stopped and restic writes into a volume: kill now.
+        while not (replicas(stack) == 0 and c.operation(domain)["id"] and
+                   "incomplete" in "".join(r[0] for r in c.bot.query(
+                       "SELECT checkpoint FROM operations WHERE app = ?", domain))):
+            assert time.monotonic() < deadline, "the restore never reached a volume"
+            await asyncio.sleep(0.05)
+        c.bot.kill()
+
+        await c.restart()
+        answer = await c.answer(command)
+        lines = answer.splitlines()
+        assert lines[0].startswith(f"⚠️ I restarted while the restore of `{domain}` ran.")
+        assert (f"interrupted: the bot stopped while this ran: the restore from snapshot "
+                f"{snapshot} is incomplete") in lines[0]
+        assert "- volume `db`: INCOMPLETE: the bot stopped while restoring it" in lines
+        assert "Services `app` are left stopped, so nothing runs on incomplete data." in lines
+        assert f"`!restore {domain} {snapshot}` tries again." in lines
+        assert replicas(stack) == 0  # nothing was started on half-restored data
         assert not c.latest_edit(status).startswith(STATUS_MARK)
         op = c.operation(domain)
         assert op["result"] == "interrupted"

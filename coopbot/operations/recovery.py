@@ -131,7 +131,8 @@ class Recovery:
                 return await self._restore(record, app, engine)
             if record.kind == "backup":
                 return Outcome("interrupted", f"{STOPPED}: the backup was not completed",
-                               (f"No backup was taken; `!backup {record.app}` takes one.",))
+                               ("It was not verified, so it does not count as a backup; "
+                                f"`!backup {record.app}` takes a new one.",))
         except CoopbotError as error:
             log.warning("could not check the outcome of operation %s: %s (%s)", record.id,
                         error, error.detail)
