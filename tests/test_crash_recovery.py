@@ -231,12 +231,45 @@ async def test_kill_just_before_stack_deploy_of_an_upgrade_keeps_the_old_version
     await c.restart()
     answer = await c.answer(command)
     assert answer.startswith(f"⚠️ I restarted while the upgrade of `{domain}` ran.")
-    assert ("interrupted: the bot stopped while this ran: 1.0.0+v1 -> 1.1.0+v2 did not "
-            "happen or the swarm rolled it back; running now is 1.0.0+v1, converged and "
-            "healthy.") in answer
+    assert ("interrupted: the bot stopped while this ran: 1.0.0+v1 -> 1.1.0+v2: did not "
+            "happen; running now is 1.0.0+v1, converged and healthy.") in answer
     assert not c.latest_edit(status).startswith(STATUS_MARK)
     assert env_type(env_path) == "TYPE=testapp:1.0.0+v1"
     assert service_version(stack) == deployed
+    op = c.operation(domain)
+    assert op["result"] == "interrupted"
+    assert len(c.operation_audit(op["id"])) == 1 and c.locks() == []
+    news = [n for n in c.notifications(domain) if n.startswith(f"⚠️ upgrade `{domain}` on")]
+    assert len(news) == 1 and "interrupted" in news[0], c.notifications(domain)
+
+
+async def test_kill_during_a_failing_upgrade_the_swarm_rolls_back_and_the_restart_says_so(
+    crash_room: CrashRoom, stacks: list[str]
+) -> None:
+    c = crash_room
+    domain, env_path = new_app(c, stacks)
+    stack = stack_of(domain)
+    assert "converged and healthy" in await c.answer(await c.send(f"!deploy {domain} 1.1.0+v2"))
+    command = await c.send(f"!upgrade {domain} 1.2.0+v3")  # v3 never becomes healthy
+    status = await c.status_of(command)
+    deadline = time.monotonic() + TIMEOUT
+    while "coopbot-test/app:v3" not in docker("service", "inspect", "--format",
+                                              "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                                              f"{stack}_app"):
+        assert time.monotonic() < deadline, "the upgrade never reached the swarm"
+        await asyncio.sleep(0.2)
+    c.bot.kill()
+
+    await c.restart()
+    answer = await c.answer(command)
+    assert answer.startswith(f"⚠️ I restarted while the upgrade of `{domain}` ran.")
+    assert ("interrupted: the bot stopped while this ran: 1.1.0+v2 -> 1.2.0+v3: the swarm "
+            "rolled it back; running now is 1.1.0+v2, converged and healthy.") in answer
+    assert not c.latest_edit(status).startswith(STATUS_MARK)
+    assert env_type(env_path) == "TYPE=testapp:1.1.0+v2"
+    assert "coopbot-test/app:v2" in docker("service", "inspect", "--format",
+                                           "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                                           f"{stack}_app")
     op = c.operation(domain)
     assert op["result"] == "interrupted"
     assert len(c.operation_audit(op["id"])) == 1 and c.locks() == []

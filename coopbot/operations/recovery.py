@@ -48,6 +48,7 @@ ICONS = {"ok": "✅", "failed": "❌", "interrupted": "⚠️"}
 VERBS = {"deploy": "deployed", "upgrade": "upgraded", "rollback": "rolled back",
          "undeploy": "undeployed", "backup": "backed up", "restore": "restored"}
 STOPPED = "the bot stopped while this ran"
+UNANSWERED_WITHIN = 24 * 3600.0  # seconds: how old an unanswered operation may be to be told
 
 
 class RecoveryPoster(Protocol):
@@ -65,7 +66,9 @@ class Outcome:
 
 class Recovery:
     def __init__(self, operations: OperationStore, audit: AuditLog, statuses: StatusMessages,
-                 scope: AppScope, pool: ServerPool, poster: RecoveryPoster) -> None:
+                 scope: AppScope, pool: ServerPool, poster: RecoveryPoster, *,
+                 started_at: float | None = None) -> None:
+        self._started_at = time.time() if started_at is None else started_at
         self._operations = operations
         self._audit = audit
         self._statuses = statuses
@@ -77,14 +80,22 @@ class Recovery:
         """Resolve every operation an earlier run left open, each on its own (a slow swarm
         or an unreachable server holds up only its own apps)."""
         stale = await self._operations.stale_locks()
+        locked = {lock.operation_id for lock in stale}
         orphans = await self._operations.unfinished_without_lock()
-        if stale or orphans:
+        # Finished and unlocked, but the crash came before the answer. Only an earlier run's
+        # (this one started after `until`), and only recent ones: an old thread is not
+        # woken up.
+        unanswered = [record for record in await self._operations.unanswered(
+                          self._started_at - UNANSWERED_WITHIN, self._started_at)
+                      if record.id not in locked]
+        total = len(stale) + len(orphans) + len(unanswered)
+        if total:
             log.warning("%d operation(s) were left open by an earlier run; finding out what "
-                        "came of them", len(stale) + len(orphans))
+                        "came of them", total)
         await asyncio.gather(*(self._guarded(self._resolve_lock(lock)) for lock in stale),
-                             *(self._guarded(self._resolve(record)) for record in orphans))
-        log.info("recovery done: %d operation(s) left open by an earlier run resolved",
-                 len(stale) + len(orphans))
+                             *(self._guarded(self._resolve(record))
+                               for record in [*orphans, *unanswered]))
+        log.info("recovery done: %d operation(s) left open by an earlier run resolved", total)
 
     @staticmethod
     async def _guarded(work: Coroutine[Any, Any, None]) -> None:
@@ -144,35 +155,36 @@ class Recovery:
                               engine: DockerEngine) -> Outcome:
         stack = app.stack_name
         services = await engine.services(stack)
-        converged = bool(services) and all(s.converged for s in services)
         failures = ""
-        if services and not converged:
+        if services and not all(s.converged for s in services):
             timeout = _timeout(services, stack, float(app.timeout))
             await self._status_update(record, f"⏳ {record.kind} `{app.name}`: I restarted "
                                               f"while this ran; the swarm is still converging, "
                                               f"waiting up to {timeout:.0f} s...")
             result = await engine.wait_converged(stack, timeout)
-            services, converged = list(result.services), result.ok
+            services = list(result.services)
             failures = "; ".join(f"`{f.short_name}`: {f.reason}" for f in result.failures)
         running = version_label_of(services, stack) if services else None
+        steady = bool(services) and all(_steady(s) for s in services)
+        rolled_back = any((s.update_state or "").startswith("rollback") for s in services)
         target, previous = record.to_version, record.from_version
         change = f"{previous or 'not deployed'} -> {target or '?'}"
         now = (f"running now is {running or 'an unknown version'}"
-               + (", converged and healthy" if converged else ""))
+               + (", converged and healthy" if steady else ", not healthy"))
         if not services:
             return Outcome("interrupted", f"{STOPPED}: {change} did not happen; nothing runs",
                            (f"`!{record.kind} {app.name}` starts it again.",))
-        if target is not None and running == target and converged and target != previous:
+        if target is not None and running == target and steady and target != previous:
             await self._align_type(app, target)
             return Outcome("ok", f"{change}: finished by the swarm while the bot was down",
                            (f"**`{app.name}` {VERBS[record.kind]}**: {change} on {app.server}, "
                             "converged and healthy.",))
         if running is not None and running == previous:
             await self._align_type(app, running)
-            what = ("was interrupted" if target == previous
-                    else "did not happen or the swarm rolled it back")
-            return Outcome("interrupted", f"{STOPPED}: {change} {what}; {now}")
-        if running is not None and running == target and not converged:
+            what = ("the swarm rolled it back" if rolled_back
+                    else "was interrupted" if target == previous else "did not happen")
+            return Outcome("interrupted", f"{STOPPED}: {change}: {what}; {now}")
+        if running is not None and running == target:
             return Outcome("failed", f"{STOPPED}: {target} runs but did not converge: "
                                      f"{failures or 'not healthy'}",
                            (f"`!ps {app.name}` shows its state.",))
@@ -282,6 +294,13 @@ class Recovery:
         except CoopbotError as error:
             log.warning("could not edit the status message %s: %s", status.status_event_id,
                         error)
+
+
+def _steady(service: ServiceState) -> bool:
+    """Runs all its tasks on its current spec, nothing updating. Unlike `converged`, a
+    finished rollback counts: the swarm then runs the previous spec again."""
+    return (service.replicas_updated >= service.replicas_desired and not service.updating
+            and service.health != "unhealthy")
 
 
 def _timeout(services: list[ServiceState], stack: str, default: float) -> float:

@@ -120,6 +120,19 @@ class OperationStore:
         ) as cursor:
             return [OperationRecord(*row) for row in await cursor.fetchall()]
 
+    async def unanswered(self, since: float, until: float) -> list[OperationRecord]:
+        """Operations finished between `since` and `until` whose command was never answered:
+        the pipeline appends the command's RESULT audit row right after answering, so a crash
+        between an operation's end and its answer leaves none."""
+        async with self._db.conn.execute(
+            "SELECT * FROM operations AS op WHERE op.finished_at BETWEEN ? AND ?"
+            " AND op.event_id IS NOT NULL AND op.room_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM audit_log WHERE audit_log.event_id = op.event_id"
+            "  AND audit_log.decision = 'result') ORDER BY op.started_at",
+            (since, until),
+        ) as cursor:
+            return [OperationRecord(*row) for row in await cursor.fetchall()]
+
     async def try_lock(
         self, app: str, operation_id: str, kind: str, holder: str
     ) -> LockHolder | None:
