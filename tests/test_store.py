@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from coopbot.store.handled import HandledEvents
 from coopbot.store.kv import KeyValueStore
 from coopbot.store.migrations import MIGRATIONS
 from coopbot.store.operations import OperationStore
+from coopbot.store.status_messages import StatusMessages
 
 
 async def test_migrations_apply_once_and_state_survives_reopen(tmp_path: Path) -> None:
@@ -97,3 +99,41 @@ async def test_deployed_versions_newest_first(tmp_path: Path) -> None:
                             room_id=None, event_id=None)
             await ops.finish(f"op{number}", result, "")
         assert await ops.deployed_versions("blog") == ["1.1.0", "1.0.0"]
+
+
+async def test_unanswered_operations_are_those_without_a_result_row(tmp_path: Path) -> None:
+    async with Database(tmp_path / "bot.db") as db:
+        ops, audit = OperationStore(db), AuditLog(db)
+        for op_id, event in (("answered", "$a"), ("lost", "$b"), ("scheduled", None)):
+            await ops.begin(operation_id=op_id, kind="backup", app="blog", server="s",
+                            requester="@a:x", from_version=None, to_version=None,
+                            room_id="!r:x" if event else None, event_id=event)
+            await ops.finish(op_id, "ok", "done")
+        await audit.append(command="backup", decision=Decision.RESULT, event_id="$a",
+                           result="ok (1.00 s)")
+        await audit.append(command="backup", decision=Decision.RAN, event_id="$b")
+        now = time.time()
+        assert [r.id for r in await ops.unanswered(now - 60, now + 1)] == ["lost"]
+        assert await ops.unanswered(now - 120, now - 60) == []
+
+
+async def test_status_messages_and_checkpoints_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    async with Database(path) as db:
+        await StatusMessages(db).remember(EventID("$cmd"), RoomID("!r:x"), EventID("$status"),
+                                          EventID("$root"))
+        ops = OperationStore(db)
+        await ops.begin(operation_id="op1", kind="restore", app="blog", server="s",
+                        requester="@a:x", from_version=None, to_version=None, room_id=None,
+                        event_id=None)
+        await ops.checkpoint("op1", '{"snapshot": "abcd1234"}')
+    async with Database(path) as db:
+        statuses = StatusMessages(db)
+        status = await statuses.get("$cmd")
+        assert status is not None
+        assert (status.room_id, status.status_event_id, status.thread_root) == (
+            "!r:x", "$status", "$root")
+        record = await OperationStore(db).get("op1")
+        assert record is not None and record.checkpoint == '{"snapshot": "abcd1234"}'
+        await statuses.forget("$cmd")
+        assert await statuses.get("$cmd") is None
