@@ -211,6 +211,30 @@ async def test_kill_during_convergence_the_swarm_finishes_and_the_restart_says_s
     assert len(news) == 1, c.notifications(domain)
 
 
+async def test_a_stop_mid_deploy_is_resolved_like_a_crash(
+    crash_room: CrashRoom, stacks: list[str]
+) -> None:
+    """SIGTERM waits a while for running work, then cancels it: the operation is left open,
+    not recorded as failed, and the next start finds out the swarm finished it."""
+    c = crash_room
+    domain, env_path = new_app(c, stacks, recipe="slowapp")
+    command = await c.send(f"!deploy {domain} 1.0.0+v1")
+    status = await c.status_of(command)
+    await starting_container(stack_of(domain))
+    c.bot.stop()
+    assert c.operation(domain)["result"] == "running" and c.locks() == [domain]
+
+    await c.restart()
+    answer = await c.answer(command)
+    assert answer.startswith(f"✅ I restarted while the deploy of `{domain}` ran.")
+    assert "ok: not deployed -> 1.0.0+v1: finished by the swarm" in answer
+    assert not c.latest_edit(status).startswith(STATUS_MARK)
+    assert env_type(env_path) == "TYPE=slowapp:1.0.0+v1"
+    op = c.operation(domain)
+    assert op["result"] == "ok" and len(c.operation_audit(op["id"])) == 1
+    assert c.locks() == []
+
+
 async def test_kill_just_before_stack_deploy_of_an_upgrade_keeps_the_old_version(
     crash_room: CrashRoom, stacks: list[str]
 ) -> None:

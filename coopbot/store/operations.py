@@ -9,6 +9,7 @@ written exactly once: `finish` never overwrites one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -74,8 +75,9 @@ class OperationStore:
         """Hold the app's lock and an operation record while the body runs; yields the id.
 
         Busy when another operation holds the app. A body that raises leaves the record
-        `failed` (the body itself calls finish() for its own outcomes); the lock is always
-        released."""
+        `failed` (the body itself calls finish() for its own outcomes) and releases the lock.
+        A body cancelled (the bot stopping mid-operation, while the swarm may well finish it)
+        leaves both as a crash would: the next start finds out what came of it."""
         operation_id = uuid.uuid4().hex[:8]
         busy = await self.try_lock(app, operation_id, kind, requester)
         if busy is not None:
@@ -88,6 +90,7 @@ class OperationStore:
         )
         log.info("operation %s: %s %s on %s for %s", operation_id, kind, app, server, requester)
         started = time.monotonic()
+        cut_off = False
         try:
             yield operation_id
             crash_point("operation-done")
@@ -95,11 +98,17 @@ class OperationStore:
             log.info("operation %s failed: %s (%s)", operation_id, error, error.detail)
             await self.finish(operation_id, "failed", str(error))
             raise
+        except asyncio.CancelledError:
+            cut_off = True
+            log.warning("operation %s cut off by the bot stopping; the next start finds out "
+                        "what came of it", operation_id)
+            raise
         except BaseException:
             await self.finish(operation_id, "failed", "internal error")
             raise
         finally:
-            await self.unlock(app, operation_id)
+            if not cut_off:
+                await self.unlock(app, operation_id)
         log.info("operation %s: done in %.1f s", operation_id, time.monotonic() - started)
 
     async def stale_locks(self) -> list[LockHolder]:
