@@ -6,7 +6,9 @@ set it for the bot subprocess to hit moments a test cannot observe from outside.
 - `before-stack-deploy`: a deploy, upgrade or rollback is planned and about to run
   `docker stack deploy` (nothing has changed on the swarm yet);
 - `operation-done`: an operation has recorded its result, its lock is not released yet and
-  the requester has not been answered.
+  the requester has not been answered;
+- `before-answer`: a command has run (an operation's lock is released), its answer is not
+  posted yet.
 """
 
 from __future__ import annotations

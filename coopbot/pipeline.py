@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from coopbot.crashpoint import crash_point
 from coopbot.errors import CoopbotError, PermissionDenied, UnknownCommand, UsageError, UserError
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.invocation import Invocation, ProgressSink
@@ -214,6 +215,7 @@ class Pipeline:
                 await self._responder.typing(invocation.room_id, False)
         # The member is waiting for the answer, not for the audit row: answer first, and
         # record the result even when the answer cannot be sent.
+        crash_point("before-answer")
         try:
             await self._say(message, reply)
         finally:

@@ -338,6 +338,31 @@ async def test_kill_after_success_before_the_lock_is_released_keeps_the_success(
     assert len(answers) == 1
 
 
+async def test_kill_after_the_lock_release_before_the_answer_posts_the_answer(
+    crash_room: CrashRoom, stacks: list[str]
+) -> None:
+    c = crash_room
+    domain, env_path = new_app(c, stacks)
+    c.bot.stop()
+    c.bot.start(crash_at="before-answer")
+    await c.bot.wait_logged(RECOVERED, TIMEOUT)
+    command = await c.send(f"!deploy {domain} 1.0.0+v1")
+    status = await c.status_of(command)
+    assert await c.bot.exited(TIMEOUT) == -9
+    finished = c.operation(domain)
+    assert finished["result"] == "ok" and c.locks() == []
+
+    await c.restart()
+    answer = await c.answer(command)
+    assert answer.startswith(f"✅ I restarted before answering; the deploy of `{domain}` had "
+                             "finished. What came of it: ok: deploy")
+    assert not c.latest_edit(status).startswith(STATUS_MARK)
+    assert env_type(env_path) == "TYPE=testapp:1.0.0+v1"
+    op = c.operation(domain)
+    assert (op["result"], op["finished_at"]) == ("ok", finished["finished_at"])
+    assert len(c.operation_audit(op["id"])) == 1
+
+
 @pytest.fixture
 async def backup_crash_room(
     make_member: MakeMember, start_bot_process: StartBotProcess, abra_dir: AbraDir,

@@ -82,9 +82,9 @@ class Recovery:
         stale = await self._operations.stale_locks()
         locked = {lock.operation_id for lock in stale}
         orphans = await self._operations.unfinished_without_lock()
-        # Finished and unlocked, but the crash came before the answer. Only an earlier run's
-        # (this one started after `until`), and only recent ones: an old thread is not
-        # woken up.
+        # Finished and unlocked, but the crash came before the answer: only those an earlier
+        # run finished (before this one started) and only recent ones (no old thread is
+        # woken up).
         unanswered = [record for record in await self._operations.unanswered(
                           self._started_at - UNANSWERED_WITHIN, self._started_at)
                       if record.id not in locked]
@@ -102,21 +102,27 @@ class Recovery:
         try:
             await work
         except Exception:
-            log.exception("recovering an operation failed; its lock stays until the next start")
+            log.exception("recovering an operation failed")
 
     async def _resolve_lock(self, lock: LockHolder) -> None:
         record = await self._operations.get(lock.operation_id)
-        if record is not None:
-            await self._resolve(record)
-        else:  # the crash fell between taking the lock and recording the operation
+        if record is None:  # the crash fell between taking the lock and recording the operation
             log.warning("released the lock of %s (%s by %s): no operation had begun", lock.app,
                         lock.kind, lock.holder)
+        else:
+            try:
+                await self._resolve(record)
+            except Exception:
+                # A bug here must not keep the app locked for the whole run.
+                log.exception("recovering operation %s failed", record.id)
+                await self._operations.finish(record.id, "interrupted",
+                                              f"{STOPPED}; what came of it is unknown")
         await self._operations.unlock(lock.app, lock.operation_id)
 
     async def _resolve(self, record: OperationRecord) -> None:
         if record.finished_at is not None:
-            log.warning("operation %s (%s %s) had finished before the bot stopped: %s; "
-                        "releasing its lock", record.id, record.kind, record.app, record.result)
+            log.warning("operation %s (%s %s) had finished before the bot stopped (%s) but "
+                        "was not answered", record.id, record.kind, record.app, record.result)
             outcome = Outcome(record.result, record.summary)
             lead = (f"I restarted before answering; the {record.kind} of `{record.app}` had "
                     "finished")
