@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from bench.procs import Processes, rss_kib
-from coopbot.homeserver import LocalSynapse
+from coopbot.dev.homeserver import LocalSynapse
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,5 +1,5 @@
 """Everything the benchmarks need, set up by the bench itself: a throwaway Synapse
-(coopbot.homeserver.LocalSynapse), the local Docker engine with a swarm (started if none runs),
+(coopbot.dev.homeserver.LocalSynapse), the local Docker engine with a swarm (started if none runs),
 the bench images and recipe, a fleet of sshd endpoints, and members to talk to the bots."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from bench.member import Member
 from bench.procs import Processes
 from bench.settings import Settings
 from bench.sshfleet import SshEndpoint, SshFleet
-from coopbot.homeserver import LocalSynapse
+from coopbot.dev.homeserver import LocalSynapse
 
 STACK_LABEL = "com.docker.stack.namespace"
 DOCKER_SOCKET = "/var/run/docker.sock"

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from coopbot.local_images import build_busybox_image, build_restic_image
+from coopbot.dev.local_images import build_busybox_image, build_restic_image
 
 RECIPE = "benchapp"
 IMAGE = "coopbot-bench/app"

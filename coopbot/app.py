@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from coopbot.recipes.repo import RecipeStore
 from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.replies import Reply
 from coopbot.roles import RoleResolver
-from coopbot.rooms import RoomDirectory
+from coopbot.rooms import RoomDirectory, RoomUpgrades
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.spec import ServerSpec
 from coopbot.store.approvals import ApprovalStore
@@ -62,7 +61,6 @@ from coopbot.watch.watcher import SwarmWatcher
 log = logging.getLogger(__name__)
 
 HANDLED_EVENTS_KEPT_SECONDS = 30 * 24 * 3600
-ROOM_UPGRADES_KEY = "rooms.upgrades"
 
 
 class CommandFamily(Protocol):
@@ -86,6 +84,7 @@ class Bot:
     updates: UpdateChecker
     roles: RoleResolver
     kv: KeyValueStore
+    upgrades: RoomUpgrades
     statuses: StatusMessages
     recovery: Recovery | None = None
     scheduler: BackupScheduler | None = None
@@ -103,9 +102,7 @@ class Bot:
         # when the rooms can be told) has found out what came of their operations.
         await self.gateway.login()
         redact(self.gateway.client.access_token)  # logs never show the session's token
-        upgrades = json.loads(await self.kv.get(ROOM_UPGRADES_KEY) or "{}")
-        for old, new in upgrades.items():
-            self.rooms.carry_over(RoomID(old), RoomID(new))
+        await self.upgrades.restore()
         for alias in self.rooms.aliases():
             try:
                 self.rooms.bind_alias(alias, await self.gateway.resolve_alias(alias))
@@ -155,28 +152,7 @@ class Bot:
                          name=f"redaction {redaction.event_id}")
 
     async def tombstone(self, room_id: RoomID, sender: UserID, replacement: RoomID) -> None:
-        """Follow a room upgrade only if its upgrader holds the top role there (anyone with
-        power to send a tombstone could otherwise lead the bot into a room of their choice)."""
-        room = self.rooms.get(room_id)
-        if room is None:
-            return
-        power = await self.gateway.power_info(room_id)
-        top = self.roles.order[-1]
-        if not self.roles.resolve(sender, room.config, power).has(top):
-            log.warning("not following the upgrade of %s by %s: they lack the %s role",
-                        room_id, sender, top)
-            return
-        self.rooms.carry_over(room_id, replacement)
-        upgrades = json.loads(await self.kv.get(ROOM_UPGRADES_KEY) or "{}")
-        upgrades[room_id] = replacement
-        await self.kv.set(ROOM_UPGRADES_KEY, json.dumps(upgrades))
-        try:
-            await self.gateway.join(replacement)
-        except MatrixError as error:
-            log.error("room %s was upgraded to %s, which I cannot join: %s", room_id,
-                      replacement, error.detail)
-            return
-        log.info("followed the upgrade of %s to %s (by %s)", room_id, replacement, sender)
+        await self.upgrades.follow(room_id, sender, replacement)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -312,6 +288,7 @@ def build(config: Config) -> Bot:
         registry=registry, tasks=tasks, handled=handled, operations=operations,
         pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
         roles=roles, kv=kv, scheduler=scheduler, watcher=watcher, backups=backups,
+        upgrades=RoomUpgrades(rooms, kv, roles, power=gateway.power_info, join=gateway.join),
         statuses=statuses,
         recovery=Recovery(operations, audit, statuses, scope, pool, gateway),
     )

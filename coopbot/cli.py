@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(message)
             return 0 if healthy else 1
         if args.command == "dev":
-            from coopbot.dev import run_dev
+            from coopbot.dev.embedded import run_dev
 
             asyncio.run(run_dev(args.workdir.resolve(), port=args.port, init_swarm=args.swarm))
             return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterable
@@ -22,49 +21,34 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO
 
+from coopbot.redact import Redactor
+
 if TYPE_CHECKING:
     from coopbot.config import Config
 
 LogFormat = Literal["human", "json"]
 FORMATS: tuple[LogFormat, ...] = ("human", "json")
 FORMAT_ENV = "COOPBOT_LOG_FORMAT"
-REDACTED = "[redacted]"
 HUMAN_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Shorter values would turn ordinary words of every log line into [redacted].
-MIN_SECRET_LENGTH = 4
-# Shapes of credentials whatever their value: HTTP bearer tokens, tokens in query strings,
-# Synapse access tokens.
-PATTERNS = (
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + REDACTED),
-    (re.compile(r"(?i)(access_token=)[^&\s\"']+"), r"\1" + REDACTED),
-    (re.compile(r"\bsyt_[A-Za-z0-9_]+"), REDACTED),
-)
 # Libraries that narrate every request at INFO: keep the bot's own story readable.
 QUIET = ("nio", "peewee", "aiohttp.access")
 _HANDLER_NAME = "coopbot"
 
 
-class Redactor(logging.Filter):
+class LogRedactor(logging.Filter):
     """Replaces known secret values and credential shapes in every record it sees."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._secrets: frozenset[str] = frozenset()
+        self._redactor = Redactor(credential_shapes=True)
         self._lock = threading.Lock()
 
     def add(self, *values: str | None) -> None:
-        fresh = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}
         with self._lock:
-            self._secrets = self._secrets | fresh
+            self._redactor = self._redactor.adding(v for v in values if v)
 
     def clean(self, text: str) -> str:
-        # Longest first, so a secret that contains another is replaced whole.
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        for pattern, replacement in PATTERNS:
-            text = pattern.sub(replacement, text)
-        return text
+        return self._redactor(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -101,7 +85,7 @@ class JsonFormatter(logging.Formatter):
 
 # The process has one root logger, so it has one redactor: secrets learnt at any point (config
 # loaded, session restored) protect every handler installed before or after.
-REDACTOR = Redactor()
+REDACTOR = LogRedactor()
 
 
 def choose_format(flag: str | None, config_format: str | None = None) -> LogFormat:

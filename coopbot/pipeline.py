@@ -90,6 +90,21 @@ class Pipeline:
         self._status_ledger = status_ledger
 
     async def handle(self, message: IncomingMessage) -> None:
+        """Handle one message; nothing it does can escape as an exception. An unexpected one is
+        logged once with a reference, and the event stays handled so it is never replayed."""
+        try:
+            await self._handle(message)
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("message %s in %s could not be handled (reference %s)",
+                          message.event_id, message.room_id, reference)
+            try:
+                await self._handled.claim(message.event_id, message.room_id)
+            except Exception:
+                log.exception("could not mark %s handled (reference %s)", message.event_id,
+                              reference)
+
+    async def _handle(self, message: IncomingMessage) -> None:
         if not self._accept(message):
             return
         parsed = self._parser.parse(message.body)
@@ -228,7 +243,13 @@ class Pipeline:
             await asyncio.sleep(TYPING_REFRESH_SECONDS)
 
     async def _say(self, message: IncomingMessage, reply: Reply) -> None:
-        await self._responder.reply(message, reply, key=f"{message.event_id}/answer")
+        # A lost answer is logged, not raised: what ran is recorded either way, and the
+        # stages after the answer (audit, approvals closing their request) must still run.
+        try:
+            await self._responder.reply(message, reply, key=f"{message.event_id}/answer")
+        except CoopbotError as error:
+            log.warning("could not answer %s in %s: %s (%s)", message.event_id,
+                        message.room_id, error, error.detail or "no detail")
 
     async def _record(
         self, message: IncomingMessage, command: str, words: tuple[str, ...],

@@ -8,6 +8,7 @@ optionally overridden per room. Only the sender's MXID counts, never a display n
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -39,28 +40,38 @@ class PowerInfo:
         content = power_levels or {}
         raw_users = content.get("users", {})
         users: dict[str, int] = {}
-        if isinstance(raw_users, dict):
-            users = {str(k): _as_int(v) for k, v in raw_users.items()}
+        if isinstance(raw_users, Mapping):
+            users = {k: _as_int(v) for k, v in raw_users.items() if isinstance(k, str)}
         users_default = _as_int(content.get("users_default", 0))
         creators: set[str] = set()
-        if create is not None and _creators_have_power(str(create.get("room_version", "1"))):
+        version = create.get("room_version", "1") if create is not None else None
+        if create is not None and isinstance(version, str) and _creators_have_power(version):
             if create_sender:
                 creators.add(create_sender)
             extra = create.get("additional_creators", [])
             if isinstance(extra, list):
-                creators.update(str(u) for u in extra)
+                creators.update(u for u in extra if isinstance(u, str) and u.startswith("@"))
         elif power_levels is None and create_sender:
             # Spec: with no power_levels event at all, the creator has power 100.
             users = {create_sender: 100}
         return PowerInfo(users=users, users_default=users_default, creators=frozenset(creators))
 
 
+# Canonical JSON integers: a level outside this range (or of another type) counts as 0.
+_LEVEL_LIMIT = 2**53 - 1
+_LEVEL_TEXT = re.compile(r"[+-]?[0-9]{1,16}")
+
+
 def _as_int(value: object) -> int:
-    # Older room versions allow power levels as strings.
-    try:
-        return int(str(value))
-    except ValueError:
+    if isinstance(value, bool):
         return 0
+    if isinstance(value, int):
+        return value if abs(value) <= _LEVEL_LIMIT else 0
+    # Older room versions allow power levels as strings of ASCII digits.
+    if isinstance(value, str) and _LEVEL_TEXT.fullmatch(value.strip()):
+        number = int(value.strip())
+        return number if abs(number) <= _LEVEL_LIMIT else 0
+    return 0
 
 
 def _creators_have_power(room_version: str) -> bool:

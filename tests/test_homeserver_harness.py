@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from nio import MegolmEvent, ReactionEvent, RedactionEvent, RoomMessageText
 
-from coopbot.homeserver import LocalSynapse
+from coopbot.dev.homeserver import LocalSynapse
 from tests.harness.synapse import MakeMember, password_for
 
 pytestmark = pytest.mark.real

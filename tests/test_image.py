@@ -30,7 +30,7 @@ import pytest
 import yaml
 from nio import RoomMessage
 
-from coopbot.homeserver import LocalSynapse
+from coopbot.dev.homeserver import LocalSynapse
 from tests.harness.apps import stack_of
 from tests.harness.recipes import MakeRecipeRepo, RecipeRelease
 from tests.harness.swarm import Dockerd, Sshd, docker, free_port, remove_stack

@@ -191,6 +191,47 @@ async def test_first_deploy_of_a_broken_image_times_out_with_the_reason(
     assert result.services[0].health in ("starting", "unhealthy")
 
 
+async def test_a_new_service_whose_image_is_missing_fails_in_seconds(
+    docker_engine: DockerEngine, stack_name: str, tmp_path: Path
+) -> None:
+    """A first deploy has no update status to fail; the rejected tasks say it instead."""
+    create_secret(stack_name)
+    await deploy(docker_engine, stack_name, tmp_path, "coopbot-test/never-built:v9")
+    result = await docker_engine.wait_converged(stack_name, timeout=240, poll=0.5)
+
+    assert not result.ok and not result.timed_out
+    assert result.elapsed < 90, f"took {result.elapsed:.0f} s, as long as a timeout"
+    [failure] = result.failures
+    assert failure.reason.startswith("swarm rejected ") and failure.reason.endswith(" tasks")
+    assert failure.task_error, "the swarm's own reason is kept for the answer"
+
+
+UNPLACEABLE = """
+version: "3.8"
+services:
+  app:
+    image: ${IMAGE}
+    deploy:
+      placement:
+        constraints:
+          - node.labels.coopbot-test-no-such-label == yes
+"""
+
+
+async def test_a_service_no_node_can_take_fails_after_a_grace_period(
+    docker_engine: DockerEngine, stack_name: str, tmp_path: Path, test_images: AppImages
+) -> None:
+    (tmp_path / "compose.yml").write_text(UNPLACEABLE)
+    await docker_engine.stack_deploy(stack_name, [Path("compose.yml")],
+                                     {"IMAGE": test_images.v1}, tmp_path)
+    result = await docker_engine.wait_converged(stack_name, timeout=240, poll=0.5)
+
+    assert not result.ok and not result.timed_out and result.elapsed < 60
+    [failure] = result.failures
+    assert failure.reason.startswith("no node could take its tasks for ")
+    assert "no suitable node" in (failure.task_error or "")
+
+
 async def test_failed_deploy_message_is_short_and_scrubbed(
     docker_engine: DockerEngine, stack_name: str, tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from coopbot.errors import OperationFailed
-from coopbot.operations.redact import Redactor
+from coopbot.redact import Redactor
 from coopbot.servers.containers import RunningTask
 from coopbot.servers.engine import DockerEngine
 

@@ -29,7 +29,7 @@ from coopbot.backups.password import PasswordReader, read_environment
 from coopbot.backups.verify import Node
 from coopbot.config import BackupConfig, RetentionConfig
 from coopbot.errors import ResticError
-from coopbot.operations.redact import Redactor
+from coopbot.redact import Redactor
 from coopbot.servers.containers import Bind, HelperRun
 from coopbot.servers.engine import DockerEngine
 

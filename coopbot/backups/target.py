@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from coopbot.backups.labels import BackupPlan, plan_backup
 from coopbot.backups.restic import Restic
 from coopbot.errors import NotFound, OperationFailed
-from coopbot.operations.deployer import PUBLIC_KEYS, version_label_of
-from coopbot.operations.redact import Redactor
 from coopbot.recipes.apps import App
+from coopbot.recipes.labels import deployed_version
+from coopbot.redact import PUBLIC_ENV_KEYS, Redactor
 from coopbot.servers.containers import RunningTask, ServiceMounts
 from coopbot.servers.engine import DockerEngine
 
@@ -54,8 +54,8 @@ async def load_target(app: App, engine: DockerEngine, restic: Restic, *,
     if not mounts:
         raise NotFound(f"`{app.name}` is not deployed on {app.server}, so there is no "
                        "backup configuration to read from its services.")
-    version = version_label_of(await engine.services(app.stack_name), app.stack_name)
-    env_values = [v for k, v in app.env.items() if k not in PUBLIC_KEYS]
+    version = deployed_version(await engine.services(app.stack_name), app.stack_name)
+    env_values = [v for k, v in app.env.items() if k not in PUBLIC_ENV_KEYS]
     return AppTarget(
         app=app, engine=engine, restic=restic, services=mounts,
         plan=plan_backup(app.stack_name, mounts), version=version,

@@ -1,12 +1,10 @@
-"""Event content the bot sends, and translation of received events into IncomingMessage."""
+"""Event content the bot sends (received events are read in coopbot/matrix/events.py)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from coopbot.ids import EventID, RoomID, UserID
-from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
+from coopbot.ids import EventID
 from coopbot.replies import Reply
 
 
@@ -37,48 +35,3 @@ def edit_of(original: EventID, reply: Reply) -> dict[str, Any]:
         "m.new_content": new,
         "m.relates_to": {"rel_type": "m.replace", "event_id": original},
     }
-
-
-def incoming(room_id: str, source: dict[str, Any], *, during_downtime: bool) -> IncomingMessage:
-    content = source.get("content") or {}
-    relates = content.get("m.relates_to") or {}
-    rel_type = relates.get("rel_type")
-    thread_root = relates.get("event_id") if rel_type == "m.thread" else None
-    return IncomingMessage(
-        room_id=RoomID(room_id),
-        event_id=EventID(str(source.get("event_id", ""))),
-        sender=UserID(str(source.get("sender", ""))),
-        body=str(content.get("body", "")),
-        msgtype=str(content.get("msgtype", "")),
-        timestamp_ms=int(source.get("origin_server_ts", 0)),
-        received_at=time.time(),
-        thread_root=EventID(thread_root) if thread_root else None,
-        is_edit=rel_type == "m.replace" or "m.new_content" in content,
-        during_downtime=during_downtime,
-    )
-
-
-def incoming_reaction(room_id: str, source: dict[str, Any]) -> IncomingReaction | None:
-    relates = (source.get("content") or {}).get("m.relates_to") or {}
-    if relates.get("rel_type") != "m.annotation" or not relates.get("event_id"):
-        return None
-    return IncomingReaction(
-        room_id=RoomID(room_id),
-        event_id=EventID(str(source.get("event_id", ""))),
-        sender=UserID(str(source.get("sender", ""))),
-        relates_to=EventID(str(relates["event_id"])),
-        key=str(relates.get("key", "")),
-    )
-
-
-def incoming_redaction(room_id: str, source: dict[str, Any]) -> IncomingRedaction | None:
-    # Room v11 moved `redacts` into the content; older versions have it at the top level.
-    redacts = (source.get("content") or {}).get("redacts") or source.get("redacts")
-    if not redacts:
-        return None
-    return IncomingRedaction(
-        room_id=RoomID(room_id),
-        event_id=EventID(str(source.get("event_id", ""))),
-        sender=UserID(str(source.get("sender", ""))),
-        redacts=EventID(str(redacts)),
-    )

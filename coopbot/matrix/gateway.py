@@ -1,71 +1,43 @@
-"""matrix-nio behind the interfaces the pipeline needs (Responder, PowerSource) plus the sync loop.
+"""matrix-nio behind the interfaces the rest of the bot needs, composed of small parts (as
+mautrix-python splits its client):
 
-nio errors are turned into MatrixError here. Everything that must survive a restart is persisted:
-the sync token (in the bot's database), the device id and token (session.json) and the crypto
-store (nio's). The bot never logs out: that would destroy its device keys.
+    MatrixSession  login on a stable device, never a logout          (session.py)
+    SyncLoop       events in timeline order, gaps filled, token kept   (sync.py)
+    PowerCache     power levels and creators per room                  (power.py)
+    Membership     invites, configured rooms, joins, aliases           (membership.py)
+    RoomSender     answers, posts, edits, files, typing, card votes    (sender.py)
+
+nio errors become MatrixError in those parts. Everything that must survive a restart is
+persisted: the sync token (in the bot's database), the device id and token (session.json) and
+the crypto store (nio's).
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-import logging
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import aiohttp
 import nio
 
 from coopbot.config import InviteConfig, MatrixConfig
-from coopbot.errors import MatrixError
-from coopbot.ids import EventID, RoomID, UserID, server_of
-from coopbot.matrix.content import (
-    edit_of,
-    in_thread,
-    incoming,
-    incoming_reaction,
-    incoming_redaction,
-    notice,
-)
-from coopbot.matrix.session import StoredSession, load_session, save_session
-from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
-from coopbot.observe import Observers, SyncCompleted
-from coopbot.replies import Attachment, Reply
+from coopbot.ids import EventID, RoomID, UserID
+from coopbot.matrix.membership import Membership
+from coopbot.matrix.power import PowerCache
+from coopbot.matrix.sender import RoomSender
+from coopbot.matrix.session import MatrixSession
+from coopbot.matrix.sync import SYNC_TOKEN_KEY, SyncListener, SyncLoop
+from coopbot.messages import IncomingMessage, IncomingReaction
+from coopbot.observe import Observers
+from coopbot.replies import Reply
 from coopbot.roles import PowerInfo
 from coopbot.store.kv import KeyValueStore
 
-log = logging.getLogger(__name__)
+__all__ = ["SYNC_TOKEN_KEY", "MatrixGateway", "SyncListener"]
 
-SYNC_TOKEN_KEY = "matrix.sync_token"
-MESSAGE_EVENTS = (nio.RoomMessageText, nio.RoomMessageNotice, nio.RoomMessageEmote)
 # Per-request retries on 429 and timeouts are bounded: nio would otherwise retry forever.
 MAX_RETRIES = 5
-TXN_NAMESPACE = uuid.UUID("6f1f1c5e-8a55-4c38-9e8e-3f8d2a1b7c01")
-# Events per sync and per page of /messages. A sync that holds more is "limited": the rest is
-# fetched page by page, up to MAX_GAP_EVENTS per room (a bot down for days answers at most that
-# many old commands as expired rather than paging through the whole history).
-TIMELINE_LIMIT = 50
-GAP_PAGE = 100
-MAX_GAP_EVENTS = 5_000
-TOKEN_STORE_INTERVAL = 1.0  # seconds
-
-class _SyncFailed(Exception):
-    """A sync (or the handing over of its events) failed; it is retried after a pause."""
-
-
-class SyncListener(Protocol):
-    """What the sync loop hands events to, in timeline order."""
-
-    async def message(self, message: IncomingMessage) -> None: ...
-
-    async def reaction(self, reaction: IncomingReaction) -> None: ...
-
-    async def redaction(self, redaction: IncomingRedaction) -> None: ...
-
-    async def tombstone(self, room_id: RoomID, sender: UserID, replacement: RoomID) -> None: ...
 
 
 class MatrixGateway:
@@ -80,23 +52,9 @@ class MatrixGateway:
         observers: Observers | None = None,
     ) -> None:
         self._config = config
-        self._kv = kv
-        self._invites = invites
-        self._admins = admins
-        self._configured_rooms = configured_rooms
-        self._observers = observers or Observers()
-        self.last_sync = time.monotonic()
-        self._token_stored_at = 0.0
-        self._unstored_token: str | None = None  # newer than the stored one, written on stop
-        self._power: dict[RoomID, PowerInfo] = {}
-        self._power_state: dict[RoomID, dict[str, Any]] = {}
-        self._started_at = time.time()
-        self._stopping = asyncio.Event()
-        self.synced_once = asyncio.Event()
         store = Path(config.store)
         store.mkdir(parents=True, exist_ok=True)
         store.chmod(0o700)
-        self._session_file = store / "session.json"
         self.client = nio.AsyncClient(
             config.homeserver,
             config.user_id,
@@ -109,423 +67,69 @@ class MatrixGateway:
                 request_timeout=45,
             ),
         )
+        self.session = MatrixSession(self.client, config, store / "session.json")
+        self.power = PowerCache(self.client)
+        self.membership = Membership(self.client, invites, bot_user_id=config.user_id,
+                                     admins=admins, configured_rooms=configured_rooms)
+        self.sender = RoomSender(self.client)
+        self.sync = SyncLoop(self.client, config, kv, session=self.session, power=self.power,
+                             membership=self.membership, observers=observers or Observers())
 
     @property
     def user_id(self) -> UserID:
         return UserID(self._config.user_id)
 
-    # ---- start and stop -------------------------------------------------------------------
+    # ---- lifecycle ------------------------------------------------------------------------
 
     async def login(self) -> None:
-        """Restore the stored device, or log in once and store it. Never creates a second device
-        while the stored one still works."""
-        stored = load_session(self._session_file)
-        if stored and stored.user_id == self._config.user_id:
-            self.client.restore_login(stored.user_id, stored.device_id, stored.access_token)
-            whoami = await self.client.whoami()
-            if isinstance(whoami, nio.WhoamiResponse):
-                log.info("restored Matrix session for device %s", stored.device_id)
-                await self._upload_keys()
-                return
-            log.warning("stored Matrix session no longer valid; logging in again")
-            self.client.device_id = stored.device_id
-        if self._config.access_token:
-            self.client.access_token = self._config.access_token
-            whoami = await self.client.whoami()
-            if not isinstance(whoami, nio.WhoamiResponse) or not whoami.device_id:
-                raise MatrixError("the configured access token was refused by the homeserver")
-            self.client.restore_login(
-                self._config.user_id, whoami.device_id, self._config.access_token
-            )
-        else:
-            response = await self.client.login(
-                password=self._config.password, device_name=self._config.device_name
-            )
-            if not isinstance(response, nio.LoginResponse):
-                raise MatrixError(f"login as {self._config.user_id} failed",
-                                  detail=getattr(response, "message", ""))
-        save_session(self._session_file, StoredSession(
-            homeserver=self._config.homeserver,
-            user_id=self._config.user_id,
-            device_id=str(self.client.device_id),
-            access_token=str(self.client.access_token),
-        ))
-        log.info("logged in as %s on device %s", self._config.user_id, self.client.device_id)
-        await self._upload_keys()
+        await self.session.login()
+
+    async def run(self, listener: SyncListener) -> None:
+        await self.sync.run(listener)
+
+    def stop(self) -> None:
+        self.sync.stop()
 
     async def close(self) -> None:
         """Stop syncing and close connections. Deliberately no logout."""
-        self._stopping.set()
+        self.sync.stop()
         await self.client.close()
 
-    def stop(self) -> None:
-        self._stopping.set()
+    @property
+    def last_sync(self) -> float:
+        return self.sync.last_sync
 
-    # ---- the sync loop --------------------------------------------------------------------
+    @property
+    def synced_once(self) -> asyncio.Event:
+        return self.sync.synced_once
 
-    async def run(self, listener: SyncListener) -> None:
-        """Sync until stopped. Events are handed to `listener` in timeline order; the token is
-        stored only after the batch was handed over, so a crash replays rather than loses."""
-        since = await self._kv.get(SYNC_TOKEN_KEY)
-        first = True
-        backoff = 1.0
-        try:
-            while not self._stopping.is_set():
-                try:
-                    response = await self._sync_and_hand_over(listener, since, first=first)
-                except _SyncFailed as failure:
-                    log.warning("sync failed (%s); retrying in %.0f s", failure, backoff)
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, 60.0)
-                    continue
-                if response is None:
-                    return
-                backoff = 1.0
-                since = response.next_batch
-                now = time.monotonic()
-                # At most one write a second: a token stored late only means a replay after a
-                # crash, and replayed events are recognised by their ids.
-                if first or now - self._token_stored_at >= TOKEN_STORE_INTERVAL:
-                    await self._store_token(since, now)
-                else:
-                    self._unstored_token = since
-                await self._observers.emit(SyncCompleted(lag_seconds=now - self.last_sync))
-                self.last_sync = now
-                if first:
-                    first = False
-                    await self._join_configured_rooms()
-                    self.synced_once.set()
-        finally:
-            if self._unstored_token is not None:
-                await self._store_token(self._unstored_token, time.monotonic())
-
-    async def _sync_and_hand_over(
-        self, listener: SyncListener, since: str | None, *, first: bool
-    ) -> nio.SyncResponse | None:
-        """One sync, its events handed to `listener`; None when stopping. A failure anywhere
-        (including while filling a gap) raises _SyncFailed and the batch is tried again: the
-        handled-events table drops what was already handed over."""
-        try:
-            response = await self._sync_unless_stopped(
-                timeout=0 if first else 30_000,
-                since=since,
-                # full_state on the first sync re-fetches room state (power levels) after a
-                # restart, since nio keeps no room state on disk.
-                full_state=True if first else None,
-                sync_filter={"room": {"timeline": {"limit": TIMELINE_LIMIT}}},
-            )
-            if response is None:
-                return None
-            if not isinstance(response, nio.SyncResponse):
-                raise _SyncFailed(f"error: {response.message}")
-            await self._after_sync_crypto()
-            await self._process(response, listener, since=since,
-                                history_only=first and since is None,
-                                catching_up=first and since is not None)
-        except (TimeoutError, aiohttp.ClientError, OSError, MatrixError) as error:
-            raise _SyncFailed(type(error).__name__) from error
-        return response
-
-    async def _store_token(self, token: str, now: float) -> None:
-        await self._kv.set(SYNC_TOKEN_KEY, token)
-        self._token_stored_at = now
-        self._unstored_token = None
-
-    async def _sync_unless_stopped(
-        self, **kwargs: Any
-    ) -> nio.SyncResponse | nio.SyncError | None:
-        """One sync request, abandoned (None) as soon as stop() is called: a long poll must
-        not delay shutdown by up to 30 s."""
-        sync = asyncio.ensure_future(self.client.sync(**kwargs))
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({sync, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if sync.done():
-            stopping.cancel()
-            return sync.result()
-        sync.cancel()
-        await asyncio.gather(sync, return_exceptions=True)
-        return None
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
-
-    async def _process(
-        self, response: nio.SyncResponse, listener: SyncListener, *, since: str | None,
-        history_only: bool, catching_up: bool,
-    ) -> None:
-        for room_id, info in response.rooms.invite.items():
-            await self._consider_invite(RoomID(room_id), info.invite_state)
-        for room_id, join in response.rooms.join.items():
-            room = RoomID(room_id)
-            for state in join.state:
-                self._note_state(room, state.source)
-            events = list(join.timeline.events)
-            if join.timeline.limited and since is not None and not history_only:
-                # More happened since the last sync than one timeline holds: fetch what was
-                # left out, so a burst of commands loses none.
-                events = await self._missed_events(room, join.timeline.prev_batch, since) + events
-            for event in events:
-                await self._hand_over(room, event, listener, history_only=history_only,
-                                      catching_up=catching_up)
-
-    async def _missed_events(
-        self, room_id: RoomID, prev_batch: str | None, since: str
-    ) -> list[nio.Event]:
-        """The events between the last sync (`since`) and the start of a limited timeline,
-        oldest first, paged backwards with /messages."""
-        if prev_batch is None:
-            return []
-        missed: list[nio.Event] = []
-        token = prev_batch
-        while len(missed) < MAX_GAP_EVENTS:
-            try:
-                page = await self.client.room_messages(
-                    room_id, start=token, end=since, direction=nio.MessageDirection.back,
-                    limit=GAP_PAGE,
-                )
-            except (TimeoutError, aiohttp.ClientError) as error:
-                raise MatrixError("could not fetch the events a sync left out",
-                                  detail=repr(error)) from error
-            if not isinstance(page, nio.RoomMessagesResponse):
-                raise MatrixError("could not fetch the events a sync left out",
-                                  detail=page.message)
-            missed.extend(page.chunk)
-            if not page.chunk or not page.end or page.end == token:
-                break
-            token = page.end
-        else:
-            log.warning("more than %d events missed in %s; older ones are not read",
-                        MAX_GAP_EVENTS, room_id)
-        if missed:
-            log.info("fetched %d events a limited sync left out in %s", len(missed), room_id)
-        missed.reverse()
-        return missed
-
-    async def _hand_over(
-        self, room: RoomID, event: nio.Event, listener: SyncListener, *,
-        history_only: bool, catching_up: bool,
-    ) -> None:
-        if isinstance(event, nio.MegolmEvent):
-            log.warning("could not decrypt event %s in %s", event.event_id, room)
-            return
-        source = event.source
-        if "state_key" in source:
-            self._note_state(room, source)
-            replacement = (source.get("content") or {}).get("replacement_room")
-            if source.get("type") == "m.room.tombstone" and replacement and not history_only:
-                await listener.tombstone(room, UserID(str(source.get("sender", ""))),
-                                         RoomID(str(replacement)))
-            return
-        if history_only:
-            # The very first sync of a new bot shows history: never act on it.
-            return
-        kind = source.get("type")
-        if kind == "m.reaction":
-            reaction = incoming_reaction(room, source)
-            if reaction is not None:
-                # Votes cast while the bot was down still count (they are not commands).
-                await listener.reaction(reaction)
-        elif kind == "m.room.redaction":
-            redaction = incoming_redaction(room, source)
-            if redaction is not None:
-                await listener.redaction(redaction)
-        elif isinstance(event, MESSAGE_EVENTS):
-            grace_ms = self._config.offline_grace_seconds * 1000
-            during_downtime = (catching_up and
-                               event.server_timestamp < self._started_at * 1000 - grace_ms)
-            await listener.message(incoming(room, source, during_downtime=during_downtime))
-
-    async def _after_sync_crypto(self) -> None:
-        # What nio's sync_forever does between syncs: keep one-time keys, device lists and
-        # olm sessions fresh so encrypted rooms keep working.
-        try:
-            await self._upload_keys()
-            if self.client.should_query_keys:
-                await self.client.keys_query()
-            if self.client.should_claim_keys:
-                await self.client.keys_claim(self.client.get_users_for_key_claiming())
-            await self.client.send_to_device_messages()
-        except (TimeoutError, aiohttp.ClientError, nio.LocalProtocolError) as error:
-            log.warning("encryption upkeep failed: %s", error)
-
-    async def _upload_keys(self) -> None:
-        if self.client.should_upload_keys:
-            await self.client.keys_upload()
-
-    # ---- room state: power levels and creators ---------------------------------------------
-
-    def _note_state(self, room_id: RoomID, source: dict[str, Any]) -> None:
-        kind = source.get("type")
-        if kind not in ("m.room.power_levels", "m.room.create") or source.get("state_key") != "":
-            return
-        state = self._power_state.setdefault(room_id, {})
-        state[kind] = source
-        self._power[room_id] = self._power_from(state)
-
-    @staticmethod
-    def _power_from(state: dict[str, Any]) -> PowerInfo:
-        levels = state.get("m.room.power_levels")
-        create = state.get("m.room.create")
-        return PowerInfo.from_state(
-            levels.get("content") if levels else None,
-            create.get("content") if create else None,
-            create.get("sender") if create else None,
-        )
+    # ---- what the pipeline, approvals and notifications use ---------------------------------
 
     async def power_info(self, room_id: RoomID) -> PowerInfo:
-        cached = self._power.get(room_id)
-        if cached is not None:
-            return cached
-        return await self.refresh_power(room_id)
-
-    async def refresh_power(self, room_id: RoomID) -> PowerInfo:
-        """Fetch the room's state from the homeserver (used on a cache miss)."""
-        response = await self.client.room_get_state(room_id)
-        if not isinstance(response, nio.RoomGetStateResponse):
-            raise MatrixError("could not read this room's power levels",
-                              detail=getattr(response, "message", ""))
-        for source in response.events:
-            self._note_state(room_id, source)
-        return self._power.get(room_id, PowerInfo())
-
-    # ---- invites and joins ---------------------------------------------------------------
-
-    def invite_allowed(self, inviter: str | None, room_id: RoomID) -> bool:
-        if room_id in self._configured_rooms():
-            return True
-        if inviter is None:
-            return False
-        return (
-            inviter in self._admins
-            or inviter in self._invites.users
-            or server_of(inviter) in self._invites.servers
-        )
-
-    async def _consider_invite(self, room_id: RoomID, invite_state: list[Any]) -> None:
-        inviter = None
-        for event in invite_state:
-            source = getattr(event, "source", None) or {}
-            if (source.get("type") == "m.room.member"
-                    and source.get("state_key") == self._config.user_id):
-                inviter = source.get("sender")
-            elif (isinstance(event, nio.InviteMemberEvent)
-                    and event.state_key == self._config.user_id):
-                inviter = event.sender
-        if self.invite_allowed(inviter, room_id):
-            log.info("joining %s (invited by %s)", room_id, inviter)
-            result = await self.client.join(room_id)
-            if not isinstance(result, nio.JoinResponse):
-                log.warning("could not join %s: %s", room_id, getattr(result, "message", result))
-        else:
-            log.info("declining invite to %s from %s (not allowed by config `invites`)",
-                     room_id, inviter)
-            await self.client.room_leave(room_id)
-
-    async def _join_configured_rooms(self) -> None:
-        joined = set(self.client.rooms)
-        for room_id in self._configured_rooms():
-            if room_id not in joined:
-                result = await self.client.join(room_id)
-                if not isinstance(result, nio.JoinResponse):
-                    log.warning("configured room %s could not be joined: %s",
-                                room_id, getattr(result, "message", result))
+        return await self.power.power_info(room_id)
 
     async def join(self, room_id: RoomID) -> None:
-        result = await self.client.join(room_id)
-        if not isinstance(result, nio.JoinResponse):
-            raise MatrixError(f"could not join {room_id}", detail=getattr(result, "message", ""))
+        await self.membership.join(room_id)
 
     async def resolve_alias(self, alias: str) -> RoomID:
-        response = await self.client.room_resolve_alias(alias)
-        if not isinstance(response, nio.RoomResolveAliasResponse):
-            raise MatrixError(f"room alias {alias} could not be resolved",
-                              detail=getattr(response, "message", ""))
-        return RoomID(response.room_id)
+        return await self.membership.resolve_alias(alias)
 
-    # ---- sending -------------------------------------------------------------------------
-
-    async def send(
-        self, room_id: RoomID, content: dict[str, Any], *, key: str,
-        event_type: str = "m.room.message",
-    ) -> EventID:
-        # A transaction id derived from a stable key: a retried send (even after a restart)
-        # is deduplicated by the homeserver instead of posted twice.
-        txn = str(uuid.uuid5(TXN_NAMESPACE, f"{self.client.device_id}/{key}"))
-        try:
-            response = await self.client.room_send(
-                room_id, event_type, content, tx_id=txn, ignore_unverified_devices=True
-            )
-        except (TimeoutError, aiohttp.ClientError, nio.LocalProtocolError) as error:
-            raise MatrixError("could not send to the room", detail=repr(error)) from error
-        if not isinstance(response, nio.RoomSendResponse):
-            raise MatrixError("could not send to the room", detail=getattr(response, "message", ""))
-        return EventID(response.event_id)
+    async def send(self, room_id: RoomID, content: dict[str, Any], *, key: str,
+                   event_type: str = "m.room.message") -> EventID:
+        return await self.sender.send(room_id, content, key=key, event_type=event_type)
 
     async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID:
-        content = in_thread(notice(reply), to.reply_thread_root, to.event_id)
-        event_id = await self.send(to.room_id, content, key=key)
-        if reply.attachment is not None:
-            file_content = await self._upload(to.room_id, reply.attachment)
-            await self.send(to.room_id, in_thread(file_content, to.reply_thread_root, event_id),
-                            key=f"{key}/file")
-        return event_id
-
-    async def _upload(self, room_id: RoomID, attachment: Attachment) -> dict[str, Any]:
-        """Upload a file (encrypted when the room is) and return its m.file content."""
-        room = self.client.rooms.get(room_id)
-        encrypt = bool(room and room.encrypted)
-        try:
-            response, keys = await self.client.upload(
-                io.BytesIO(attachment.data), content_type=attachment.mimetype,
-                filename=attachment.filename, encrypt=encrypt, filesize=len(attachment.data),
-            )
-        except (TimeoutError, aiohttp.ClientError) as error:
-            raise MatrixError("could not upload the file", detail=repr(error)) from error
-        if not isinstance(response, nio.UploadResponse):
-            raise MatrixError("could not upload the file", detail=getattr(response, "message", ""))
-        content: dict[str, Any] = {
-            "msgtype": "m.file",
-            "body": attachment.filename,
-            "filename": attachment.filename,
-            "info": {"mimetype": attachment.mimetype, "size": len(attachment.data)},
-        }
-        if encrypt and keys:
-            content["file"] = {"url": response.content_uri, **keys}
-        else:
-            content["url"] = response.content_uri
-        return content
+        return await self.sender.reply(to, reply, key=key)
 
     async def post(self, room_id: RoomID, reply: Reply, *, key: str,
                    thread_root: EventID | None = None) -> EventID:
-        content = notice(reply)
-        if thread_root is not None:
-            content = in_thread(content, thread_root, thread_root)
-        return await self.send(room_id, content, key=key)
+        return await self.sender.post(room_id, reply, key=key, thread_root=thread_root)
 
     async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None:
-        await self.send(room_id, edit_of(event_id, reply), key=f"edit/{uuid.uuid4()}")
+        await self.sender.edit(room_id, event_id, reply)
 
     async def reactions_to(self, room_id: RoomID, event_id: EventID) -> list[IncomingReaction]:
-        """Every (unredacted) reaction on an event, from the homeserver's relations API: how
-        votes cast while the bot was down are caught up after a restart."""
-        found: list[IncomingReaction] = []
-        try:
-            async for event in self.client.room_get_event_relations(
-                room_id, event_id, rel_type=nio.RelationshipType.annotation,
-            ):
-                reaction = incoming_reaction(room_id, event.source)
-                if reaction is not None:
-                    found.append(reaction)
-        except (TimeoutError, aiohttp.ClientError, nio.LocalProtocolError) as error:
-            raise MatrixError("could not read the votes on a request card",
-                              detail=repr(error)) from error
-        return found
+        return await self.sender.reactions_to(room_id, event_id)
 
     async def typing(self, room_id: RoomID, active: bool) -> None:
-        try:
-            await self.client.room_typing(room_id, active, timeout=30_000)
-        except (TimeoutError, aiohttp.ClientError) as error:
-            log.debug("typing notice failed: %s", error)
+        await self.sender.typing(room_id, active)

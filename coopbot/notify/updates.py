@@ -10,9 +10,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from coopbot.errors import CoopbotError
-from coopbot.operations.deployer import version_label_of
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
+from coopbot.recipes.labels import autoupdate, deployed_version
 from coopbot.recipes.repo import RecipeStore
 from coopbot.recipes.versions import Version, try_parse
 from coopbot.replies import Reply
@@ -105,7 +105,7 @@ class UpdateChecker:
         return result
 
     async def _available(self, app: App, services: list[ServiceState]) -> Available | None:
-        label = version_label_of(services, app.stack_name)
+        label = deployed_version(services, app.stack_name)
         current = try_parse(label) if label else None
         if current is None:
             return None
@@ -125,8 +125,7 @@ class UpdateChecker:
             if text:
                 notes.append((str(release.version), " ".join(text.split())[:NOTES_PER_VERSION]))
         newest = newer[0].version
-        labelled = any(s.labels.get(f"coop-cloud.{app.stack_name}.autoupdate") == "true"
-                       for s in services)
+        labelled = autoupdate(services, app.stack_name)
         configured = any(fnmatch.fnmatchcase(app.name, p) for p in self._auto_patterns)
         auto = (labelled or configured) and newest.is_minor_or_patch_upgrade_of(current)
         return Available(app, current, newest, tuple(notes), auto)

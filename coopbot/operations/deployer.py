@@ -20,18 +20,19 @@ from coopbot.crashpoint import crash_point
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
-from coopbot.operations.redact import Redactor
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
 from coopbot.recipes.compose import deploy_env, load_compose
 from coopbot.recipes.compose import images as compose_images
 from coopbot.recipes.envfile import write_type_version
+from coopbot.recipes.labels import compose_timeout, deployed_version
 from coopbot.recipes.repo import Checkout, RecipeStore, RecipeVersion
 from coopbot.recipes.versions import Version, try_parse
+from coopbot.redact import Redactor
 from coopbot.replies import Reply
 from coopbot.servers.engine import DockerEngine
 from coopbot.servers.pool import ServerPool
-from coopbot.servers.states import ConvergenceProgress, ConvergenceResult, ServiceState
+from coopbot.servers.states import ConvergenceProgress, ConvergenceResult
 from coopbot.store.operations import OperationStore
 
 log = logging.getLogger(__name__)
@@ -40,21 +41,9 @@ Progress = Callable[[Reply], Awaitable[None]]
 NeedsBackup = Callable[[str, RoomConfig | None, str], bool]
 # A backup run before a risky operation: (app, operation id, kind, progress); raises to stop it.
 PreBackup = Callable[[App, str, str, Progress], Awaitable[None]]
-# Env keys users already see in rooms; every other env value is redacted from output.
-PUBLIC_KEYS = ("TYPE", "RECIPE", "DOMAIN", "COMPOSE_FILE", "TIMEOUT", "LETS_ENCRYPT_ENV",
-               "ENABLE_BACKUPS", "STACK_NAME")
 LOG_LINES_IN_ROOM = 8
 LOG_LINE_WIDTH = 200
 PROGRESS_MIN_INTERVAL = 2.0
-
-
-def version_label_of(services: list[ServiceState], stack: str) -> str | None:
-    """The deployed version, from the `app` service's coop-cloud label (as abra reads it)."""
-    key = f"coop-cloud.{stack}.version"
-    for service in services:
-        if service.short_name == "app" and key in service.labels:
-            return service.labels[key]
-    return next((s.labels[key] for s in services if key in s.labels), None)
 
 
 class Deployer:
@@ -100,7 +89,7 @@ class Deployer:
         """The plan this request would run now, with preflight, changing nothing."""
         app = await asyncio.to_thread(self._scope.get, request.app_name, room)
         engine = self._pool.get(app.server)
-        current = version_label_of(await engine.services(app.stack_name), app.stack_name)
+        current = deployed_version(await engine.services(app.stack_name), app.stack_name)
         if request.kind == "undeploy":
             return self._undeploy_plan(app, current)
         await self._recipes.fetch(app.recipe)
@@ -123,7 +112,7 @@ class Deployer:
         progress: Throttle, started: float, room: RoomConfig | None,
     ) -> Reply:
         await progress.say(f"{request.kind} `{app.name}`: reading the swarm and the recipe...")
-        current = version_label_of(await engine.services(app.stack_name), app.stack_name)
+        current = deployed_version(await engine.services(app.stack_name), app.stack_name)
         await self._recipes.fetch(app.recipe)
         target = await self._target(request, app, current)
         await self._operations.set_versions(operation_id, current, str(target.version))
@@ -289,14 +278,14 @@ class Deployer:
         except CoopbotError as error:
             log.warning("recovery of %s failed: %s (%s)", app.name, error, error.detail)
             return f"Returning to {previous} failed too: {error}"
-        now = version_label_of(list(result.services), app.stack_name) or "unknown"
+        now = deployed_version(list(result.services), app.stack_name) or "unknown"
         if result.ok:
             return f"Returned to {previous}: running now is {now}, converged and healthy."
         return (f"Returning to {previous} did not converge either; running now is {now}. "
                 + self._describe_failure(app, result))
 
     def _describe_failure(self, app: App, result: ConvergenceResult) -> str:
-        redact = Redactor.for_env(app.env, keep=PUBLIC_KEYS)
+        redact = Redactor.for_env(app.env)
         parts: list[str] = []
         for failure in result.failures:
             line = f"Service `{failure.short_name}`: {failure.reason}."
@@ -328,7 +317,7 @@ class Deployer:
         services = await engine.services(app.stack_name)
         if not services:
             raise NotFound(f"`{app.name}` is not deployed on {app.server}.")
-        current = version_label_of(services, app.stack_name)
+        current = deployed_version(services, app.stack_name)
         plan = self._undeploy_plan(app, current)
         if request.expected_binding and plan.binding != request.expected_binding:
             raise PlanChanged(request.expected_binding, plan.binding)
@@ -365,16 +354,6 @@ class Throttle:
 
 
 def convergence_timeout(app: App, compose: dict[str, Any]) -> float:
-    """The recipe's `coop-cloud.<stack>.timeout` label on its app service, else the app's
-    TIMEOUT, else 300 s (as abra)."""
-    try:
-        service = (compose.get("services") or {}).get("app") or {}
-        labels = (service.get("deploy") or {}).get("labels") or {}
-        if isinstance(labels, list):
-            labels = dict(str(item).split("=", 1) for item in labels if "=" in str(item))
-        value = labels.get(f"coop-cloud.{app.stack_name}.timeout")
-        if value is not None:
-            return float(value)
-    except (ValueError, TypeError, AttributeError):
-        pass
-    return float(app.timeout)
+    """The recipe's timeout label on its app service, else the app's TIMEOUT (300 s unless
+    set, as abra)."""
+    return compose_timeout(compose, app.stack_name, float(app.timeout))

@@ -30,10 +30,10 @@ from coopbot.backups.results import RestoreProgress, volume_lines
 from coopbot.errors import CoopbotError
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.messages import IncomingMessage
-from coopbot.operations.deployer import version_label_of
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
 from coopbot.recipes.envfile import write_type_version
+from coopbot.recipes.labels import deployed_version, running_timeout
 from coopbot.replies import Reply
 from coopbot.servers.engine import DockerEngine
 from coopbot.servers.pool import ServerPool
@@ -163,14 +163,14 @@ class Recovery:
         services = await engine.services(stack)
         failures = ""
         if services and not all(s.converged for s in services):
-            timeout = _timeout(services, stack, float(app.timeout))
+            timeout = running_timeout(services, stack, float(app.timeout))
             await self._status_update(record, f"⏳ {record.kind} `{app.name}`: I restarted "
                                               f"while this ran; the swarm is still converging, "
                                               f"waiting up to {timeout:.0f} s...")
             result = await engine.wait_converged(stack, timeout)
             services = list(result.services)
             failures = "; ".join(f"`{f.short_name}`: {f.reason}" for f in result.failures)
-        running = version_label_of(services, stack) if services else None
+        running = deployed_version(services, stack) if services else None
         steady = bool(services) and all(_steady(s) for s in services)
         rolled_back = any((s.update_state or "").startswith("rollback") for s in services)
         target, previous = record.to_version, record.from_version
@@ -204,7 +204,7 @@ class Recovery:
                            + " (finished while the bot was down)",
                            (f"**`{app.name}` undeployed** from {app.server}; volumes and "
                             "secrets stay.",))
-        running = version_label_of(services, app.stack_name) or "an unknown version"
+        running = deployed_version(services, app.stack_name) or "an unknown version"
         return Outcome("interrupted", f"{STOPPED}: `{app.name}` is still deployed, running "
                                       f"{running}", (f"`!undeploy {app.name}` tries again.",))
 
@@ -307,15 +307,3 @@ def _steady(service: ServiceState) -> bool:
     finished rollback counts: the swarm then runs the previous spec again."""
     return (service.replicas_updated >= service.replicas_desired and not service.updating
             and service.health != "unhealthy")
-
-
-def _timeout(services: list[ServiceState], stack: str, default: float) -> float:
-    """The recipe's `coop-cloud.<stack>.timeout` label on the `app` service (what the deploy
-    waited for), else the app's TIMEOUT."""
-    for service in services:
-        if service.short_name == "app":
-            try:
-                return float(service.labels.get(f"coop-cloud.{stack}.timeout", default))
-            except ValueError:
-                break
-    return default

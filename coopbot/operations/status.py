@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 from coopbot.config import RoomConfig
 from coopbot.errors import CoopbotError, NotFound, ServerUnreachable
-from coopbot.operations.deployer import PUBLIC_KEYS, version_label_of
-from coopbot.operations.redact import Redactor
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
+from coopbot.recipes.labels import deployed_version
 from coopbot.recipes.repo import RecipeStore
+from coopbot.redact import Redactor
 from coopbot.replies import Attachment, Reply
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.states import ServerInfo, ServiceState
@@ -65,7 +65,7 @@ class StatusViews:
                     state, deployed = "unknown (server unreachable)", "?"
                 else:
                     services = server_stacks.get(app.stack_name, [])
-                    deployed = version_label_of(services, app.stack_name) or "-"
+                    deployed = deployed_version(services, app.stack_name) or "-"
                     state = _stack_state(services)
                 latest = newest.get(app.recipe) or "?"
                 marker = " (upgrade available)" if deployed not in ("-", "?", latest) \
@@ -82,10 +82,10 @@ class StatusViews:
         services = await self._pool.get(app.server).services(app.stack_name)
         if not services:
             return Reply.of(f"`{app.name}` is not deployed on {app.server}.")
-        redact = Redactor.for_env(app.env, keep=PUBLIC_KEYS)
+        redact = Redactor.for_env(app.env)
         rows = []
         for service in services:
-            version = service.labels.get(f"coop-cloud.{app.stack_name}.version", "")
+            version = deployed_version([service], app.stack_name) or ""
             rows.append((
                 service.short_name,
                 f"{service.replicas_running}/{service.replicas_desired}",
@@ -112,7 +112,7 @@ class StatusViews:
             known = ", ".join(s.short_name for s in services)
             raise NotFound(f"`{app.name}` has no service `{wanted}` (services: {known}).")
         raw = await engine.service_logs(match.name, min(lines, MAX_LOG_LINES))
-        redact = Redactor.for_env(app.env, keep=PUBLIC_KEYS)
+        redact = Redactor.for_env(app.env)
         cleaned = [redact(line) for line in raw]
         title = (f"Last {len(cleaned)} log lines of `{app.name}` service `{wanted}` "
                  "(env values redacted):")

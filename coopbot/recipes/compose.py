@@ -18,7 +18,7 @@ import yaml
 from coopbot.errors import NotFound, UserError
 from coopbot.recipes.envfile import EnvFileError, parse_env_file
 from coopbot.recipes.interpolation import substitute
-from coopbot.recipes.merge import Compose, as_map, merge_files, normalize
+from coopbot.recipes.merge import Compose, merge_files, normalize
 
 if TYPE_CHECKING:
     from coopbot.recipes.apps import App
@@ -196,11 +196,3 @@ def missing_env_keys(env_sample_path: Path, app_env: Mapping[str, str]) -> list[
         raise
     return [key for key in sample.values if key not in app_env]
 
-
-def version_label(compose: Compose, stack: str) -> str | None:
-    """`coop-cloud.<stack>.version` from service `app`'s deploy labels (list or map form)."""
-    app = _services(compose).get("app") or {}
-    deploy = app.get("deploy") or {}
-    labels = deploy.get("labels") or {}
-    value = as_map(labels).get(f"coop-cloud.{stack}.version")
-    return None if value is None else str(value)

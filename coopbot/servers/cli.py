@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from coopbot.errors import DockerError
+from coopbot.redact import Redactor
 
 # Variables that would steer the CLI away from DOCKER_HOST or change its TLS: never from an app env.
 _CLI_CONTROL = frozenset(
@@ -21,7 +22,6 @@ _CLI_CONTROL = frozenset(
 )
 # Lines the CLI prints on success too; they never explain a failure.
 _NOTICES = ("Since --detach=false", "In a future release", "Ignoring unsupported options")
-_SCRUB_MIN_LEN = 4  # shorter values ("1", "v2") are not secrets and would mangle the message
 _MAX_SENTENCE = 200
 
 
@@ -35,12 +35,7 @@ def child_env(env: Mapping[str, str], docker_host: str) -> dict[str, str]:
 
 def scrub(text: str, env: Mapping[str, str], cwd: Path | None = None) -> str:
     """Replace every env value in `text` by `${KEY}` (longest first), and the work dir by `.`."""
-    pairs = sorted(
-        ((v, k) for k, v in env.items() if len(v) >= _SCRUB_MIN_LEN),
-        key=lambda pair: -len(pair[0]),
-    )
-    for value, key in pairs:
-        text = text.replace(value, f"${{{key}}}")
+    text = Redactor.naming(env)(text)
     if cwd is not None:
         text = text.replace(f"{cwd}/", "").replace(str(cwd), ".")
     return text

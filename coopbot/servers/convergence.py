@@ -32,6 +32,12 @@ ProgressCallback = Callable[[ConvergenceProgress], Awaitable[None]]
 # every deploy's answer; two cheap API reads a second cost nothing by comparison.
 CONVERGENCE_POLL_SECONDS = 0.5
 
+# A service whose current tasks swarm rejected this often will not start by itself (each retry
+# hits the same missing image or invalid mount): fail now rather than at the timeout.
+REJECTIONS_TO_FAIL = 3
+# A task no node can take waits "pending" with an error; nodes may still come or change.
+UNPLACEABLE_GRACE_SECONDS = 10.0
+
 _FAILED_REASONS = {
     "rollback_completed": "its update failed and was rolled back",
     "rollback_paused": "its update failed and the rollback paused",
@@ -60,6 +66,7 @@ async def wait_converged(
     start = loop.time()
     seen: tuple[object, ...] | None = None
     services: list[ServiceState] = []
+    stuck = _Stuck()
     while True:
         elapsed = loop.time() - start
         try:
@@ -71,10 +78,12 @@ async def wait_converged(
             continue
         if not services:
             raise NotFound(f"stack {stack} has no services to wait for")
+        stuck.observe(services, elapsed)
         pending = tuple(
             s.short_name
             for s in services
             if not _ok(s, expect_rollback) and not _failed(s, expect_rollback)
+            and not stuck.failed(s, elapsed)
         )
         if progress is not None and _signature(services) != seen:
             seen = _signature(services)
@@ -84,9 +93,10 @@ async def wait_converged(
             break
         await asyncio.sleep(min(poll, max(timeout - elapsed, 0.0)))
     failures = [
-        await _failure(s, log_tail, timeout)
+        await _failure(s, log_tail, timeout, stuck.reason(s, elapsed))
         for s in services
-        if _failed(s, expect_rollback) or (timed_out and not _ok(s, expect_rollback))
+        if _failed(s, expect_rollback) or stuck.failed(s, elapsed)
+        or (timed_out and not _ok(s, expect_rollback))
     ]
     return ConvergenceResult(
         stack=stack,
@@ -110,14 +120,46 @@ def _failed(service: ServiceState, expect_rollback: bool) -> bool:
     )
 
 
+class _Stuck:
+    """Services that will not converge however long one waits: tasks rejected again and
+    again, or a task no node can take for longer than the grace period."""
+
+    def __init__(self) -> None:
+        self._unplaceable_since: dict[str, float] = {}
+
+    def observe(self, services: Sequence[ServiceState], elapsed: float) -> None:
+        for service in services:
+            if service.unplaceable and not service.converged:
+                self._unplaceable_since.setdefault(service.name, elapsed)
+            else:
+                self._unplaceable_since.pop(service.name, None)
+
+    def reason(self, service: ServiceState, elapsed: float) -> str | None:
+        if service.converged:
+            return None
+        if service.rejections >= REJECTIONS_TO_FAIL:
+            return f"swarm rejected {service.rejections} of its tasks"
+        since = self._unplaceable_since.get(service.name)
+        if since is not None and elapsed - since >= UNPLACEABLE_GRACE_SECONDS:
+            return f"no node could take its tasks for {elapsed - since:.0f} s"
+        return None
+
+    def failed(self, service: ServiceState, elapsed: float) -> bool:
+        return self.reason(service, elapsed) is not None
+
+
 def _signature(services: Sequence[ServiceState]) -> tuple[object, ...]:
     return tuple(
-        (s.name, s.replicas_updated, s.replicas_desired, s.update_state, s.health) for s in services
+        (s.name, s.replicas_updated, s.replicas_desired, s.update_state, s.health, s.rejections)
+        for s in services
     )
 
 
-async def _failure(service: ServiceState, log_tail: LogTail, timeout: float) -> ServiceFailure:
-    if service.update_state in _FAILED_REASONS:
+async def _failure(service: ServiceState, log_tail: LogTail, timeout: float,
+                   stuck: str | None = None) -> ServiceFailure:
+    if stuck is not None:
+        reason = stuck
+    elif service.update_state in _FAILED_REASONS:
         reason = _FAILED_REASONS[service.update_state]
     else:
         reason = (
@@ -135,6 +177,7 @@ async def _failure(service: ServiceState, log_tail: LogTail, timeout: float) -> 
         short_name=service.short_name,
         reason=reason,
         update_state=service.update_state,
-        task_error=service.last_error,
+        # The failing spec's own error first: an older, healthy task's says nothing about it.
+        task_error=service.current_error or service.last_error,
         raw_log_tail=tail,
     )

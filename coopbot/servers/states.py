@@ -61,6 +61,13 @@ class ServiceState:
     last_error: str | None  # the newest task error the daemon reported, verbatim
     health: Health
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Tasks of the current spec that swarm rejected (no such image, invalid mount, ...), and
+    # the newest error of a current-spec task: a new service has no update status that could
+    # say it failed, so these do.
+    rejections: int = 0
+    current_error: str | None = None
+    # A current-spec task swarm cannot place (e.g. "no suitable node"): it waits with an error.
+    unplaceable: bool = False
 
     @property
     def update_failed(self) -> bool:

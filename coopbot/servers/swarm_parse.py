@@ -44,6 +44,7 @@ def service_state(
     starting = sum(1 for t in live if t["Status"]["State"] == "starting")
     desired = _desired(service, mode)
     last_error = _last_error(tasks)
+    current = _of_current_spec(service, tasks)
     update = service.get("UpdateStatus") or {}
     return ServiceState(
         name=spec["Name"],
@@ -59,7 +60,18 @@ def service_state(
         last_error=last_error,
         health=_health(container, starting, running, desired, last_error),
         labels=labels,
+        rejections=sum(1 for t in current if t["Status"].get("State") == "rejected"),
+        current_error=_last_error(current),
+        unplaceable=any(t.get("DesiredState") == "running"
+                        and t["Status"].get("State") == "pending" and t["Status"].get("Err")
+                        for t in current),
     )
+
+
+def _of_current_spec(service: ApiDict, tasks: Iterable[ApiDict]) -> list[ApiDict]:
+    """Tasks created since the service's spec last changed (so: for its current spec)."""
+    changed = timestamp_key(str(service.get("UpdatedAt") or service.get("CreatedAt") or ""))
+    return [t for t in tasks if timestamp_key(str(t.get("CreatedAt", ""))) >= changed]
 
 
 def _desired(service: ApiDict, mode: str) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from coopbot.errors import CoopbotError, ServerUnreachable
+from coopbot.recipes.labels import running_timeout
 from coopbot.servers.states import NodeState, ServiceState
 from coopbot.servers.task_failures import TaskFailures
 from coopbot.watch.alerts import AlertKind, Severity
@@ -32,23 +33,6 @@ class Condition:
     broken: bool = True  # announced when already there at start-up (a drained node is not)
 
 
-def timeout_label(stack: str) -> str:
-    return f"coop-cloud.{stack}.timeout"
-
-
-def app_timeout(services: tuple[ServiceState, ...], stack: str, default: float) -> float:
-    """The stack's convergence timeout: the `app` service's timeout label, as abra reads it."""
-    for service in sorted(services, key=lambda s: s.short_name != "app"):
-        raw = service.labels.get(timeout_label(stack), "").strip()
-        try:
-            value = float(raw)
-        except ValueError:
-            continue
-        if value > 0:
-            return value
-    return default
-
-
 def is_pending(service: ServiceState) -> bool:
     """Not converged yet. A finished rollback is not pending: the old spec runs again."""
     return service.replicas_updated < service.replicas_desired or service.updating
@@ -63,7 +47,7 @@ def derive(
     for node in view.info.nodes:
         found += node_conditions(server, node)
     for stack, services in view.stacks.items():
-        timeout = app_timeout(services, stack, timings.default_timeout)
+        timeout = running_timeout(services, stack, timings.default_timeout)
         for service in services:
             found += service_conditions(server, service, view.failures.get(service.name), timings)
             since = pending_since.get(service.name)

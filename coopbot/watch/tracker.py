@@ -9,8 +9,9 @@ and what did not is not announced again.
 from __future__ import annotations
 
 from coopbot.errors import CoopbotError
+from coopbot.recipes.labels import running_timeout
 from coopbot.watch.alerts import Alert, VersionChange
-from coopbot.watch.conditions import Condition, app_timeout, derive, is_pending, unreachable
+from coopbot.watch.conditions import Condition, derive, is_pending, unreachable
 from coopbot.watch.snapshot import Problem, ServerWatch
 from coopbot.watch.timings import WatchTimings
 from coopbot.watch.transitions import alert_of, initial_alerts, recovery_of, transitions
@@ -104,7 +105,7 @@ class ServerTracker:
         pending: dict[str, float] = {}
         overdue_at: dict[str, float] = {}
         for stack, services in view.stacks.items():
-            timeout = app_timeout(services, stack, self._timings.default_timeout)
+            timeout = running_timeout(services, stack, self._timings.default_timeout)
             for service in services:
                 if is_pending(service):
                     since = self._pending_since.get(service.name, view.at)

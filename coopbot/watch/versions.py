@@ -9,24 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from coopbot.recipes.labels import deployed_version
 from coopbot.servers.states import ServiceState
 from coopbot.watch.alerts import Alert, Severity, VersionChange
-
-
-def version_label(stack: str) -> str:
-    return f"coop-cloud.{stack}.version"
 
 
 def app_versions(stacks: Mapping[str, tuple[ServiceState, ...]]) -> dict[str, str]:
     """stack -> version, for the stacks that carry a version label (Co-op Cloud apps)."""
     versions: dict[str, str] = {}
     for stack, services in stacks.items():
-        # The `app` service is the one abra labels; any other carrying the label is a fallback.
-        for service in sorted(services, key=lambda s: s.short_name != "app"):
-            version = service.labels.get(version_label(stack))
-            if version:
-                versions[stack] = version
-                break
+        version = deployed_version(services, stack)
+        if version:
+            versions[stack] = version
     return versions
 
 

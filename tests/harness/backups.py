@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from coopbot.local_images import build_restic_image
+from coopbot.dev.local_images import build_restic_image
 from tests.harness.recipes import MakeRecipeRepo, RecipeRelease
 from tests.harness.swarm import AppImages, Dockerd
 

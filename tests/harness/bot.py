@@ -24,7 +24,7 @@ from nio import RoomMessage
 
 from coopbot.app import Bot, build
 from coopbot.config import load_config
-from coopbot.homeserver import LocalSynapse
+from coopbot.dev.homeserver import LocalSynapse
 from coopbot.store.audit import AuditRow
 from tests.harness.synapse import DEFAULT_TIMEOUT, MakeMember, Member
 

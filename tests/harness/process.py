@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from coopbot.crashpoint import ENV as CRASH_ENV
-from coopbot.homeserver import LocalSynapse
+from coopbot.dev.homeserver import LocalSynapse
 from tests.harness.bot import new_bot_config
 
 STOP_TIMEOUT = 30.0

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from coopbot.local_images import build_busybox_image
+from coopbot.dev.local_images import build_busybox_image
 from coopbot.servers import DockerEngine, ServerSpec
 
 DOCKER_SOCKET = "/var/run/docker.sock"

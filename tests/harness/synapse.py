@@ -1,6 +1,6 @@
 """Real Synapse fixtures: a session homeserver and logged-in nio test members.
 
-    synapse        session: a started `coopbot.homeserver.LocalSynapse` (fails, never skips)
+    synapse        session: a started `coopbot.dev.homeserver.LocalSynapse` (fails, never skips)
     make_member    session: `await make_member("alice")` -> a logged-in, syncing `Member`
 
 A `Member` runs its own sync loop (a background task) and records every timeline event
@@ -45,7 +45,7 @@ from nio import (
 )
 from nio.responses import ErrorResponse
 
-from coopbot.homeserver import LocalSynapse
+from coopbot.dev.homeserver import LocalSynapse
 
 DEFAULT_TIMEOUT = 15.0
 # Long-poll length of each member's sync; a close cancels it, so it never delays a test.

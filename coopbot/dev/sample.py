@@ -12,7 +12,7 @@ from pathlib import Path
 
 from git import Actor, Repo
 
-from coopbot.local_images import build_busybox_image
+from coopbot.dev.local_images import build_busybox_image
 
 RECIPE = "hello"
 IMAGE = "coopbot-dev/hello"

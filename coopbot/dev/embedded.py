@@ -94,7 +94,7 @@ def _swarm_ready(init_swarm: bool) -> bool:
 
 def _sample_config(workdir: Path, room_id: str) -> dict[str, Any]:
     """The local engine as server `local`, the sample recipe and its app `hello.localhost`."""
-    from coopbot import sample
+    from coopbot.dev import sample
 
     sample.build_images()
     bare = sample.create_recipe(workdir / "recipes" / f"{sample.RECIPE}.git")
@@ -140,7 +140,7 @@ def _prepare(workdir: Path) -> dict[str, Any]:
 
 
 async def run_dev(workdir: Path, *, port: int | None = None, init_swarm: bool = False) -> None:
-    from coopbot.homeserver import LocalSynapse
+    from coopbot.dev.homeserver import LocalSynapse
 
     state = _prepare(workdir)
     synapse = LocalSynapse(workdir / "synapse", port=port)

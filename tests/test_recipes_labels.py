@@ -1,0 +1,85 @@
+"""abra's label rules: the deployed version (both schemes), timeout and autoupdate, read from
+running services and from a recipe's compose."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pytest
+
+from coopbot.recipes.labels import (
+    autoupdate,
+    compose_timeout,
+    compose_version,
+    deployed_version,
+    running_timeout,
+)
+
+STACK = "blog_example_org"
+
+
+@dataclass(frozen=True)
+class Service:
+    short_name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def test_the_app_service_label_wins_and_others_are_a_fallback() -> None:
+    app = Service("app", {f"coop-cloud.{STACK}.version": "1.2.0+2"})
+    db = Service("db", {f"coop-cloud.{STACK}.version": "0.9.0+1"})
+    assert deployed_version([db, app], STACK) == "1.2.0+2"
+    assert deployed_version([db, Service("app")], STACK) == "0.9.0+1"
+    assert deployed_version([Service("app"), Service("db")], STACK) is None
+    assert deployed_version([], STACK) is None
+
+
+def test_the_old_app_version_scheme_is_read_when_the_new_one_is_absent() -> None:
+    old = Service("app", {f"coop-cloud.{STACK}.app.version": "2.4.8+v2.4.8"})
+    assert deployed_version([old], STACK) == "2.4.8+v2.4.8"
+    both = Service("app", {f"coop-cloud.{STACK}.app.version": "1.0.0+1",
+                           f"coop-cloud.{STACK}.version": "1.1.0+1"})
+    assert deployed_version([both], STACK) == "1.1.0+1"
+    # Another stack's label is not this one's.
+    assert deployed_version([Service("app", {"coop-cloud.other.version": "9"})], STACK) is None
+
+
+@pytest.mark.parametrize(("labels", "expected"), [
+    ({f"coop-cloud.{STACK}.timeout": "120"}, 120.0),
+    ({f"coop-cloud.{STACK}.timeout": " 45.5 "}, 45.5),
+    ({f"coop-cloud.{STACK}.timeout": "0"}, 300.0),
+    ({f"coop-cloud.{STACK}.timeout": "-5"}, 300.0),
+    ({f"coop-cloud.{STACK}.timeout": "inf"}, 300.0),
+    ({f"coop-cloud.{STACK}.timeout": "${TIMEOUT}"}, 300.0),
+    ({}, 300.0),
+])
+def test_timeouts_from_running_labels_and_from_compose(
+    labels: dict[str, str], expected: float
+) -> None:
+    assert running_timeout([Service("app", labels)], STACK, 300.0) == expected
+    as_map = {"services": {"app": {"deploy": {"labels": labels}}}}
+    as_list = {"services": {"app": {"deploy": {"labels": [f"{k}={v}" for k, v in
+                                                          labels.items()]}}}}
+    assert compose_timeout(as_map, STACK, 300.0) == expected
+    assert compose_timeout(as_list, STACK, 300.0) == expected
+
+
+@pytest.mark.parametrize("compose", [
+    {}, {"services": None}, {"services": {"app": None}}, {"services": {"app": {"deploy": 5}}},
+    {"services": {"app": {"deploy": {"labels": None}}}}, {"services": ["app"]},
+])
+def test_composes_without_labels_have_no_version(compose: dict[str, object]) -> None:
+    assert compose_version(compose, STACK) is None
+    assert compose_timeout(compose, STACK, 60.0) == 60.0
+
+
+def test_compose_version_in_both_schemes() -> None:
+    old = {"services": {"app": {"deploy": {"labels": [
+        f"coop-cloud.{STACK}.app.version=2.4.8+v2.4.8"]}}}}
+    assert compose_version(old, STACK) == "2.4.8+v2.4.8"
+
+
+def test_autoupdate_is_the_kadabra_label_set_to_true() -> None:
+    assert autoupdate([Service("app", {f"coop-cloud.{STACK}.autoupdate": "true"})], STACK)
+    assert not autoupdate([Service("app", {f"coop-cloud.{STACK}.autoupdate": "false"})], STACK)
+    assert not autoupdate([Service("app")], STACK)
