@@ -234,3 +234,20 @@ async def test_a_second_recovery_changes_and_says_nothing_more(tmp_path: Path) -
         assert (await outcome(s))[0] == "ok"
     finally:
         await db.close()
+
+
+async def test_an_upgrade_cut_off_before_its_target_was_known_changed_nothing(
+    tmp_path: Path,
+) -> None:
+    s, db = await setup(tmp_path, Engine([service("1.0.0")]))
+    try:
+        env = s.abra.path / "servers" / "prod" / f"{APP}.env"
+        before = env.read_text()
+        await s.open_operation("upgrade")
+        await s.recovery.run()
+        assert await outcome(s) == ("interrupted", "the bot stopped while this ran, before it "
+                                                   "changed anything; running now is 1.0.0, "
+                                                   "converged and healthy")
+        assert env.read_text() == before
+    finally:
+        await db.close()

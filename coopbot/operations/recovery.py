@@ -180,7 +180,9 @@ class Recovery:
         if not services:
             return Outcome("interrupted", f"{STOPPED}: {change} did not happen; nothing runs",
                            (f"`!{record.kind} {app.name}` starts it again.",))
-        if target is not None and running == target and steady and target != previous:
+        if target is None:  # the target is recorded before anything changes
+            return Outcome("interrupted", f"{STOPPED}, before it changed anything; {now}")
+        if running == target and running == target and steady and target != previous:
             await self._align_type(app, target)
             return Outcome("ok", f"{change}: finished by the swarm while the bot was down",
                            (f"**`{app.name}` {VERBS[record.kind]}**: {change} on {app.server}, "
