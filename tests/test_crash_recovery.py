@@ -1,8 +1,13 @@
-"""A crash at any moment loses nothing: the bot runs as a real subprocess, is SIGKILLed at
-several points of a deploy on the real swarm (and of a backup), started again on the same
-state folder, and must then tell the requester's thread the truth, close its status message,
-leave the env file's TYPE saying what the swarm runs, keep one audit row per operation and run
-nothing twice."""
+"""A crash at any moment loses nothing. The bot runs as a real subprocess
+(tests/harness/process.py) on the real swarm and Synapse and is killed: by a real SIGKILL from
+the test at an observed moment (during convergence, over SSH; during a failing upgrade the
+swarm rolls back; while restic backs up; while a restore writes a volume), at a crash point
+where the moment cannot be seen from outside (just before `docker stack deploy`; after success
+before the lock release; after the lock release before the answer), or by SIGTERM mid-deploy.
+Started again on the same state folder, it must tell the requester's thread the truth, close
+the ⏳ status message, leave the env file's TYPE saying what the swarm runs, keep one audit
+row per operation, release the lock and run nothing twice.
+"""
 
 from __future__ import annotations
 
