@@ -34,6 +34,7 @@ from coopbot.notify.updates import UpdateChecker
 from coopbot.observe import Observers
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.preflight import Preflight
+from coopbot.operations.recovery import Recovery
 from coopbot.operations.scope import AppScope
 from coopbot.operations.status import StatusViews
 from coopbot.parser import CommandParser
@@ -53,6 +54,7 @@ from coopbot.store.handled import HandledEvents
 from coopbot.store.kv import KeyValueStore
 from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
+from coopbot.store.status_messages import StatusMessages
 from coopbot.tasks import TaskGroup
 from coopbot.watch.watcher import SwarmWatcher
 
@@ -83,6 +85,8 @@ class Bot:
     roles: RoleResolver
     kv: KeyValueStore
     upgrades: RoomUpgrades
+    statuses: StatusMessages
+    recovery: Recovery | None = None
     scheduler: BackupScheduler | None = None
     backups: BackupService | None = None
     watcher: SwarmWatcher | None = None
@@ -93,9 +97,9 @@ class Bot:
     async def start(self) -> None:
         await self.database.open()
         await self.handled.forget_older_than(HANDLED_EVENTS_KEPT_SECONDS)
-        for lock in await self.operations.release_stale_locks():
-            log.warning("released the lock of %s held by an earlier run (%s by %s)",
-                        lock.app, lock.kind, lock.holder)
+        await self.statuses.forget_older_than(HANDLED_EVENTS_KEPT_SECONDS)
+        # Locks an earlier run left behind stay held until recovery (after the first sync,
+        # when the rooms can be told) has found out what came of their operations.
         await self.gateway.login()
         redact(self.gateway.client.access_token)  # logs never show the session's token
         await self.upgrades.restore()
@@ -118,6 +122,8 @@ class Bot:
 
     async def _after_first_sync(self) -> None:
         await self.gateway.synced_once.wait()
+        if self.recovery is not None:
+            self.tasks.spawn(self.recovery.run(), name="operations left open by a crash")
         stop = self.stopping
         # The long-lived loops are supervised: one that dies is restarted and reported.
         self.tasks.supervise(lambda: self.approvals.run_expiry(stop), name="approval expiry",
@@ -176,6 +182,7 @@ def build(config: Config) -> Bot:
     kv = KeyValueStore(database)
     handled = HandledEvents(database)
     audit = AuditLog(database)
+    statuses = StatusMessages(database)
     rooms = RoomDirectory(config.rooms)
     roles = RoleResolver(config)
     gateway = MatrixGateway(
@@ -222,7 +229,7 @@ def build(config: Config) -> Bot:
         store=ApprovalStore(database), policies=policies, roles=roles,
         power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
         poster=gateway, planners=planners, tasks=tasks, prefix=prefix,
-        bot_user_id=config.matrix.user_id,
+        bot_user_id=config.matrix.user_id, status_ledger=statuses,
     )
     families.append(ApprovalCommands(approvals, audit, member_role=lowest,
                                      audit_role=change_role))
@@ -254,6 +261,7 @@ def build(config: Config) -> Bot:
         responder=gateway,
         approval=approvals.gate,
         observers=observers,
+        status_ledger=statuses,
     )
     approvals.bind_executor(pipeline.execute)
 
@@ -287,6 +295,8 @@ def build(config: Config) -> Bot:
         pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
         roles=roles, kv=kv, scheduler=scheduler, watcher=watcher, backups=backups,
         upgrades=RoomUpgrades(rooms, kv, roles, power=gateway.power_info, join=gateway.join),
+        statuses=statuses,
+        recovery=Recovery(operations, audit, statuses, scope, pool, gateway),
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from coopbot.crashpoint import crash_point
 from coopbot.echo import shown
 from coopbot.errors import CoopbotError, PermissionDenied, UnknownCommand, UsageError, UserError
 from coopbot.ids import EventID, RoomID, UserID
@@ -26,7 +27,7 @@ from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.replies import Reply
 from coopbot.roles import PowerInfo, RoleGrant, RoleResolver
 from coopbot.rooms import ConfiguredRoom, RoomDirectory
-from coopbot.status_message import status_message
+from coopbot.status_message import StatusLedger, status_message
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.handled import HandledEvents
 
@@ -74,6 +75,7 @@ class Pipeline:
         responder: Responder,
         approval: ApprovalGate | None = None,
         observers: Observers | None = None,
+        status_ledger: StatusLedger | None = None,
     ) -> None:
         self._settings = settings
         self._parser = parser
@@ -86,6 +88,7 @@ class Pipeline:
         self._responder = responder
         self._approval = approval
         self._observers = observers or Observers()
+        self._status_ledger = status_ledger
 
     async def handle(self, message: IncomingMessage) -> None:
         """Handle one message; nothing it does can escape as an exception. An unexpected one is
@@ -193,7 +196,8 @@ class Pipeline:
         await self.execute(invocation, message)
 
     def progress_sink(self, message: IncomingMessage) -> ProgressSink:
-        return status_message(self._responder, message, key=f"{message.event_id}/status")
+        return status_message(self._responder, message, key=f"{message.event_id}/status",
+                              ledger=self._status_ledger)
 
     async def execute(self, invocation: Invocation, message: IncomingMessage) -> bool:
         """The operation and report stages; approvals re-enter the pipeline here.
@@ -227,6 +231,7 @@ class Pipeline:
                 await self._responder.typing(invocation.room_id, False)
         # The member is waiting for the answer, not for the audit row: answer first, and
         # record the result even when the answer cannot be sent.
+        crash_point("before-answer")
         try:
             await self._say(message, reply)
         finally:

@@ -9,6 +9,7 @@ pytest_plugins = [
     "tests.harness.swarm",
     "tests.harness.recipes",
     "tests.harness.bot",
+    "tests.harness.process",
     "tests.harness.backups",
     "tests.harness.watch",
 ]

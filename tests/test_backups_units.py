@@ -13,6 +13,7 @@ from coopbot.backups.labels import LabelError, plan_backup
 from coopbot.backups.output import parse_backup, parse_forget, parse_ls, parse_snapshots
 from coopbot.backups.restic import retention_args
 from coopbot.backups.restore import snapshot_volumes
+from coopbot.backups.results import RestoreProgress, VolumeRestore
 from coopbot.backups.schedule import next_run
 from coopbot.backups.verify import Node, verify
 from coopbot.config import RetentionConfig
@@ -236,3 +237,13 @@ async def test_scheduler_runs_a_server_when_due_and_reports_every_result() -> No
     await asyncio.gather(task, return_exceptions=True)
     assert backups.rounds == ["local"]
     assert [(r.app, r.ok) for r in reported] == [("a.example.org", True), ("b.example.org", False)]
+
+
+def test_restore_progress_round_trips_and_rejects_damage() -> None:
+    progress = RestoreProgress("abcd1234", (
+        VolumeRestore("db", "restored"),
+        VolumeRestore("files", "incomplete", "the bot stopped while restoring it"),
+        VolumeRestore("media", "unchanged")), (("blog_app", 2),))
+    assert RestoreProgress.decode(progress.encode()) == progress
+    for damaged in ("", "{", '{"snapshot": "x"}', '{"snapshot": "x", "volumes": 3}'):
+        assert RestoreProgress.decode(damaged) is None

@@ -16,6 +16,7 @@ from coopbot.store.kv import KeyValueStore
 from coopbot.store.migrations import MIGRATIONS
 from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
+from coopbot.store.status_messages import StatusMessages
 
 
 async def test_migrations_apply_once_and_state_survives_reopen(tmp_path: Path) -> None:
@@ -61,19 +62,31 @@ async def test_locks_are_exclusive_and_released_after_a_crash(tmp_path: Path) ->
         assert busy is not None and busy.holder == "@a:x" and busy.kind == "deploy"
         # another app is independent
         assert await first.try_lock("wiki", "op3", "deploy", "@b:x") is None
-    # The process "crashed" with locks held; a new process releases them at start-up.
+    # The process "crashed" with locks held: a new process sees them as stale (recovery
+    # resolves them), still held until released, and its own locks are not stale.
     async with Database(path) as db:
         second = OperationStore(db)
-        released = await second.release_stale_locks()
-        assert sorted(lock.app for lock in released) == ["blog", "wiki"]
+        stale = await second.stale_locks()
+        assert sorted(lock.app for lock in stale) == ["blog", "wiki"]
+        assert await second.try_lock("blog", "op4", "deploy", "@b:x") is not None
+        await second.unlock("blog", "op1")
         assert await second.try_lock("blog", "op4", "deploy", "@b:x") is None
-        record = await second.get("op1")
-        assert record is not None and record.result == "interrupted"
+        assert [lock.app for lock in await second.stale_locks()] == ["wiki"]
+
+
+async def test_an_operation_result_is_written_once(tmp_path: Path) -> None:
+    async with Database(tmp_path / "bot.db") as db:
+        ops = OperationStore(db)
+        await ops.begin(operation_id="op1", kind="deploy", app="blog", server="s",
+                        requester="@a:x", from_version=None, to_version="1.0.0",
+                        room_id=None, event_id=None)
+        assert await ops.finish("op1", "ok", "deployed")
+        assert not await ops.finish("op1", "interrupted", "the bot stopped")
+        record = await ops.get("op1")
+        assert record is not None and (record.result, record.summary) == ("ok", "deployed")
         audit = await AuditLog(db).recent()
-        assert [(r.command, r.decision, r.operation_id) for r in audit] == [
-            ("deploy", "operation", "op1")
-        ]
-        assert audit[0].result.startswith("interrupted in ")
+        assert [(r.decision, r.operation_id) for r in audit] == [("operation", "op1")]
+        assert audit[0].result.startswith("ok in ")
 
 
 async def test_deployed_versions_newest_first(tmp_path: Path) -> None:
@@ -117,3 +130,41 @@ async def test_mutes_are_per_room_and_earlier_mutes_stay_with_the_room_that_set_
         assert left is not None and left.room_id == "!news:x"
         await notices.mute("!news:x", "blog", -1, "@b:x")  # an expired mute silences nothing
         assert await notices.muted("blog", ["!news:x"]) is None
+
+
+async def test_unanswered_operations_are_those_without_a_result_row(tmp_path: Path) -> None:
+    async with Database(tmp_path / "bot.db") as db:
+        ops, audit = OperationStore(db), AuditLog(db)
+        for op_id, event in (("answered", "$a"), ("lost", "$b"), ("scheduled", None)):
+            await ops.begin(operation_id=op_id, kind="backup", app="blog", server="s",
+                            requester="@a:x", from_version=None, to_version=None,
+                            room_id="!r:x" if event else None, event_id=event)
+            await ops.finish(op_id, "ok", "done")
+        await audit.append(command="backup", decision=Decision.RESULT, event_id="$a",
+                           result="ok (1.00 s)")
+        await audit.append(command="backup", decision=Decision.RAN, event_id="$b")
+        now = time.time()
+        assert [r.id for r in await ops.unanswered(now - 60, now + 1)] == ["lost"]
+        assert await ops.unanswered(now - 120, now - 60) == []
+
+
+async def test_status_messages_and_checkpoints_survive_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    async with Database(path) as db:
+        await StatusMessages(db).remember(EventID("$cmd"), RoomID("!r:x"), EventID("$status"),
+                                          EventID("$root"))
+        ops = OperationStore(db)
+        await ops.begin(operation_id="op1", kind="restore", app="blog", server="s",
+                        requester="@a:x", from_version=None, to_version=None, room_id=None,
+                        event_id=None)
+        await ops.checkpoint("op1", '{"snapshot": "abcd1234"}')
+    async with Database(path) as db:
+        statuses = StatusMessages(db)
+        status = await statuses.get("$cmd")
+        assert status is not None
+        assert (status.room_id, status.status_event_id, status.thread_root) == (
+            "!r:x", "$status", "$root")
+        record = await OperationStore(db).get("op1")
+        assert record is not None and record.checkpoint == '{"snapshot": "abcd1234"}'
+        await statuses.forget("$cmd")
+        assert await statuses.get("$cmd") is None

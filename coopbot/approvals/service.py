@@ -34,7 +34,7 @@ from coopbot.registry import CommandRegistry
 from coopbot.replies import Reply
 from coopbot.roles import RoleGrant, RoleResolver
 from coopbot.rooms import RoomDirectory
-from coopbot.status_message import status_message
+from coopbot.status_message import StatusLedger, status_message
 from coopbot.store.approvals import (
     OPEN,
     RUNNING,
@@ -107,7 +107,7 @@ class Approvals:
         power: PowerSource, rooms: RoomDirectory, registry: CommandRegistry,
         operations: OperationStore, audit: AuditLog, poster: CardPoster,
         planners: dict[str, Planner], tasks: TaskGroup, prefix: str = "!",
-        bot_user_id: str = "",
+        bot_user_id: str = "", status_ledger: StatusLedger | None = None,
     ) -> None:
         self._store = store
         self._policies = policies
@@ -122,6 +122,7 @@ class Approvals:
         self._tasks = tasks
         self._prefix = prefix
         self._bot_user_id = bot_user_id
+        self._status_ledger = status_ledger
         self._executor: Executor | None = None
         # Votes on one request are evaluated one at a time (card edits stay in order).
         self._locks: dict[int, asyncio.Lock] = {}
@@ -385,7 +386,8 @@ class Approvals:
             sender=UserID(request.requester), spec=spec, args=dict(request.args), grant=grant,
             room=room.config if room else None, event_timestamp_ms=int(request.created_at * 1000),
             received_at=time.time(), progress=status_message(
-                self._poster, message, key=f"{message.event_id}/approved-status"),
+                self._poster, message, key=f"{message.event_id}/approved-status",
+                ledger=self._status_ledger),
             approvers=approvers, expected_binding=request.binding, request_id=request.id,
         )
 

@@ -19,12 +19,19 @@ from coopbot.backups.hooks import run_hook
 from coopbot.backups.labels import ROOT, volume_name
 from coopbot.backups.output import Snapshot
 from coopbot.backups.restic import RestoreFailed
-from coopbot.backups.results import RestoreResult, VolumeRestore, VolumeState, volume_lines
+from coopbot.backups.results import (
+    RestoreProgress,
+    RestoreResult,
+    VolumeRestore,
+    VolumeState,
+    volume_lines,
+)
 from coopbot.backups.target import AppTarget
 from coopbot.errors import CoopbotError, OperationFailed
 from coopbot.servers.containers import Bind, ServiceMounts
 
 SafetyBackup = Callable[[], Awaitable[str | None]]
+Checkpoint = Callable[[RestoreProgress], Awaitable[None]]
 
 
 @dataclass
@@ -56,7 +63,10 @@ def snapshot_volumes(snapshot: Snapshot) -> dict[str, list[str]]:
 
 
 async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
-                           safety_backup: SafetyBackup) -> RestoreResult:
+                           safety_backup: SafetyBackup,
+                           checkpoint: Checkpoint | None = None) -> RestoreResult:
+    """With `checkpoint`, every step that changes something is recorded before and after it,
+    so a crash at any moment leaves a true account of the volumes and stopped services."""
     app, engine = target.app, target.engine
     started = time.monotonic()
     by_name = {volume_name(m.source, app.stack_name): m.source
@@ -65,6 +75,13 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
             for name, clear in snapshot_volumes(snapshot).items()]
     await target.check_volumes([w.volume for w in work])
     users = _users(target.services, {w.volume for w in work})
+    stopped: dict[str, int] = {}
+
+    async def note() -> None:
+        if checkpoint is not None:
+            await checkpoint(RestoreProgress(snapshot.short_id,
+                                             tuple(w.report() for w in work),
+                                             tuple(stopped.items())))
     pre_tasks = {s.service: await target.task_for_hook(s.short_name, s.service, "restore hook")
                  for s in target.plan.services if s.hooks.pre_restore}
 
@@ -81,10 +98,13 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
                                       f"changed: {error}") from error
 
     await say(f"restore `{app.name}`: stopping {', '.join(s.short_name for s in users)}...")
-    stopped: dict[str, int] = {}
     try:
         for user in users:
+            # Recorded before it is stopped: a crash in between must not forget the service.
+            stopped[user.name] = user.replicas
+            await note()
             stopped[user.name] = await engine.scale_service(user.name, 0)
+        await note()
         await engine.wait_volumes_unused([w.volume for w in work], float(app.timeout))
     except CoopbotError as error:
         try:
@@ -100,9 +120,12 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
         await say(f"restore `{app.name}`: volume `{volume.name}` from `{snapshot.short_id}`...")
         bind = Bind(volume.volume, f"{ROOT}/{volume.name}", read_only=False)
         try:
-            volume.state, volume.note = "incomplete", "emptying it failed midway"
+            volume.state, volume.note = "incomplete", "the bot stopped while restoring it"
+            await note()
+            volume.note = "emptying it failed midway"
             await target.restic.replace(snapshot.id, bind, volume.clear, f"{ROOT}/{volume.name}")
             volume.state, volume.note = "restored", ""
+            await note()
         except CoopbotError as error:
             if isinstance(error, RestoreFailed) and error.emptied:
                 volume.note = "it was emptied, then restoring into it failed"
@@ -116,6 +139,8 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
 
     await say(f"restore `{app.name}`: starting the services again...")
     await _start(target, stopped)
+    stopped.clear()
+    await note()
     result = await engine.wait_converged(app.stack_name, float(app.timeout))
     if not result.ok:
         reasons = "; ".join(f"`{f.short_name}`: {f.reason}" for f in result.failures)

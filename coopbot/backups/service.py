@@ -16,7 +16,13 @@ from coopbot.backups.output import ForgetResult, Snapshot
 from coopbot.backups.password import PasswordReader, read_password
 from coopbot.backups.restic import Restic, Timeouts
 from coopbot.backups.restore import restore_snapshot
-from coopbot.backups.results import BackupResult, RestorePlan, RestoreResult, ScheduledBackup
+from coopbot.backups.results import (
+    BackupResult,
+    RestorePlan,
+    RestoreProgress,
+    RestoreResult,
+    ScheduledBackup,
+)
 from coopbot.backups.target import AppTarget, load_target
 from coopbot.config import BackupConfig, RoomConfig
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
@@ -199,7 +205,10 @@ class BackupService:
                                           detail=error.detail) from error
                 return taken.snapshot_id
 
-            result = await restore_snapshot(target, snapshot, say, safety_backup)
+            async def checkpoint(progress: RestoreProgress) -> None:
+                await self._operations.checkpoint(operation_id, progress.encode())
+
+            result = await restore_snapshot(target, snapshot, say, safety_backup, checkpoint)
             await self._operations.finish(
                 operation_id, "ok", f"restored snapshot {snapshot.short_id}"
                 + (f"; data from before in {result.safety_snapshot}"

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from coopbot.config import RoomConfig
+from coopbot.crashpoint import crash_point
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
@@ -242,6 +243,7 @@ class Deployer:
                                plan: Plan, progress: Throttle) -> ConvergenceResult:
         env = deploy_env(app, checkout)
         files = [checkout.path / name for name in app.compose_files]
+        crash_point("before-stack-deploy")
         await engine.stack_deploy(app.stack_name, files, env, checkout.path)
         timeout = plan.timeout
 

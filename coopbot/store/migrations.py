@@ -124,4 +124,16 @@ MIGRATIONS: list[str] = [
     DROP TABLE mutes;
     ALTER TABLE room_mutes RENAME TO mutes;
     """,
+    # 6: crash recovery: each command's status message (to close it after a crash), and an
+    # operation's progress so far (a restore's volume states) for the same reason.
+    """
+    CREATE TABLE status_messages (
+        command_event_id TEXT PRIMARY KEY,
+        room_id TEXT NOT NULL,
+        status_event_id TEXT NOT NULL,
+        thread_root TEXT NOT NULL,
+        posted_at REAL NOT NULL
+    );
+    ALTER TABLE operations ADD COLUMN checkpoint TEXT NOT NULL DEFAULT '';
+    """,
 ]

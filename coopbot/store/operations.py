@@ -1,12 +1,15 @@
 """Operation records and per-app locks.
 
-A lock row names the bot process (`instance`) that holds it; at start-up every lock held by an
-earlier process is released and its operation marked interrupted, so a crash never leaves an app
-locked forever, and the record says what happened.
+A lock row names the bot process (`instance`) that holds it. A lock of an earlier process means
+that process stopped (crashed) while the operation ran: operations/recovery.py finds out what
+came of it at start-up, records that and only then releases the lock, so a crash never leaves
+an app locked forever and the record says what really happened. An operation's result is
+written exactly once: `finish` never overwrites one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -15,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from coopbot.crashpoint import crash_point
 from coopbot.errors import Busy, CoopbotError
 from coopbot.observe import Observers, OperationFinished
 from coopbot.store.audit import AuditLog, Decision
@@ -48,6 +52,7 @@ class OperationRecord:
     finished_at: float | None
     result: str
     summary: str
+    checkpoint: str = ""  # progress so far, for recovery after a crash (a restore's volumes)
 
     @property
     def duration(self) -> float | None:
@@ -70,8 +75,9 @@ class OperationStore:
         """Hold the app's lock and an operation record while the body runs; yields the id.
 
         Busy when another operation holds the app. A body that raises leaves the record
-        `failed` (the body itself calls finish() for its own outcomes); the lock is always
-        released."""
+        `failed` (the body itself calls finish() for its own outcomes) and releases the lock.
+        A body cancelled (the bot stopping mid-operation, while the swarm may well finish it)
+        leaves both as a crash would: the next start finds out what came of it."""
         operation_id = uuid.uuid4().hex[:8]
         busy = await self.try_lock(app, operation_id, kind, requester)
         if busy is not None:
@@ -84,31 +90,57 @@ class OperationStore:
         )
         log.info("operation %s: %s %s on %s for %s", operation_id, kind, app, server, requester)
         started = time.monotonic()
+        cut_off = False
         try:
             yield operation_id
+            crash_point("operation-done")
         except CoopbotError as error:
             log.info("operation %s failed: %s (%s)", operation_id, error, error.detail)
             await self.finish(operation_id, "failed", str(error))
+            raise
+        except asyncio.CancelledError:
+            cut_off = True
+            log.warning("operation %s cut off by the bot stopping; the next start finds out "
+                        "what came of it", operation_id)
             raise
         except BaseException:
             await self.finish(operation_id, "failed", "internal error")
             raise
         finally:
-            await self.unlock(app, operation_id)
+            if not cut_off:
+                await self.unlock(app, operation_id)
         log.info("operation %s: done in %.1f s", operation_id, time.monotonic() - started)
 
-    async def release_stale_locks(self) -> list[LockHolder]:
-        """Release locks of earlier bot processes; mark their operations interrupted."""
+    async def stale_locks(self) -> list[LockHolder]:
+        """Locks held by earlier bot processes: their operations were cut off by a crash."""
         async with self._db.conn.execute(
-            "SELECT app, operation_id, kind, holder, since FROM app_locks WHERE instance != ?",
+            "SELECT app, operation_id, kind, holder, since FROM app_locks WHERE instance != ?"
+            " ORDER BY since",
             (self.instance,),
         ) as cursor:
-            stale = [LockHolder(*row) for row in await cursor.fetchall()]
-        for lock in stale:
-            await self._db.conn.execute("DELETE FROM app_locks WHERE app = ?", (lock.app,))
-            await self.finish(lock.operation_id, "interrupted",
-                              "the bot stopped while this operation ran")
-        return stale
+            return [LockHolder(*row) for row in await cursor.fetchall()]
+
+    async def unfinished_without_lock(self) -> list[OperationRecord]:
+        """Operations with no result and no lock (a lock is taken before the record is begun
+        and released after it is finished, so only a damaged database holds any)."""
+        async with self._db.conn.execute(
+            "SELECT * FROM operations WHERE finished_at IS NULL AND id NOT IN"
+            " (SELECT operation_id FROM app_locks) ORDER BY started_at",
+        ) as cursor:
+            return [OperationRecord(*row) for row in await cursor.fetchall()]
+
+    async def unanswered(self, since: float, until: float) -> list[OperationRecord]:
+        """Operations finished between `since` and `until` whose command was never answered:
+        the pipeline appends the command's RESULT audit row right after answering, so a crash
+        between an operation's end and its answer leaves none."""
+        async with self._db.conn.execute(
+            "SELECT * FROM operations AS op WHERE op.finished_at BETWEEN ? AND ?"
+            " AND op.event_id IS NOT NULL AND op.room_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM audit_log WHERE audit_log.event_id = op.event_id"
+            "  AND audit_log.decision = 'result') ORDER BY op.started_at",
+            (since, until),
+        ) as cursor:
+            return [OperationRecord(*row) for row in await cursor.fetchall()]
 
     async def try_lock(
         self, app: str, operation_id: str, kind: str, holder: str
@@ -161,15 +193,26 @@ class OperationStore:
             (from_version, to_version, operation_id),
         )
 
-    async def finish(self, operation_id: str, result: str, summary: str) -> None:
-        """Close the operation record and append its outcome to the audit log."""
+    async def checkpoint(self, operation_id: str, progress: str) -> None:
+        """Store how far the operation got (read by recovery after a crash)."""
         await self._db.conn.execute(
-            "UPDATE operations SET finished_at = ?, result = ?, summary = ? WHERE id = ?",
+            "UPDATE operations SET checkpoint = ? WHERE id = ?", (progress, operation_id))
+
+    async def finish(self, operation_id: str, result: str, summary: str) -> bool:
+        """Close the operation record and append its outcome to the audit log, once: an
+        operation that already has a result keeps it (returns False, records nothing)."""
+        cursor = await self._db.conn.execute(
+            "UPDATE operations SET finished_at = ?, result = ?, summary = ?"
+            " WHERE id = ? AND finished_at IS NULL",
             (time.time(), result, summary, operation_id),
         )
+        if cursor.rowcount != 1:
+            log.info("operation %s already has its result; %s not recorded", operation_id,
+                     result)
+            return False
         record = await self.get(operation_id)
         if record is None:
-            return
+            return False
         took = f" in {record.duration:.1f} s" if record.duration is not None else ""
         await self._audit.append(
             command=record.kind,
@@ -190,6 +233,7 @@ class OperationStore:
             room_id=record.room_id, event_id=record.event_id, result=result, summary=summary,
             duration=record.duration,
         ))
+        return True
 
     async def get(self, operation_id: str) -> OperationRecord | None:
         async with self._db.conn.execute(

@@ -81,6 +81,31 @@ class RunningBot:
         return await AuditLog(self.bot.database).recent(limit=limit)
 
 
+async def new_bot_config(synapse: LocalSynapse, parent: Path, **extra: Any) -> tuple[Path, str]:
+    """A fresh bot account and a state folder under `parent` holding its config.yaml (extra
+    keys merged in); returns (config path, bot user id)."""
+    localpart = f"bot-{uuid.uuid4().hex[:8]}"
+    password = secrets.token_urlsafe(12)
+    user_id = await asyncio.to_thread(synapse.register, localpart, password)
+    folder = parent / localpart
+    folder.mkdir()
+    (folder / "password").write_text(password)
+    config: dict[str, Any] = {
+        "matrix": {
+            "homeserver": synapse.base_url,
+            "user_id": user_id,
+            "password_file": "password",
+            "store": "state/matrix",
+            "offline_grace_seconds": 1,
+        },
+        "database": "state/coopbot.db",
+    }
+    config.update(extra)
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, user_id
+
+
 class StartBot(Protocol):
     def __call__(self, **config: Any) -> Awaitable[RunningBot]: ...
 
@@ -92,25 +117,7 @@ async def start_bot(synapse: LocalSynapse, tmp_path: Path) -> AsyncIterator[Star
     running: list[RunningBot] = []
 
     async def start(**extra: Any) -> RunningBot:
-        localpart = f"bot-{uuid.uuid4().hex[:8]}"
-        password = secrets.token_urlsafe(12)
-        user_id = await asyncio.to_thread(synapse.register, localpart, password)
-        folder = tmp_path / localpart
-        folder.mkdir()
-        (folder / "password").write_text(password)
-        config: dict[str, Any] = {
-            "matrix": {
-                "homeserver": synapse.base_url,
-                "user_id": user_id,
-                "password_file": "password",
-                "store": "state/matrix",
-                "offline_grace_seconds": 1,
-            },
-            "database": "state/coopbot.db",
-        }
-        config.update(extra)
-        path = folder / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
+        path, user_id = await new_bot_config(synapse, tmp_path, **extra)
         bot = RunningBot(path, user_id)
         running.append(bot)
         await bot.start()
