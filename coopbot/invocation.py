@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 from coopbot.config import RoomConfig
 from coopbot.ids import EventID, RoomID, UserID
@@ -11,8 +12,29 @@ from coopbot.registry import CommandSpec
 from coopbot.replies import Reply
 from coopbot.roles import RoleGrant
 
-# Posts or edits the operation's status message in the command's thread.
-ProgressSink = Callable[[Reply], Awaitable[None]]
+log = logging.getLogger(__name__)
+
+
+class ProgressSink(Protocol):
+    """Where an operation's progress goes: `update` posts or edits its status message, and
+    `close` marks it done or failed once the answer is out, so no status is left at ⏳."""
+
+    async def __call__(self, update: Reply) -> None: ...
+
+    async def close(self, ok: bool) -> None: ...
+
+
+class LoggedProgress:
+    """Progress nobody waits for in a room (the bot's own runs): into the log."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    async def __call__(self, update: Reply) -> None:
+        log.info("%s: %s", self._what, update.text)
+
+    async def close(self, ok: bool) -> None:
+        log.info("%s: %s", self._what, "done" if ok else "failed")
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,8 @@ class Pipeline:
             await self._say(message, reply)
         finally:
             await self._result(message, spec.name, words, outcome, started)
+            # After the answer, never before it: the status message then says how it ended.
+            await invocation.progress.close(outcome == "ok")
         return outcome == "ok"
 
     async def _keep_typing(self, room_id: RoomID) -> None:

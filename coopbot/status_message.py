@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Protocol
 
+from coopbot.errors import CoopbotError
 from coopbot.ids import EventID, RoomID
-from coopbot.invocation import ProgressSink
 from coopbot.messages import IncomingMessage
 from coopbot.replies import Reply
+
+log = logging.getLogger(__name__)
 
 
 class StatusPoster(Protocol):
@@ -23,20 +27,44 @@ class StatusLedger(Protocol):
                        status_event_id: EventID, thread_root: EventID) -> None: ...
 
 
-def status_message(poster: StatusPoster, message: IncomingMessage, key: str,
-                   ledger: StatusLedger | None = None) -> ProgressSink:
-    """A sink whose first update replies to `message` (with transaction key `key`, so a retry
-    never posts twice) and whose later updates edit that reply. With a `ledger`, the posted
-    message is remembered the moment it exists."""
-    posted: list[EventID] = []
+class StatusMessage:
+    """A command's status message: the first update replies to the command (with transaction
+    key `key`, so a retry never posts twice), later ones edit that reply, and `close` marks it
+    done or failed once the answer is out. With a `ledger`, the posted message is remembered
+    the moment it exists (a restart after a crash closes it)."""
 
-    async def progress(update: Reply) -> None:
-        if posted:
-            await poster.edit(message.room_id, posted[0], update)
+    def __init__(self, poster: StatusPoster, message: IncomingMessage, key: str,
+                 ledger: StatusLedger | None = None) -> None:
+        self._poster = poster
+        self._message = message
+        self._key = key
+        self._ledger = ledger
+        self._posted: EventID | None = None
+        self._started = time.monotonic()
+
+    async def __call__(self, update: Reply) -> None:
+        if self._posted is not None:
+            await self._poster.edit(self._message.room_id, self._posted, update)
             return
-        posted.append(await poster.reply(message, update, key=key))
-        if ledger is not None:
-            await ledger.remember(message.event_id, message.room_id, posted[0],
-                                  message.reply_thread_root)
+        self._started = time.monotonic()
+        self._posted = await self._poster.reply(self._message, update, key=self._key)
+        if self._ledger is not None:
+            await self._ledger.remember(self._message.event_id, self._message.room_id,
+                                        self._posted, self._message.reply_thread_root)
 
-    return progress
+    async def close(self, ok: bool) -> None:
+        if self._posted is None:
+            return  # nothing was shown, nothing to close
+        took = time.monotonic() - self._started
+        ending = "done" if ok else "failed"
+        try:
+            await self._poster.edit(self._message.room_id, self._posted, Reply.of(
+                f"{'✅' if ok else '❌'} {ending} after {took:.0f} s; the answer follows."))
+        except CoopbotError as error:
+            log.warning("could not close the status message of %s: %s",
+                        self._message.event_id, error)
+
+
+def status_message(poster: StatusPoster, message: IncomingMessage, key: str,
+                   ledger: StatusLedger | None = None) -> StatusMessage:
+    return StatusMessage(poster, message, key, ledger)

@@ -18,7 +18,7 @@ from coopbot.approvals.service import Approvals, PlannedChange, Planner
 from coopbot.config import Config, RoomConfig
 from coopbot.errors import MatrixError, UserError
 from coopbot.ids import EventID, RoomID, UserID
-from coopbot.invocation import Invocation
+from coopbot.invocation import Invocation, LoggedProgress
 from coopbot.messages import IncomingMessage, IncomingReaction
 from coopbot.registry import Arg, CommandRegistry, CommandSpec
 from coopbot.replies import Reply
@@ -81,13 +81,10 @@ class Bench:
         grant = self.roles.resolve(
             sender, ROOM_CONFIG, PowerInfo(users={BOB: 50, CAROL: 50, DAVE: 50}))
 
-        async def no_progress(update: Reply) -> None:
-            return None
-
         return Invocation(
             room_id=ROOM, event_id=EventID(event_id), sender=sender, spec=spec, args=args,
             grant=grant, room=ROOM_CONFIG, event_timestamp_ms=int(time.time() * 1000),
-            received_at=time.time(), progress=no_progress)
+            received_at=time.time(), progress=LoggedProgress("test"))
 
     async def open_request(self) -> tuple[int, str]:
         inv = self.invocation("deploy", {"app": APP}, BOB, "$deploy")

@@ -115,6 +115,14 @@ async def test_progress_edits_final_summary_and_notification(rooms: Rooms, app: 
     assert edits, "the status message was never edited"
     assert any("converging" in str(e.source["content"]["m.new_content"]["body"]) or
                "deploying" in str(e.source["content"]["m.new_content"]["body"]) for e in edits)
+
+    def closed(event: Any) -> bool:
+        content = event.source.get("content", {})
+        return (content.get("m.relates_to", {}).get("event_id") == status[0].event_id
+                and str(content.get("m.new_content", {}).get("body", "")).startswith("✅ done"))
+
+    # Once the answer is out the status no longer says ⏳: it says how the deploy ended.
+    await r.bob.wait_for_event(r.ops, closed, what="the status message closed")
     assert await asyncio.wait_for(watching, 5), "no typing indicator while the deploy ran"
 
     news = await r.news_matching(f"deploy `{app}`")

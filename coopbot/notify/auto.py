@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from coopbot.ids import EventID, RoomID, UserID
-from coopbot.invocation import Invocation
+from coopbot.invocation import Invocation, LoggedProgress
 from coopbot.messages import IncomingMessage
 from coopbot.notify.targets import NotificationTargets
 from coopbot.notify.updates import Available
@@ -61,13 +61,9 @@ class AutoUpgrader:
             room_id=room_id, event_id=announcement, sender=self._bot, spec=spec,
             args={"app": app.name, "version": str(available.newest)}, grant=grant,
             room=room.config if room else None, event_timestamp_ms=message.timestamp_ms,
-            received_at=message.received_at, progress=self._progress(message), automatic=True,
+            received_at=message.received_at, progress=LoggedProgress(f"auto-update of {app.name}"),
+            automatic=True,
         )
         if await self._gate(invocation, message):
             await self._execute(invocation, message)
 
-    def _progress(self, message: IncomingMessage) -> Callable[[Reply], Awaitable[None]]:
-        async def progress(update: Reply) -> None:
-            log.info("auto-update progress: %s", update.text)
-
-        return progress
