@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.harness.bot",
     "tests.harness.backups",
     "tests.harness.watch",
+    "tests.harness.jsmember",
 ]
 
 
