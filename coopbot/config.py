@@ -62,6 +62,9 @@ class MatrixConfig(Strict):
     # Commands that reached the homeserver more than this many seconds before the bot came up
     # are answered as expired instead of run.
     offline_grace_seconds: float = Field(default=5.0, ge=0)
+    # Give the account a cross-signing identity and sign the bot's device with it, so clients
+    # that exclude insecure devices (Element's direction) share room keys with the bot.
+    cross_signing: bool = True
 
     @field_validator("homeserver")
     @classmethod

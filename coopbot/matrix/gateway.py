@@ -26,6 +26,7 @@ from coopbot.errors import MatrixError
 from coopbot.ids import EventID, RoomID, UserID, server_of
 from coopbot.matrix import events
 from coopbot.matrix.content import edit_of, in_thread, notice
+from coopbot.matrix.cross_signing import ensure_cross_signed
 from coopbot.matrix.session import StoredSession, load_session, save_session
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.observe import Observers, SyncCompleted
@@ -132,7 +133,7 @@ class MatrixGateway:
             whoami = await self.client.whoami()
             if isinstance(whoami, nio.WhoamiResponse):
                 log.info("restored Matrix session for device %s", stored.device_id)
-                await self._upload_keys()
+                await self._device_ready()
                 return
             log.warning("stored Matrix session no longer valid; logging in again")
             self.client.device_id = stored.device_id
@@ -158,7 +159,15 @@ class MatrixGateway:
             access_token=str(self.client.access_token),
         ))
         log.info("logged in as %s on device %s", self._config.user_id, self.client.device_id)
+        await self._device_ready()
+
+    async def _device_ready(self) -> None:
+        """Device keys on the homeserver, then the device signed by the account's
+        cross-signing identity (created on first start): see cross_signing.py."""
         await self._upload_keys()
+        if self._config.cross_signing:
+            await ensure_cross_signed(self.client, store=Path(self._config.store),
+                                      password=self._config.password)
 
     async def close(self) -> None:
         """Stop syncing and close connections. Deliberately no logout."""

@@ -74,6 +74,9 @@ class JsMember:
                                     power_levels=power_levels)
         return room
 
+    async def invite(self, room: str, user: str) -> None:
+        await self.call("invite", room=room, user=user)
+
     async def join(self, room: str) -> None:
         await self.call("join", room=room)
 

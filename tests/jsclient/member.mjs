@@ -146,6 +146,11 @@ async function join({ room, timeout_ms }) {
   return null;
 }
 
+async function invite({ room, user }) {
+  await client.invite(room, user);
+  return null;
+}
+
 async function waitJoined({ room, user, timeout_ms }) {
   await waitFor(() => client.getRoom(room)?.getMember(user)?.membership === "join", timeout_ms,
     `${user} joined to ${room}`);
@@ -259,7 +264,7 @@ async function close() {
 }
 
 const ops = {
-  login, createRoom, join, waitJoined, send, react, waitReply, events, deviceStatus, devices,
+  login, createRoom, invite, join, waitJoined, send, react, waitReply, events, deviceStatus, devices,
   verifyStart, verifyConfirm, verifyCancel, close,
 };
 
