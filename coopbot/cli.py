@@ -1,5 +1,6 @@
-"""The `coopbot` command: run, check-config, dev, health. Config problems exit 2 without a
-traceback. The config file may also be named by COOPBOT_CONFIG (what the container image does)."""
+"""The `coopbot` command: run, check-config, dev, health, cross-signing. Config problems exit 2
+without a traceback. The config file may also be named by COOPBOT_CONFIG (what the container
+image does)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("-c", "--config", type=Path, required=config_from_env is None,
                         default=config_from_env, help=f"config file (default: ${CONFIG_ENV})")
 
+    keys = sub.add_parser("cross-signing",
+                          help="the bot account's cross-signing identity (see docs/security.md)")
+    keys.add_argument("action", choices=("status", "reset"),
+                      help="status: show it; reset: replace it with a new one (members who "
+                           "verified the bot must verify it again)")
+    keys.add_argument("-c", "--config", type=Path, required=config_from_env is None,
+                      default=config_from_env, help=f"config file (default: ${CONFIG_ENV})")
+
     args = parser.parse_args(argv)
     try:
         log_format = logging_setup.choose_format(args.log_format)
@@ -80,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             healthy, message = check_health(health_config)
             print(message)
             return 0 if healthy else 1
+        if args.command == "cross-signing":
+            from coopbot.matrix.admin import cross_signing
+
+            print(asyncio.run(cross_signing(load_config(args.config).matrix, args.action)))
+            return 0
         if args.command == "dev":
             from coopbot.dev import run_dev
 

@@ -4,10 +4,18 @@ cross-signed, so these tests pass only if the bot's device is cross-signed."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import stat
+import sys
+import uuid
+
 import pytest
 
-from tests.harness.bot import StartBot
+from tests.harness.bot import RunningBot, StartBot
 from tests.harness.jsmember import MakeJsMember
+from tests.harness.synapse import MakeMember, Member
 
 pytestmark = pytest.mark.real
 
@@ -34,3 +42,81 @@ async def test_member_excluding_insecure_devices_gets_answers_before_and_after_r
     answer = await dora.ask(room, bot.user_id, "!ping")
     assert answer.startswith("pong: your message reached me")
     assert (await dora.device_status(bot.user_id, device))["signed_by_owner"]
+
+
+async def _published_master(member: Member, user_id: str) -> str:
+    """The account's master key as the homeserver hands it to anyone who asks."""
+    answer = await member.api("POST", "/_matrix/client/v3/keys/query",
+                              {"device_keys": {user_id: []}})
+    keys = answer["master_keys"][user_id]["keys"]
+    assert len(keys) == 1
+    return str(next(iter(keys.values())))
+
+
+async def _coopbot(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "coopbot.cli", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, output.decode()
+
+
+def _device(bot: RunningBot) -> str:
+    assert bot.bot is not None
+    return str(bot.bot.gateway.client.device_id)
+
+
+async def test_identity_is_kept_by_new_devices_and_replaced_only_by_the_reset_command(
+    make_js_member: MakeJsMember, make_member: MakeMember, start_bot: StartBot,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dora = await make_js_member("dora")
+    eve = await make_member(f"eve-{uuid.uuid4().hex[:6]}")
+    room = await dora.create_room(invite=[], encrypted=True)
+    bot = await start_bot(rooms={room: {}})
+    await dora.invite(room, bot.user_id)
+    await dora.wait_joined(room, bot.user_id)
+    store = bot.config_path.parent / "state" / "matrix"
+    keys_file = store / "cross_signing.json"
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    master = await _published_master(eve, bot.user_id)
+    first = _device(bot)
+
+    # The login is lost but the keys are kept: the new device signs itself, same identity.
+    await bot.stop()
+    (store / "session.json").unlink()
+    await bot.start()
+    second = _device(bot)
+    assert second != first
+    assert await _published_master(eve, bot.user_id) == master
+    assert (await dora.device_status(bot.user_id, second))["signed_by_owner"]
+    assert (await dora.ask(room, bot.user_id, "!ping")).startswith("pong")
+
+    # The keys are lost too: the account's identity is never silently replaced; the device
+    # stays unsigned and the log says what to do.
+    await bot.stop()
+    keys_file.unlink()
+    (store / "session.json").unlink()
+    with caplog.at_level(logging.ERROR, logger="coopbot.matrix.cross_signing"):
+        await bot.start()
+    third = _device(bot)
+    assert await _published_master(eve, bot.user_id) == master
+    assert not keys_file.exists()
+    assert not (await dora.device_status(bot.user_id, third))["signed_by_owner"]
+    assert "coopbot cross-signing reset" in caplog.text
+
+    code, output = await _coopbot("cross-signing", "status", "-c", str(bot.config_path))
+    assert code == 0, output
+    assert "does NOT hold its private keys" in output and "NOT signed" in output
+
+    # An explicit reset replaces it (password auth: the account already has an identity).
+    code, output = await _coopbot("cross-signing", "reset", "-c", str(bot.config_path))
+    assert code == 0, output
+    assert "this store holds its private keys; this device is signed" in output
+    assert await _published_master(eve, bot.user_id) != master
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert (await dora.device_status(bot.user_id, third))["signed_by_owner"]
+    for secret in ("master", "self_signing", "user_signing"):
+        assert json.loads(keys_file.read_text())[secret] not in output + caplog.text
+    await bot.restart()
+    assert (await dora.ask(room, bot.user_id, "!ping")).startswith("pong")
