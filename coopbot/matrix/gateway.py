@@ -28,6 +28,7 @@ from coopbot.matrix import events
 from coopbot.matrix.content import edit_of, in_thread, notice
 from coopbot.matrix.cross_signing import ensure_cross_signed
 from coopbot.matrix.session import StoredSession, load_session, save_session
+from coopbot.matrix.undecryptable import Undecryptable
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.observe import Observers, SyncCompleted
 from coopbot.replies import Attachment, Reply
@@ -117,6 +118,8 @@ class MatrixGateway:
                 request_timeout=45,
             ),
         )
+        self._undecryptable = Undecryptable(
+            self.client, kv, lambda room, content, key: self.send(room, content, key=key))
 
     @property
     def user_id(self) -> UserID:
@@ -359,8 +362,10 @@ class MatrixGateway:
         history_only: bool, catching_up: bool,
     ) -> None:
         if isinstance(event, nio.MegolmEvent):
-            log.warning("could not decrypt event %s in %s", event.event_id, room)
+            await self._undecryptable.failed(room, event, quiet=history_only)
             return
+        if getattr(event, "decrypted", False):
+            await self._undecryptable.decrypted(room, str(event.sender))
         # Read from the event's JSON (the decrypted JSON for encrypted events), never from
         # nio's classes: nio checks only some fields' types, events.py checks them all.
         source = getattr(event, "source", None)
