@@ -65,6 +65,9 @@ class MatrixConfig(Strict):
     # Give the account a cross-signing identity and sign the bot's device with it, so clients
     # that exclude insecure devices (Element's direction) share room keys with the bot.
     cross_signing: bool = True
+    # Confirm a member's emoji verification of the bot's device without a bot admin's
+    # `coopbot verify <user> <device>`. Convenient, but then nobody compares the emoji.
+    auto_confirm_verification: bool = False
 
     @field_validator("homeserver")
     @classmethod

@@ -120,3 +120,43 @@ async def test_identity_is_kept_by_new_devices_and_replaced_only_by_the_reset_co
         assert json.loads(keys_file.read_text())[secret] not in output + caplog.text
     await bot.restart()
     assert (await dora.ask(room, bot.user_id, "!ping")).startswith("pong")
+
+
+async def test_member_verifies_the_bot_with_emoji_confirmed_by_a_bot_admin(
+    make_js_member: MakeJsMember, start_bot: StartBot
+) -> None:
+    dora = await make_js_member("dora")
+    room = await dora.create_room(invite=[], encrypted=True)
+    bot = await start_bot(rooms={room: {}})
+    await dora.invite(room, bot.user_id)
+    await dora.wait_joined(room, bot.user_id)
+    device = _device(bot)
+    before = await dora.device_status(bot.user_id, device)
+    assert before["signed_by_owner"] and not before["cross_signing_verified"]
+
+    emoji = await dora.verify_start(bot.user_id, device)
+    assert len(emoji) == 7
+    # The bot admin sees the same emoji at the shell, then confirms.
+    code, listed = await _coopbot("verify", "-c", str(bot.config_path))
+    assert code == 0, listed
+    assert f"{dora.user_id} {dora.device_id}: " in listed
+    assert "  ".join(f"{e} {name}" for e, name in emoji) in listed
+    code, output = await _coopbot("verify", dora.user_id, dora.device_id,
+                                  "-c", str(bot.config_path))
+    assert code == 0, output
+    outcome = await dora.verify_confirm()
+    assert outcome["ok"], outcome
+
+    # The member's client now trusts the bot's identity (it MACed its master key) and, through
+    # the bot's self-signing key, its device. (Marked as the client processes the done.)
+    for _ in range(50):
+        after = await dora.device_status(bot.user_id, device)
+        if after["cross_signing_verified"]:
+            break
+        await asyncio.sleep(0.2)
+    assert after["cross_signing_verified"] and after["user_cross_signing_verified"], after
+    assert bot.bot is not None
+    assert (dora.user_id, dora.device_id) in bot.bot.gateway.verifications.verified
+    assert (await dora.ask(room, bot.user_id, "!ping")).startswith("pong")
+    code, listed = await _coopbot("verify", "-c", str(bot.config_path))
+    assert "no verification is waiting" in listed

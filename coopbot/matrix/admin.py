@@ -1,8 +1,10 @@
 """Bot-admin commands on the bot's own Matrix device, run from the shell (`coopbot
-cross-signing ...`): they use the stored login (session.json) and never create a device."""
+cross-signing ...`, `coopbot verify ...`): they use the stored login (session.json) and never
+create a device."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import nio
@@ -11,6 +13,7 @@ from coopbot.config import MatrixConfig
 from coopbot.errors import MatrixError
 from coopbot.matrix.cross_signing import CrossSigning, NioKeysApi
 from coopbot.matrix.session import load_session
+from coopbot.matrix.verification import pending, request_confirmation
 
 
 async def _client(config: MatrixConfig) -> nio.AsyncClient:
@@ -41,3 +44,30 @@ async def cross_signing(config: MatrixConfig, action: str) -> str:
         return f"{config.user_id} device {client.device_id}: {status.describe()}"
     finally:
         await client.close()
+
+
+def verify(config: MatrixConfig, user: str | None, device: str | None,
+           *, wait: float = 15.0) -> tuple[int, str]:
+    """`coopbot verify`: list the emoji of verifications waiting for a confirmation, or confirm
+    one (`user` and `device`) on the running bot. Returns (exit code, text)."""
+    store = Path(config.store)
+    waiting = pending(store)
+    if user is None or device is None:
+        if not waiting:
+            return 0, "no verification is waiting for a confirmation"
+        lines = []
+        for item in waiting:
+            emoji = "  ".join(f"{e} {name}" for e, name in item.get("emoji", []))
+            lines.append(f"{item.get('user')} {item.get('device')}: {emoji}")
+        lines.append("if they match what the member sees: coopbot verify <user> <device>")
+        return 0, "\n".join(lines)
+    if not any(i.get("user") == user and i.get("device") == device for i in waiting):
+        return 1, f"no verification with {user} {device} is waiting for a confirmation"
+    path = request_confirmation(store, user, device)
+    deadline = time.monotonic() + wait
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if path.exists():
+        path.unlink(missing_ok=True)
+        return 1, "the bot did not pick up the confirmation: is it running on this store?"
+    return 0, f"confirmed: the bot sends its half of the verification with {user} {device}"

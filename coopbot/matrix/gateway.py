@@ -29,6 +29,7 @@ from coopbot.matrix.content import edit_of, in_thread, notice
 from coopbot.matrix.cross_signing import ensure_cross_signed
 from coopbot.matrix.session import StoredSession, load_session, save_session
 from coopbot.matrix.undecryptable import Undecryptable
+from coopbot.matrix.verification import Verifications
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.observe import Observers, SyncCompleted
 from coopbot.replies import Attachment, Reply
@@ -120,6 +121,9 @@ class MatrixGateway:
         )
         self._undecryptable = Undecryptable(
             self.client, kv, lambda room, content, key: self.send(room, content, key=key))
+        self.verifications = Verifications(
+            self.client, store, auto_confirm=config.auto_confirm_verification,
+            send_to_room=self._send_verification)
 
     @property
     def user_id(self) -> UserID:
@@ -168,6 +172,7 @@ class MatrixGateway:
         """Device keys on the homeserver, then the device signed by the account's
         cross-signing identity (created on first start): see cross_signing.py."""
         await self._upload_keys()
+        self.verifications.attach()
         if self._config.cross_signing:
             await ensure_cross_signed(self.client, store=Path(self._config.store),
                                       password=self._config.password)
@@ -189,6 +194,8 @@ class MatrixGateway:
         first = True
         backoff = 1.0
         refusals = 0
+        confirmations = asyncio.create_task(self.verifications.watch_confirmations(),
+                                            name="verification confirmations")
         try:
             while not self._stopping.is_set():
                 try:
@@ -232,6 +239,8 @@ class MatrixGateway:
                     await self._join_configured_rooms()
                     self.synced_once.set()
         finally:
+            confirmations.cancel()
+            await asyncio.gather(confirmations, return_exceptions=True)
             if self._unstored_token is not None:
                 await self._store_token(self._unstored_token, time.monotonic())
 
@@ -257,6 +266,7 @@ class MatrixGateway:
                 raise _SyncFailed(f"error: {response.message}", refused=bool(
                     errcode and errcode not in TRANSIENT_ERRCODES))
             await self._after_sync_crypto()
+            await self._to_device(response)
             await self._process(response, listener, since=since,
                                 history_only=first and since is None,
                                 catching_up=first and since is not None)
@@ -380,6 +390,8 @@ class MatrixGateway:
         if history_only:
             # The very first sync of a new bot shows history: never act on it.
             return
+        if await self.verifications.room_event(room, source):
+            return
         if kind == "m.reaction":
             reaction = events.reaction(room, source)
             if reaction is not None:
@@ -397,6 +409,16 @@ class MatrixGateway:
             if catching_up and message.timestamp_ms < self._started_at * 1000 - grace_ms:
                 message = replace(message, during_downtime=True)
             await listener.message(message)
+
+    async def _to_device(self, response: nio.SyncResponse) -> None:
+        for event in response.to_device_events:
+            try:
+                await self.verifications.to_device(event)
+            except Exception:
+                log.exception("a to-device event could not be handled and is skipped")
+
+    async def _send_verification(self, room: RoomID, kind: str, content: dict[str, Any]) -> None:
+        await self.send(room, content, key=f"verification/{uuid.uuid4()}", event_type=kind)
 
     async def _after_sync_crypto(self) -> None:
         # What nio's sync_forever does between syncs: keep one-time keys, device lists and

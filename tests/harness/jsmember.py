@@ -108,6 +108,18 @@ class JsMember:
         status: dict[str, bool] = await self.call("deviceStatus", user=user, device=device)
         return status
 
+    async def verify_start(self, user: str, device: str) -> list[list[str]]:
+        """Start SAS verification of `user`'s `device` (to-device, as Element's "Verify
+        session" does); the emoji this client shows, as [emoji, name] pairs."""
+        emoji: list[list[str]] = await self.call("verifyStart", user=user, device=device,
+                                                 timeout=30)
+        return emoji
+
+    async def verify_confirm(self, timeout: float = 30) -> dict[str, Any]:
+        """"They match": this side's MAC; returns once the verification ended."""
+        outcome: dict[str, Any] = await self.call("verifyConfirm", timeout=timeout)
+        return outcome
+
     async def close(self) -> None:
         if self._process.returncode is None:
             try:
