@@ -12,6 +12,7 @@ import sys
 import uuid
 
 import pytest
+import yaml
 
 from tests.harness.bot import RunningBot, StartBot
 from tests.harness.jsmember import MakeJsMember
@@ -122,8 +123,9 @@ async def test_identity_is_kept_by_new_devices_and_replaced_only_by_the_reset_co
     assert (await dora.ask(room, bot.user_id, "!ping")).startswith("pong")
 
 
+@pytest.mark.parametrize("in_room", [False, True], ids=["to-device", "in-room"])
 async def test_member_verifies_the_bot_with_emoji_confirmed_by_a_bot_admin(
-    make_js_member: MakeJsMember, start_bot: StartBot
+    make_js_member: MakeJsMember, start_bot: StartBot, in_room: bool
 ) -> None:
     dora = await make_js_member("dora")
     room = await dora.create_room(invite=[], encrypted=True)
@@ -134,7 +136,7 @@ async def test_member_verifies_the_bot_with_emoji_confirmed_by_a_bot_admin(
     before = await dora.device_status(bot.user_id, device)
     assert before["signed_by_owner"] and not before["cross_signing_verified"]
 
-    emoji = await dora.verify_start(bot.user_id, device)
+    emoji = await dora.verify_start(bot.user_id, device, room if in_room else None)
     assert len(emoji) == 7
     # The bot admin sees the same emoji at the shell, then confirms.
     code, listed = await _coopbot("verify", "-c", str(bot.config_path))
@@ -159,4 +161,26 @@ async def test_member_verifies_the_bot_with_emoji_confirmed_by_a_bot_admin(
     assert (dora.user_id, dora.device_id) in bot.bot.gateway.verifications.verified
     assert (await dora.ask(room, bot.user_id, "!ping")).startswith("pong")
     code, listed = await _coopbot("verify", "-c", str(bot.config_path))
-    assert "no verification is waiting" in listed
+    assert code == 0 and "no verification is waiting" in listed
+
+
+async def test_auto_confirmed_verification_needs_no_admin(
+    make_js_member: MakeJsMember, start_bot: StartBot
+) -> None:
+    dora = await make_js_member("dora")
+    room = await dora.create_room(invite=[], encrypted=True)
+    bot = await start_bot(rooms={room: {}})
+    bot.rewrite_config(matrix={**_matrix_config(bot), "auto_confirm_verification": True})
+    await bot.restart()
+    await dora.invite(room, bot.user_id)
+    await dora.wait_joined(room, bot.user_id)
+    assert len(await dora.verify_start(bot.user_id, _device(bot))) == 7
+    outcome = await dora.verify_confirm()
+    assert outcome["ok"], outcome
+    code, listed = await _coopbot("verify", "-c", str(bot.config_path))
+    assert code == 0 and "no verification is waiting" in listed
+
+
+def _matrix_config(bot: RunningBot) -> dict[str, object]:
+    matrix: dict[str, object] = yaml.safe_load(bot.config_path.read_text())["matrix"]
+    return matrix

@@ -108,11 +108,13 @@ class JsMember:
         status: dict[str, bool] = await self.call("deviceStatus", user=user, device=device)
         return status
 
-    async def verify_start(self, user: str, device: str) -> list[list[str]]:
+    async def verify_start(self, user: str, device: str,
+                           room: str | None = None) -> list[list[str]]:
         """Start SAS verification of `user`'s `device` (to-device, as Element's "Verify
-        session" does); the emoji this client shows, as [emoji, name] pairs."""
+        session" does; in `room` if given, as "Verify user" does); the emoji this client
+        shows, as [emoji, name] pairs."""
         emoji: list[list[str]] = await self.call("verifyStart", user=user, device=device,
-                                                 timeout=30)
+                                                 room=room, timeout=30)
         return emoji
 
     async def verify_confirm(self, timeout: float = 30) -> dict[str, Any]:

@@ -220,10 +220,13 @@ async function devices({ user }) {
 
 const verification = { incoming: [], request: null, verifier: null, sas: null };
 
-async function verifyStart({ user, device, timeout_ms }) {
+// With `room`, the in-room flow (Element's "Verify user" in a DM); else to-device.
+async function verifyStart({ user, device, room = null, timeout_ms }) {
   const crypto = client.getCrypto();
   await crypto.getUserDeviceInfo([user], true);
-  const request = await crypto.requestDeviceVerification(user, device);
+  const request = room
+    ? await crypto.requestVerificationDM(user, room)
+    : await crypto.requestDeviceVerification(user, device);
   verification.request = request;
   request.on("change", () => wake());
   await waitFor(() => request.phase === VerificationPhase.Ready || request.phase >= 4,
