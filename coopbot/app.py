@@ -240,7 +240,7 @@ def build(config: Config) -> Bot:
         store=ApprovalStore(database), policies=policies, roles=roles,
         power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
         poster=gateway, planners=planners, tasks=tasks, prefix=prefix,
-        bot_user_id=config.matrix.user_id,
+        bot_user_id=config.matrix.user_id, devices=gateway.device_trust,
     )
     families.append(ApprovalCommands(approvals, audit, member_role=lowest,
                                      audit_role=change_role))

@@ -141,6 +141,9 @@ class PolicyConfig(Strict):
     backup_first: bool | None = None
     # Whether upgrades the bot starts itself (auto-update) are approved without votes.
     auto_approve_autoupdates: bool | None = None
+    # Whether the command and the votes count only from devices their owner has cross-signed
+    # (checked again when votes are counted); needs an encrypted room.
+    verified_devices_only: bool | None = None
 
 
 class RoomConfig(Strict):

@@ -26,7 +26,8 @@ from coopbot.errors import MatrixError
 from coopbot.ids import EventID, RoomID, UserID, server_of
 from coopbot.matrix import events
 from coopbot.matrix.content import edit_of, in_thread, notice
-from coopbot.matrix.cross_signing import ensure_cross_signed
+from coopbot.matrix.cross_signing import NioKeysApi, ensure_cross_signed
+from coopbot.matrix.device_trust import DeviceTrust
 from coopbot.matrix.session import StoredSession, load_session, save_session
 from coopbot.matrix.undecryptable import Undecryptable
 from coopbot.matrix.verification import Verifications
@@ -121,6 +122,8 @@ class MatrixGateway:
         )
         self._undecryptable = Undecryptable(
             self.client, kv, lambda room, content, key: self.send(room, content, key=key))
+        # Which device sent a vote or command (the verified_devices_only policy).
+        self.device_trust = DeviceTrust(self.client, NioKeysApi(self.client))
         self.verifications = Verifications(
             self.client, store, auto_confirm=config.auto_confirm_verification,
             send_to_room=self._send_verification)

@@ -157,6 +157,14 @@ async function waitJoined({ room, user, timeout_ms }) {
   return null;
 }
 
+async function setPowerLevels({ room, users }) {
+  const current = client.getRoom(room).currentState.getStateEvents("m.room.power_levels", "");
+  const content = { ...current.getContent() };
+  content.users = { ...(content.users ?? {}), ...users };
+  await client.sendStateEvent(room, "m.room.power_levels", content, "");
+  return null;
+}
+
 async function send({ room, body, event_type = "m.room.message", content = null }) {
   const payload = content ?? { msgtype: "m.text", body };
   const { event_id } = await client.sendEvent(room, event_type, payload);
@@ -267,7 +275,7 @@ async function close() {
 }
 
 const ops = {
-  login, createRoom, invite, join, waitJoined, send, react, waitReply, events, deviceStatus, devices,
+  login, createRoom, setPowerLevels, invite, join, waitJoined, send, react, waitReply, events, deviceStatus, devices,
   verifyStart, verifyConfirm, verifyCancel, close,
 };
 
