@@ -1,10 +1,12 @@
 """A command the bot cannot decrypt is never met with silence: the sender is told once (per
 sender and room, until the bot can read them again) and the bot asks its own devices for the
 key, as Element does. Real Synapse, real bot; the undecryptable command is a well-formed
-megolm event whose room key was never shared with the bot."""
+megolm event whose room key was never shared with the bot, or a command from a matrix-js-sdk
+member whose client excludes the bot's unsigned device."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import uuid
@@ -12,9 +14,11 @@ from urllib.parse import quote
 
 import nio
 import pytest
+import yaml
 
 from coopbot.matrix.undecryptable import SENTENCE
-from tests.harness.bot import StartBot, answer_to, ask_bot, coop_room
+from tests.harness.bot import RunningBot, StartBot, answer_to, ask_bot, coop_room
+from tests.harness.jsmember import MakeJsMember
 from tests.harness.synapse import MakeMember, Member
 
 pytestmark = pytest.mark.real
@@ -78,3 +82,39 @@ async def test_undecryptable_command_is_answered_once_and_its_key_requested(
     assert await answer_to(carol, room, bot.user_id, third) == SENTENCE
     fourth = await send_unreadable(carol, room, "session-five")
     await carol.assert_no_message(room, bot.user_id, within=3.0, after_event_id=fourth)
+
+
+async def test_member_excluding_an_unsigned_bot_is_told_in_a_sentence_it_can_read(
+    make_js_member: MakeJsMember, start_bot: StartBot
+) -> None:
+    """The issue's original silence: a client excluding insecure devices withholds its room key
+    from a bot whose device is not signed (here: cross-signing turned off). The bot cannot
+    read the command, and says so in a message the member's client does read."""
+    dora = await make_js_member("dora")
+    room = await dora.create_room(invite=[], encrypted=True)
+    bot = await start_bot(rooms={room: {}})
+    bot.rewrite_config(matrix={**_matrix_config(bot), "cross_signing": False})
+    await bot.stop()
+    (bot.config_path.parent / "state" / "matrix" / "session.json").unlink()
+    await bot.start()  # a new device, never signed
+    await dora.invite(room, bot.user_id)
+    await dora.wait_joined(room, bot.user_id)
+    assert bot.bot is not None
+    device = str(bot.bot.gateway.client.device_id)
+    assert not (await dora.device_status(bot.user_id, device))["signed_by_owner"]
+
+    command = await dora.send(room, "!ping")
+    reply = await dora.reply_to(room, bot.user_id, command)
+    assert reply["content"]["body"] == SENTENCE
+    assert not reply["decryption_failure"]
+    second = await dora.send(room, "!ping")
+    await asyncio.sleep(3)
+    later = [e for e in await dora.call("events", room=room)
+             if e["sender"] == bot.user_id and e["content"].get("m.relates_to", {})
+             .get("m.in_reply_to", {}).get("event_id") == second]
+    assert later == []
+
+
+def _matrix_config(bot: RunningBot) -> dict[str, object]:
+    matrix: dict[str, object] = yaml.safe_load(bot.config_path.read_text())["matrix"]
+    return matrix

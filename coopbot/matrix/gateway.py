@@ -120,10 +120,9 @@ class MatrixGateway:
                 request_timeout=45,
             ),
         )
-        self._undecryptable = Undecryptable(
-            self.client, kv, lambda room, content, key: self.send(room, content, key=key))
         # Which device sent a vote or command (the verified_devices_only policy).
         self.device_trust = DeviceTrust(self.client, NioKeysApi(self.client))
+        self._undecryptable = Undecryptable(self.client, kv, NioKeysApi(self.client))
         self.verifications = Verifications(
             self.client, store, auto_confirm=config.auto_confirm_verification,
             send_to_room=self._send_verification)

@@ -5,20 +5,26 @@ The usual cause is that the sender's client did not share the room key with the 
 For each such event the bot asks its other devices for the key (m.room_key_request, as Element
 does) and tells the sender, once per sender and room until it can read them again, in one short
 sentence pointing at the docs. No ciphertext, key or session id goes into the room.
+
+The sentence is sent unencrypted, on purpose: a client that would not share its key with the
+bot's device (it excludes insecure devices and the bot's is not signed) does not decrypt that
+device's messages either, so an encrypted answer would be one more silence. It is a fixed text.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+import uuid
+from urllib.parse import quote
 
 import aiohttp
 import nio
 
-from coopbot.ids import EventID, RoomID
+from coopbot.errors import MatrixError
+from coopbot.ids import RoomID
 from coopbot.matrix.content import notice
+from coopbot.matrix.cross_signing import KeysApi
 from coopbot.replies import Reply
 from coopbot.store.kv import KeyValueStore
 
@@ -32,15 +38,14 @@ SENTENCE = (
     "“Encrypted rooms” in coopbot's docs/security.md (verify my device, or let your client "
     "send to it)."
 )
-
-Send = Callable[[RoomID, dict[str, Any], str], Awaitable[EventID]]
+TXN_NAMESPACE = uuid.UUID("0b0e3d2c-6a2f-4f0e-9d3c-5f1f8f6e2a11")
 
 
 class Undecryptable:
-    def __init__(self, client: nio.AsyncClient, kv: KeyValueStore, send: Send) -> None:
+    def __init__(self, client: nio.AsyncClient, kv: KeyValueStore, api: KeysApi) -> None:
         self._client = client
         self._kv = kv
-        self._send = send
+        self._api = api
         self._told: list[str] | None = None  # "room sender", loaded lazily from kv
 
     async def _load(self) -> list[str]:
@@ -74,7 +79,7 @@ class Undecryptable:
         content = notice(Reply.of(SENTENCE))
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": event.event_id}}
         content["m.mentions"] = {"user_ids": [event.sender]}
-        await self._send(room, content, f"undecryptable/{event.event_id}")
+        await self._send_plain(room, content, event.event_id)
 
     async def decrypted(self, room: RoomID, sender: str) -> None:
         """The bot read an encrypted event of `sender` in `room`: the next failure is told."""
@@ -83,6 +88,17 @@ class Undecryptable:
         if pair in told:
             told.remove(pair)
             await self._save()
+
+    async def _send_plain(self, room: RoomID, content: dict[str, object], about: str) -> None:
+        # A transaction id from the event: a retry is deduplicated by the homeserver.
+        txn = uuid.uuid5(TXN_NAMESPACE, f"{self._client.device_id}/{about}")
+        path = f"/_matrix/client/v3/rooms/{quote(room)}/send/m.room.message/{txn}"
+        try:
+            status, answer = await self._api.request("PUT", path, dict(content))
+        except (TimeoutError, aiohttp.ClientError) as error:
+            raise MatrixError("could not send to the room", detail=repr(error)) from error
+        if status != 200:
+            raise MatrixError("could not send to the room", detail=f"{status} {answer}")
 
     async def _request_key(self, event: nio.MegolmEvent) -> None:
         if event.session_id in self._client.outgoing_key_requests:
