@@ -47,9 +47,10 @@ def main(argv: list[str] | None = None) -> int:
 
     keys = sub.add_parser("cross-signing",
                           help="the bot account's cross-signing identity (see docs/security.md)")
-    keys.add_argument("action", choices=("status", "reset"),
+    keys.add_argument("action", choices=("status", "reset", "recovery-key"),
                       help="status: show it; reset: replace it with a new one (members who "
-                           "verified the bot must verify it again)")
+                           "verified the bot must verify it again); recovery-key: print a new "
+                           "recovery key for matrix.recovery_key_file")
     keys.add_argument("-c", "--config", type=Path, required=config_from_env is None,
                       default=config_from_env, help=f"config file (default: ${CONFIG_ENV})")
 
@@ -98,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if healthy else 1
         if args.command == "cross-signing":
             from coopbot.matrix.admin import cross_signing
+            from coopbot.matrix.secret_storage import new_recovery_key
 
+            if args.action == "recovery-key":
+                # A secret for the operator's terminal only: store it in a 0600 file.
+                print(new_recovery_key())
+                return 0
             print(asyncio.run(cross_signing(load_config(args.config).matrix, args.action)))
             return 0
         if args.command == "verify":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import stat
 import sys
 import uuid
@@ -14,6 +15,7 @@ import uuid
 import pytest
 import yaml
 
+from coopbot.matrix.cross_signing import NioKeysApi
 from tests.harness.bot import RunningBot, StartBot
 from tests.harness.jsmember import MakeJsMember
 from tests.harness.synapse import MakeMember, Member
@@ -184,3 +186,45 @@ async def test_auto_confirmed_verification_needs_no_admin(
 def _matrix_config(bot: RunningBot) -> dict[str, object]:
     matrix: dict[str, object] = yaml.safe_load(bot.config_path.read_text())["matrix"]
     return matrix
+
+
+async def test_a_new_store_with_the_recovery_key_signs_itself_with_the_same_identity(
+    make_js_member: MakeJsMember, make_member: MakeMember, start_bot: StartBot,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    dora = await make_js_member("dora")
+    eve = await make_member(f"eve-{uuid.uuid4().hex[:6]}")
+    room = await dora.create_room(invite=[], encrypted=True)
+    bot = await start_bot(rooms={room: {}})
+    # The admin gives the bot a recovery key (from `coopbot cross-signing recovery-key`).
+    code, recovery_key = await _coopbot("cross-signing", "recovery-key", "-c",
+                                        str(bot.config_path))
+    assert code == 0, recovery_key
+    (bot.config_path.parent / "recovery-key").write_text(recovery_key)
+    bot.rewrite_config(matrix={**_matrix_config(bot), "recovery_key_file": "recovery-key"})
+    await bot.restart()
+    await dora.invite(room, bot.user_id)
+    await dora.wait_joined(room, bot.user_id)
+    master = await _published_master(eve, bot.user_id)
+    # What the homeserver holds is encrypted: no private key in the clear.
+    store = bot.config_path.parent / "state" / "matrix"
+    seeds = json.loads((store / "cross_signing.json").read_text())
+    assert bot.bot is not None
+    status, held = await NioKeysApi(bot.bot.gateway.client).request(
+        "GET", f"/_matrix/client/v3/user/{bot.user_id}/account_data/m.cross_signing.master", {})
+    assert status == 200 and list(held) == ["encrypted"]
+    assert seeds["master"] not in json.dumps(held)
+
+    # The whole store is lost: a new device restores the keys from secret storage.
+    await bot.stop()
+    shutil.rmtree(store)
+    await bot.start()
+    device = _device(bot)
+    assert await _published_master(eve, bot.user_id) == master
+    assert json.loads((store / "cross_signing.json").read_text()) == seeds
+    assert stat.S_IMODE((store / "cross_signing.json").stat().st_mode) == 0o600
+    assert (await dora.device_status(bot.user_id, device))["signed_by_owner"]
+    assert (await dora.ask(room, bot.user_id, "!ping")).startswith("pong")
+    private = [seeds[role] for role in ("master", "self_signing", "user_signing")]
+    for secret in (recovery_key.strip(), *private):
+        assert secret not in caplog.text

@@ -11,7 +11,7 @@ import nio
 
 from coopbot.config import MatrixConfig
 from coopbot.errors import MatrixError
-from coopbot.matrix.cross_signing import CrossSigning, NioKeysApi
+from coopbot.matrix.cross_signing import for_client
 from coopbot.matrix.session import load_session
 from coopbot.matrix.verification import pending, request_confirmation
 
@@ -37,9 +37,8 @@ async def cross_signing(config: MatrixConfig, action: str) -> str:
     `reset`: a new identity replacing the account's (members must verify the bot again)."""
     client = await _client(config)
     try:
-        signing = CrossSigning(NioKeysApi(client), user_id=config.user_id,
-                               device_id=str(client.device_id), store=Path(config.store),
-                               password=config.password)
+        signing = for_client(client, store=Path(config.store), password=config.password,
+                             recovery_key=config.recovery_key)
         status = await (signing.reset() if action == "reset" else signing.status())
         return f"{config.user_id} device {client.device_id}: {status.describe()}"
     finally:

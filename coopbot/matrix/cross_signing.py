@@ -120,6 +120,16 @@ class CrossSigningKeys:
     def self_signing_public(self) -> str:
         return public_key_of(self.self_signing)
 
+    def seeds(self) -> dict[str, str]:
+        """The private keys as Matrix secrets: unpadded base64 of each 32-byte seed."""
+        return {"master": _seed(self.master), "self_signing": _seed(self.self_signing),
+                "user_signing": _seed(self.user_signing)}
+
+    @classmethod
+    def from_seeds(cls, user_id: str, seeds: Mapping[str, str]) -> CrossSigningKeys:
+        return cls(user_id, *(Ed25519PrivateKey.from_private_bytes(from_unpadded_b64(seeds[role]))
+                              for role in ("master", "self_signing", "user_signing")))
+
     def published(self) -> dict[str, dict[str, Any]]:
         """The three public key objects as `POST /keys/device_signing/upload` takes them; the
         subkeys are signed by the master key."""
@@ -144,8 +154,7 @@ def _seed(private: Ed25519PrivateKey) -> str:
 
 def save_keys(path: Path, keys: CrossSigningKeys) -> None:
     """Write the private keys, owner-only from the first byte, replacing the file atomically."""
-    data = {"version": KEYS_VERSION, "user_id": keys.user_id, "master": _seed(keys.master),
-            "self_signing": _seed(keys.self_signing), "user_signing": _seed(keys.user_signing)}
+    data = {"version": KEYS_VERSION, "user_id": keys.user_id, **keys.seeds()}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -170,15 +179,21 @@ def load_keys(path: Path, user_id: str) -> CrossSigningKeys | None:
         data = json.loads(text)
         if data["version"] != KEYS_VERSION or data["user_id"] != user_id:
             raise ValueError("another version or account")
-        keys = [Ed25519PrivateKey.from_private_bytes(from_unpadded_b64(data[name]))
-                for name in ("master", "self_signing", "user_signing")]
+        return CrossSigningKeys.from_seeds(user_id, data)
     except (ValueError, KeyError, TypeError) as error:
         raise MatrixError(f"the cross-signing keys file {path} is damaged or belongs to "
                           "another account", detail=repr(error)) from error
-    return CrossSigningKeys(user_id, *keys)
 
 
 # ---- talking to the homeserver -------------------------------------------------------------
+
+class SecretStore(Protocol):
+    """Where the private keys are also kept, encrypted (secret_storage.SecretStorage)."""
+
+    async def store(self, seeds: Mapping[str, str]) -> None: ...
+
+    async def load(self) -> dict[str, str] | None: ...
+
 
 class KeysApi(Protocol):
     """The few client-server endpoints this needs: (HTTP status, JSON body)."""
@@ -222,8 +237,9 @@ class CrossSigning:
     """Makes sure the account has a cross-signing identity and the device is signed by it."""
 
     def __init__(self, api: KeysApi, *, user_id: str, device_id: str, store: Path,
-                 password: str | None) -> None:
+                 password: str | None, secrets: SecretStore | None = None) -> None:
         self._api = api
+        self._secrets = secrets
         self._user_id = user_id
         self._device_id = device_id
         self._path = store / KEYS_FILE
@@ -261,6 +277,9 @@ class CrossSigning:
         if it is not signed yet. Never replaces an identity it does not hold the keys of."""
         published = await self.published()
         keys = load_keys(self._path, self._user_id)
+        if published.master is not None and (keys is None
+                                             or published.master != keys.master_public):
+            keys = await self._recover(published) or keys
         if published.master is None:
             if keys is None:
                 keys = CrossSigningKeys.generate(self._user_id)
@@ -270,20 +289,24 @@ class CrossSigning:
             await self._publish_identity(keys)
             log.info("created the account's cross-signing identity (master key %s)",
                      keys.master_public)
+            await self._keep_in_secret_storage(keys)
             published = await self.published()
         elif keys is None or published.master != keys.master_public:
             what = ("this store has no cross-signing keys" if keys is None
                     else "the keys in this store are not the account's")
             log.error("the account %s has a cross-signing identity (master key %s) but %s: "
                       "this device stays unsigned, and members whose clients exclude "
-                      "insecure devices cannot reach the bot. Restore %s from a backup, or "
-                      "run `coopbot cross-signing reset` (see %s)",
+                      "insecure devices cannot reach the bot. Restore %s from a backup, give "
+                      "the account's recovery key (matrix.recovery_key_file), or run "
+                      "`coopbot cross-signing reset` (see %s)",
                       self._user_id, published.master, what, self._path.name, DOCS)
             return await self.status()
         elif published.self_signing != keys.self_signing_public:
             # Our master key but another self-signing key: publish ours again.
             await self._publish_identity(keys)
             published = await self.published()
+        else:
+            await self._keep_in_secret_storage(keys, only_if_missing=True)
         if not published.device_signed_by(self._user_id, keys.self_signing_public):
             await self._sign_device(keys, published)
             log.info("signed device %s with the account's self-signing key", self._device_id)
@@ -306,8 +329,49 @@ class CrossSigning:
             else:
                 self._path.unlink(missing_ok=True)
             raise
+        await self._keep_in_secret_storage(keys)
         await self._sign_device(keys, await self.published())
         return await self.status()
+
+    async def _recover(self, published: Published) -> CrossSigningKeys | None:
+        """The account's keys from its secret storage (a new store with a recovery key)."""
+        if self._secrets is None:
+            return None
+        try:
+            seeds = await self._secrets.load()
+        except MatrixError as error:
+            log.error("cross-signing keys could not be read from secret storage: %s", error)
+            return None
+        if seeds is None:
+            log.warning("the account's secret storage holds no cross-signing keys")
+            return None
+        try:
+            keys = CrossSigningKeys.from_seeds(self._user_id, seeds)
+        except (ValueError, KeyError) as error:
+            log.error("the cross-signing keys in secret storage are malformed: %r", error)
+            return None
+        if (keys.master_public, keys.self_signing_public) != (published.master,
+                                                              published.self_signing):
+            log.error("the cross-signing keys in secret storage are not the account's "
+                      "published ones; not using them")
+            return None
+        save_keys(self._path, keys)
+        log.info("restored the account's cross-signing keys from its secret storage")
+        return keys
+
+    async def _keep_in_secret_storage(self, keys: CrossSigningKeys, *,
+                                      only_if_missing: bool = False) -> None:
+        if self._secrets is None:
+            return
+        try:
+            if only_if_missing and await self._secrets.load() == keys.seeds():
+                return
+            await self._secrets.store(keys.seeds())
+        except MatrixError as error:
+            log.error("cross-signing keys could not be kept in secret storage: %s (%s)",
+                      error, error.detail)
+            return
+        log.info("the cross-signing keys are kept in the account's secret storage")
 
     async def _publish_identity(self, keys: CrossSigningKeys) -> None:
         """`POST /keys/device_signing/upload`, with password auth when the homeserver asks
@@ -366,11 +430,23 @@ class NioKeysApi:
         return response.status, answer if isinstance(answer, dict) else {}
 
 
-async def ensure_cross_signed(client: Any, *, store: Path, password: str | None) -> None:
+def for_client(client: Any, *, store: Path, password: str | None,
+               recovery_key: str | None) -> CrossSigning:
+    """CrossSigning for a logged-in nio client, with secret storage under `recovery_key`."""
+    from coopbot.matrix.secret_storage import SecretStorage, decode_recovery_key
+
+    api = NioKeysApi(client)
+    secrets = (SecretStorage(api, str(client.user_id), decode_recovery_key(recovery_key))
+               if recovery_key else None)
+    return CrossSigning(api, user_id=str(client.user_id), device_id=str(client.device_id),
+                        store=store, password=password, secrets=secrets)
+
+
+async def ensure_cross_signed(client: Any, *, store: Path, password: str | None,
+                              recovery_key: str | None = None) -> None:
     """The start-up step: the gateway calls it once after login. A failure is logged, never
     fatal: members whose clients share keys with unsigned devices can still use the bot."""
-    signing = CrossSigning(NioKeysApi(client), user_id=str(client.user_id),
-                           device_id=str(client.device_id), store=store, password=password)
+    signing = for_client(client, store=store, password=password, recovery_key=recovery_key)
     try:
         status = await signing.ensure()
     except MatrixError as error:

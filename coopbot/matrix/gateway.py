@@ -177,7 +177,8 @@ class MatrixGateway:
         self.verifications.attach()
         if self._config.cross_signing:
             await ensure_cross_signed(self.client, store=Path(self._config.store),
-                                      password=self._config.password)
+                                      password=self._config.password,
+                                      recovery_key=self._config.recovery_key)
 
     async def close(self) -> None:
         """Stop syncing and close connections. Deliberately no logout."""
