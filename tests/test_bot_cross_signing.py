@@ -39,6 +39,8 @@ async def test_member_excluding_insecure_devices_gets_answers_before_and_after_r
 
     answer = await dora.ask(room, bot.user_id, "!ping")
     assert answer.startswith("pong: your message reached me")
+    assert f"You are `{dora.user_id}`" in await dora.ask(room, bot.user_id, "!whoami")
+    assert "!deploy" in await dora.ask(room, bot.user_id, "!help deploy")
 
     await bot.restart()
     assert str(bot.bot.gateway.client.device_id) == device
@@ -181,6 +183,31 @@ async def test_auto_confirmed_verification_needs_no_admin(
     assert outcome["ok"], outcome
     code, listed = await _coopbot("verify", "-c", str(bot.config_path))
     assert code == 0 and "no verification is waiting" in listed
+
+
+async def test_emoji_that_do_not_match_end_the_verification(
+    make_js_member: MakeJsMember, start_bot: StartBot
+) -> None:
+    dora = await make_js_member("dora")
+    room = await dora.create_room(invite=[], encrypted=True)
+    bot = await start_bot(rooms={room: {}})
+    await dora.invite(room, bot.user_id)
+    await dora.wait_joined(room, bot.user_id)
+    await dora.verify_start(bot.user_id, _device(bot))
+    code, listed = await _coopbot("verify", "-c", str(bot.config_path))
+    assert dora.user_id in listed
+    outcome = await dora.verify_mismatch()
+    assert not outcome["ok"]
+    for _ in range(50):
+        code, listed = await _coopbot("verify", "-c", str(bot.config_path))
+        if "no verification is waiting" in listed:
+            break
+    assert "no verification is waiting" in listed
+    code, output = await _coopbot("verify", dora.user_id, dora.device_id,
+                                  "-c", str(bot.config_path))
+    assert code == 1 and "no verification with" in output
+    status = await dora.device_status(bot.user_id, _device(bot))
+    assert status["signed_by_owner"] and not status["cross_signing_verified"]
 
 
 def _matrix_config(bot: RunningBot) -> dict[str, object]:

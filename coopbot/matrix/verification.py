@@ -60,6 +60,7 @@ HASH = "sha256"
 MACS = ("hkdf-hmac-sha256.v2", "org.matrix.msc3783.hkdf-hmac-sha256", "hkdf-hmac-sha256")
 MAX_AGE_MS = 10 * 60 * 1000  # the spec's limit for requests and flows
 CONFIRM_POLL = 1.0  # seconds between looks for a CLI confirmation
+MAX_FLOWS = 20  # flows open at once; anyone may ask, so the oldest make room
 
 SendToDevice = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 SendToRoom = Callable[[RoomID, str, dict[str, Any]], Awaitable[None]]
@@ -195,6 +196,10 @@ class Verifications:
         flow = Flow(txn, sender, device, room)
         if SAS not in methods:
             raise _Cancel("m.unknown_method", "only SAS (emoji) verification is supported")
+        if self._device(sender, device) is None:
+            await self._query_keys(sender)
+        while len(self._flows) >= MAX_FLOWS:
+            del self._flows[next(iter(self._flows))]
         self._flows[txn] = flow
         log.info("verification requested by %s (device %s)%s", sender, device,
                  f" in {room}" if room else "")
@@ -313,6 +318,18 @@ class Verifications:
         log.info("verified %s's device %s", flow.user, flow.device)
         self._write_pending()
 
+    async def _query_keys(self, user: str) -> None:
+        """Fetch the device keys of a user the bot shares no room with (their MAC is checked
+        against them)."""
+        olm = self._client.olm
+        if olm is None:
+            return
+        olm.users_for_key_query.add(user)
+        try:
+            await self._client.keys_query()
+        except nio.LocalProtocolError:
+            pass  # nothing to query after all
+
     def _device(self, user: str, device: str) -> Any:
         olm = self._client.olm
         if olm is None:
@@ -366,17 +383,24 @@ class Verifications:
         """Pick up `coopbot verify` confirmations (files in the store) while the bot runs."""
         while True:
             await asyncio.sleep(CONFIRM_POLL)
-            self._expire()
-            for path in sorted(self._store.glob(CONFIRM_PREFIX + "*")):
-                try:
-                    request = json.loads(path.read_text(encoding="utf-8"))
-                    user, device = str(request["user"]), str(request["device"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    user = device = ""
-                path.unlink(missing_ok=True)
-                if user and not await self._confirm_logged(user, device):
-                    log.warning("`coopbot verify %s %s`: no verification with that device is "
-                                "waiting for confirmation", user, device)
+            try:
+                await self._pick_up_confirmations()
+            except Exception:
+                # Never let one bad file stop confirmations for the rest of the run.
+                log.exception("verification confirmations could not be read")
+
+    async def _pick_up_confirmations(self) -> None:
+        self._expire()
+        for path in sorted(self._store.glob(CONFIRM_PREFIX + "*")):
+            try:
+                request = json.loads(path.read_text(encoding="utf-8"))
+                user, device = str(request["user"]), str(request["device"])
+            except (OSError, ValueError, KeyError, TypeError):
+                user = device = ""
+            path.unlink(missing_ok=True)
+            if user and not await self._confirm_logged(user, device):
+                log.warning("`coopbot verify %s %s`: no verification with that device is "
+                            "waiting for confirmation", user, device)
 
     async def _confirm_logged(self, user: str, device: str) -> bool:
         try:

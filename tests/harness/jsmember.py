@@ -122,6 +122,11 @@ class JsMember:
         outcome: dict[str, Any] = await self.call("verifyConfirm", timeout=timeout)
         return outcome
 
+    async def verify_mismatch(self) -> dict[str, Any]:
+        """"They don't match": cancels the verification; its outcome."""
+        outcome: dict[str, Any] = await self.call("verifyMismatch", timeout=30)
+        return outcome
+
     async def close(self) -> None:
         if self._process.returncode is None:
             try:

@@ -264,9 +264,11 @@ async function verifyConfirm({ timeout_ms }) {
   return { ...outcome, phase: verification.request.phase };
 }
 
-async function verifyCancel() {
-  verification.sas?.cancel();
-  return null;
+// "They don't match": cancels with m.mismatched_sas.
+async function verifyMismatch() {
+  verification.sas.mismatch();
+  const outcome = await verification.done;
+  return { ...outcome, phase: verification.request.phase };
 }
 
 async function close() {
@@ -276,7 +278,7 @@ async function close() {
 
 const ops = {
   login, createRoom, setPowerLevels, invite, join, waitJoined, send, react, waitReply, events, deviceStatus, devices,
-  verifyStart, verifyConfirm, verifyCancel, close,
+  verifyStart, verifyConfirm, verifyMismatch, close,
 };
 
 const lines = readline.createInterface({ input: process.stdin });
