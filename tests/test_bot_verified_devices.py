@@ -104,3 +104,11 @@ async def test_votes_and_commands_count_only_from_cross_signed_devices(
     text = await card_says(nick, room, card_id, "Votes: 1 of 2")
     assert f"👍 {frank.user_id}" in text and f"Not counted: {nick.user_id}" in text
     assert "Status: open" in text
+
+    # Re-checked at tally: frank's account gets a new identity from another session, which
+    # signs only that session. His vote stops counting at the next count.
+    await make_js_member("frank", again=frank)
+    await nick.send(room, f"!deny {request_id}")
+    text = await card_says(nick, room, card_id, f"Not counted: {frank.user_id} (vote not sent "
+                                                "from a device its owner has cross-signed)")
+    assert "Votes: 0 of 2" in text and "Status: open" in text

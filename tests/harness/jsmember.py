@@ -37,6 +37,7 @@ class JsMember:
         self.log_path = log_path
         self.user_id = ""
         self.device_id = ""
+        self.password = ""
 
     async def call(self, op: str, *, timeout: float = DEFAULT_TIMEOUT, **args: Any) -> Any:
         """One request to the Node client; its result, or an AssertionError with its error."""
@@ -141,7 +142,10 @@ class JsMember:
 
 
 class MakeJsMember(Protocol):
-    def __call__(self, localpart: str) -> Awaitable[JsMember]: ...
+    def __call__(self, localpart: str, *, again: JsMember | None = None) -> Awaitable[JsMember]:
+        """A new user, or with `again` a new device (and a new cross-signing identity, which
+        replaces the account's) of that member's account."""
+        ...
 
 
 def _check_installed() -> str:
@@ -161,10 +165,13 @@ async def make_js_member(
     node = _check_installed()
     members: list[JsMember] = []
 
-    async def make(localpart: str) -> JsMember:
+    async def make(localpart: str, *, again: JsMember | None = None) -> JsMember:
         name = f"{localpart}-{uuid.uuid4().hex[:6]}"
-        secret = password_for(name)
-        user_id = await asyncio.to_thread(synapse.register, name, secret)
+        if again is not None:
+            user_id, secret = again.user_id, again.password
+        else:
+            secret = password_for(name)
+            user_id = await asyncio.to_thread(synapse.register, name, secret)
         log_path = tmp_path / f"js-{name}.log"
         with log_path.open("wb") as log_file:
             process = await asyncio.create_subprocess_exec(
@@ -175,6 +182,7 @@ async def make_js_member(
         member = JsMember(process, log_path)
         members.append(member)
         member.user_id = user_id
+        member.password = secret
         session = await member.call("login", timeout=START_TIMEOUT, base_url=synapse.base_url,
                                     user_id=user_id, password=secret,
                                     device_name=f"js harness {name}")
