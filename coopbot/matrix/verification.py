@@ -135,7 +135,9 @@ class Verifications:
         if kind == "m.room.message" and content.get("msgtype") == PREFIX + "request":
             if content.get("to") != self._client.user_id:
                 return True
-            event_id = source.get("event_id")
+            event_id, sent = source.get("event_id"), source.get("origin_server_ts")
+            if isinstance(sent, int) and time.time() * 1000 - sent > MAX_AGE_MS:
+                return True  # a request from long ago (the bot was down): expired
             if isinstance(event_id, str):
                 await self._handle(PREFIX + "request", sender, dict(content), event_id, room)
             return True
