@@ -60,6 +60,9 @@ HASH = "sha256"
 MACS = ("hkdf-hmac-sha256.v2", "org.matrix.msc3783.hkdf-hmac-sha256", "hkdf-hmac-sha256")
 MAX_AGE_MS = 10 * 60 * 1000  # the spec's limit for requests and flows
 CONFIRM_POLL = 1.0  # seconds between looks for a CLI confirmation
+# nio's emoji table names three emoji unlike the spec (and Element): the spec's names, so an
+# admin reads what the member reads.
+SPEC_NAMES = {"Wrench": "Spanner", "Thumbs up": "Thumbs Up", "Airplane": "Aeroplane"}
 MAX_FLOWS = 20  # flows open at once; anyone may ask, so the oldest make room
 
 SendToDevice = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
@@ -250,7 +253,8 @@ class Verifications:
         # The member started the flow: their part comes first.
         info = f"MATRIX_KEY_VERIFICATION_SAS|{them}|{me}|{flow.txn}"
         indices = flow.established.bytes(info).emoji_indices
-        flow.emoji = [NioSas.emoji[i] for i in indices]
+        flow.emoji = [(emoji, SPEC_NAMES.get(name, name))
+                      for emoji, name in (NioSas.emoji[i] for i in indices)]
         log.info("verification with %s %s: compare these emoji with theirs: %s; confirm with "
                  "`coopbot verify %s %s`", flow.user, flow.device,
                  " ".join(f"{e} {name}" for e, name in flow.emoji), flow.user, flow.device)
