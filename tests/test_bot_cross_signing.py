@@ -120,6 +120,7 @@ async def test_identity_is_kept_by_new_devices_and_replaced_only_by_the_reset_co
     assert "this store holds its private keys; this device is signed" in output
     assert await _published_master(eve, bot.user_id) != master
     assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    assert sorted(p.name for p in store.glob("cross_signing*")) == ["cross_signing.json"]
     assert (await dora.device_status(bot.user_id, third))["signed_by_owner"]
     for secret in ("master", "self_signing", "user_signing"):
         assert json.loads(keys_file.read_text())[secret] not in output + caplog.text

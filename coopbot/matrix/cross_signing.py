@@ -329,6 +329,8 @@ class CrossSigning:
             else:
                 self._path.unlink(missing_ok=True)
             raise
+        # The replaced identity's private keys are of no use any more: none left lying around.
+        previous.unlink(missing_ok=True)
         await self._keep_in_secret_storage(keys)
         await self._sign_device(keys, await self.published())
         return await self.status()
