@@ -230,6 +230,7 @@ def build(config: Config) -> Bot:
         power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
         poster=gateway, planners=planners, tasks=tasks, prefix=prefix,
         bot_user_id=config.matrix.user_id, status_ledger=statuses,
+        devices=gateway.device_trust,
     )
     families.append(ApprovalCommands(approvals, audit, member_role=lowest,
                                      audit_role=change_role))

@@ -1,5 +1,6 @@
-"""The `coopbot` command: run, check-config, dev, health. Config problems exit 2 without a
-traceback. The config file may also be named by COOPBOT_CONFIG (what the container image does)."""
+"""The `coopbot` command: run, check-config, dev, health, cross-signing, verify. Config
+problems exit 2 without a traceback. The config file may also be named by COOPBOT_CONFIG (what
+the container image does)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("-c", "--config", type=Path, required=config_from_env is None,
                         default=config_from_env, help=f"config file (default: ${CONFIG_ENV})")
 
+    keys = sub.add_parser("cross-signing",
+                          help="the bot account's cross-signing identity (see docs/security.md)")
+    keys.add_argument("action", choices=("status", "reset", "recovery-key"),
+                      help="status: show it; reset: replace it with a new one (members who "
+                           "verified the bot must verify it again); recovery-key: print a new "
+                           "recovery key for matrix.recovery_key_file")
+    keys.add_argument("-c", "--config", type=Path, required=config_from_env is None,
+                      default=config_from_env, help=f"config file (default: ${CONFIG_ENV})")
+
+    verify = sub.add_parser("verify", help="show the emoji of a member's verification of the "
+                                           "bot, or confirm it (see docs/security.md)")
+    verify.add_argument("user", nargs="?", help="the member's user id")
+    verify.add_argument("device", nargs="?", help="the member's device id")
+    verify.add_argument("-c", "--config", type=Path, required=config_from_env is None,
+                        default=config_from_env, help=f"config file (default: ${CONFIG_ENV})")
+
     args = parser.parse_args(argv)
     try:
         log_format = logging_setup.choose_format(args.log_format)
@@ -80,6 +97,26 @@ def main(argv: list[str] | None = None) -> int:
             healthy, message = check_health(health_config)
             print(message)
             return 0 if healthy else 1
+        if args.command == "cross-signing":
+            from coopbot.matrix.admin import cross_signing
+            from coopbot.matrix.secret_storage import new_recovery_key
+
+            if args.action == "recovery-key":
+                # A secret for the operator's terminal only: store it in a 0600 file.
+                print(new_recovery_key())
+                return 0
+            print(asyncio.run(cross_signing(load_config(args.config).matrix, args.action)))
+            return 0
+        if args.command == "verify":
+            from coopbot.matrix.admin import verify as verify_device
+
+            if (args.user is None) != (args.device is None):
+                print("coopbot verify: give both <user> and <device>, or neither",
+                      file=sys.stderr)
+                return EXIT_CONFIG
+            code, text = verify_device(load_config(args.config).matrix, args.user, args.device)
+            print(text)
+            return code
         if args.command == "dev":
             from coopbot.dev.embedded import run_dev
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from coopbot.errors import ConfigError
+from coopbot.matrix.secret_storage import BadRecoveryKey, decode_recovery_key
 
 MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 # Room ids of version 12+ rooms have no server part (`!hash`); aliases always have one.
@@ -62,6 +63,16 @@ class MatrixConfig(Strict):
     # Commands that reached the homeserver more than this many seconds before the bot came up
     # are answered as expired instead of run.
     offline_grace_seconds: float = Field(default=5.0, ge=0)
+    # Give the account a cross-signing identity and sign the bot's device with it, so clients
+    # that exclude insecure devices (Element's direction) share room keys with the bot.
+    cross_signing: bool = True
+    # A recovery key (Element's format) opening the account's secret storage, where the private
+    # cross-signing keys are also kept: a new device of the bot then signs itself. At most one.
+    recovery_key: str | None = None
+    recovery_key_file: FilePath | None = None
+    # Confirm a member's emoji verification of the bot's device without a bot admin's
+    # `coopbot verify <user> <device>`. Convenient, but then nobody compares the emoji.
+    auto_confirm_verification: bool = False
 
     @field_validator("homeserver")
     @classmethod
@@ -76,6 +87,12 @@ class MatrixConfig(Strict):
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be a non-empty string without spaces")
         return value
+
+    @model_validator(mode="after")
+    def _one_recovery_key(self) -> MatrixConfig:
+        if self.recovery_key is not None and self.recovery_key_file is not None:
+            raise ValueError("give at most one of recovery_key, recovery_key_file")
+        return self
 
     @model_validator(mode="after")
     def _one_credential(self) -> MatrixConfig:
@@ -135,6 +152,9 @@ class PolicyConfig(Strict):
     backup_first: bool | None = None
     # Whether upgrades the bot starts itself (auto-update) are approved without votes.
     auto_approve_autoupdates: bool | None = None
+    # Whether the command and the votes count only from devices their owner has cross-signed
+    # (checked again when votes are counted); needs an encrypted room.
+    verified_devices_only: bool | None = None
 
 
 class RoomConfig(Strict):
@@ -424,6 +444,13 @@ def _resolve(config: Config, base: Path) -> Config:
 
     password = secret("password", matrix.password, matrix.password_file)
     token = secret("access_token", matrix.access_token, matrix.access_token_file)
+    recovery_key = secret("recovery_key", matrix.recovery_key, matrix.recovery_key_file)
+    if recovery_key is not None:
+        try:
+            decode_recovery_key(recovery_key)
+        except BadRecoveryKey as error:
+            key = "recovery_key_file" if matrix.recovery_key_file else "recovery_key"
+            problems.append(f"matrix.{key}: not a valid recovery key ({error})")
     if problems:
         raise ConfigError(problems)
 
@@ -461,6 +488,7 @@ def _resolve(config: Config, base: Path) -> Config:
         "matrix": matrix.model_copy(update={
             "password": password, "password_file": None,
             "access_token": token, "access_token_file": None,
+            "recovery_key": recovery_key, "recovery_key_file": None,
             "store": absolute(matrix.store),
         }),
         "database": absolute(config.database),

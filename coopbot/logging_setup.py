@@ -140,7 +140,7 @@ def redact(*values: str | None) -> None:
 
 def redact_config_secrets(config: Config) -> None:
     """The secrets a loaded config holds or points at: Matrix credentials, restic passwords."""
-    redact(config.matrix.password, config.matrix.access_token)
+    redact(config.matrix.password, config.matrix.access_token, config.matrix.recovery_key)
     redact(*_backup_passwords(config))
 
 

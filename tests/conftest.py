@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.harness.process",
     "tests.harness.backups",
     "tests.harness.watch",
+    "tests.harness.jsmember",
 ]
 
 

@@ -19,6 +19,8 @@ class Policy:
     veto: bool
     backup_first: bool
     auto_approve_autoupdates: bool
+    # Stored with each request; requests stored before this key existed read it as False.
+    verified_devices_only: bool = False
 
     @property
     def needs_votes(self) -> bool:
@@ -30,6 +32,8 @@ class Policy:
                      else "the requester's own vote does not count")
         if self.veto:
             parts.append(f"one 👎 from an {self.approver_role} blocks it")
+        if self.verified_devices_only:
+            parts.append("only votes sent as commands from cross-signed devices count")
         return "; ".join(parts)
 
 
@@ -64,6 +68,7 @@ class PolicyResolver:
             veto=True if final.veto is None else final.veto,
             backup_first=bool(final.backup_first),
             auto_approve_autoupdates=bool(final.auto_approve_autoupdates),
+            verified_devices_only=bool(final.verified_devices_only),
         )
 
     def needs_backup(self, operation: str, room: RoomConfig | None, app: str | None) -> bool:

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from coopbot.approvals.card import NO_KEYS, YES_KEYS, render, when
 from coopbot.approvals.policy import Policy, PolicyResolver
-from coopbot.approvals.tally import Outcome, Tally, Vote, tally
+from coopbot.approvals.tally import Outcome, Tally, Vote, latest_per_voter, tally
 from coopbot.echo import shown
 from coopbot.errors import Busy, CoopbotError, NotFound, PermissionDenied, UserError
 from coopbot.ids import EventID, RoomID, UserID, server_of
@@ -101,6 +101,13 @@ class CardPoster(Protocol):
     ) -> list[IncomingReaction]: ...
 
 
+class DeviceCheck(Protocol):
+    """Whether an event came from a device its owner cross-signed (the Matrix adapter's
+    DeviceTrust): None if it did, else a short reason for the room."""
+
+    async def unsigned(self, room_id: str, event_id: str, sender: str) -> str | None: ...
+
+
 class Approvals:
     def __init__(
         self, *, store: ApprovalStore, policies: PolicyResolver, roles: RoleResolver,
@@ -108,7 +115,9 @@ class Approvals:
         operations: OperationStore, audit: AuditLog, poster: CardPoster,
         planners: dict[str, Planner], tasks: TaskGroup, prefix: str = "!",
         bot_user_id: str = "", status_ledger: StatusLedger | None = None,
+        devices: DeviceCheck | None = None,
     ) -> None:
+        self._devices = devices
         self._store = store
         self._policies = policies
         self._roles = roles
@@ -143,6 +152,8 @@ class Approvals:
     async def gate(self, inv: Invocation, message: IncomingMessage) -> bool:
         """True: run now. False: parked as a request waiting for votes (card posted)."""
         policy = self.policy_for(inv)
+        if policy is not None and policy.verified_devices_only:
+            await self._require_signed_device(inv, message)
         if policy is None or not policy.needs_votes:
             return True
         if inv.automatic and policy.auto_approve_autoupdates:
@@ -161,6 +172,14 @@ class Approvals:
         planned = await planner(inv)
         await self._open(inv, message, policy, planned)
         return False
+
+    async def _require_signed_device(self, inv: Invocation, message: IncomingMessage) -> None:
+        why = ("the bot cannot check devices" if self._devices is None else
+               await self._devices.unsigned(message.room_id, message.event_id, message.sender))
+        if why is not None:
+            raise UserError(f"`{inv.spec.name}` here must come from a device its owner has "
+                            f"cross-signed; this one was {why}. Verify your session (see "
+                            "docs/security.md).")
 
     async def _open(self, inv: Invocation, message: IncomingMessage, policy: Policy,
                     planned: PlannedChange, *, replaces: int | None = None) -> ApprovalRequest:
@@ -297,6 +316,17 @@ class Approvals:
                     ineligible[vote.voter] = f"users of {server_of(vote.voter)} may not vote here"
                 else:
                     ineligible[vote.voter] = f"lacks the {policy.approver_role} role"
+        if policy.verified_devices_only:
+            for vote in latest_per_voter(votes):
+                if vote.voter in ineligible:
+                    continue
+                why = ("the bot cannot check devices" if self._devices is None else
+                       await self._devices.unsigned(request.room_id, vote.event_id, vote.voter))
+                if why is not None:
+                    # Element and js-sdk never encrypt reactions, so they name no device.
+                    hint = (f"; reactions are not encrypted, vote with `{self._prefix}approve "
+                            f"{request.id}`" if vote.via == "reaction" else "")
+                    ineligible[vote.voter] = f"vote {why}{hint}"
         return tally(policy, request.requester, votes, ineligible)
 
     async def _run(self, request: ApprovalRequest, policy: Policy, result: Tally,

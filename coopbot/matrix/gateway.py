@@ -15,6 +15,7 @@ the crypto store (nio's).
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,15 @@ import nio
 
 from coopbot.config import InviteConfig, MatrixConfig
 from coopbot.ids import EventID, RoomID, UserID
+from coopbot.matrix.cross_signing import NioKeysApi
+from coopbot.matrix.device_trust import DeviceTrust
 from coopbot.matrix.membership import Membership
 from coopbot.matrix.power import PowerCache
 from coopbot.matrix.sender import RoomSender
 from coopbot.matrix.session import MatrixSession
 from coopbot.matrix.sync import SYNC_TOKEN_KEY, SyncListener, SyncLoop
+from coopbot.matrix.undecryptable import Undecryptable
+from coopbot.matrix.verification import Verifications
 from coopbot.messages import IncomingMessage, IncomingReaction
 from coopbot.observe import Observers
 from coopbot.replies import Reply
@@ -67,13 +72,23 @@ class MatrixGateway:
                 request_timeout=45,
             ),
         )
-        self.session = MatrixSession(self.client, config, store / "session.json")
+        self.sender = RoomSender(self.client)
+        # Which device sent a vote or command (the verified_devices_only policy).
+        self.device_trust = DeviceTrust(self.client, NioKeysApi(self.client))
+        self.verifications = Verifications(
+            self.client, store, auto_confirm=config.auto_confirm_verification,
+            send_to_room=self._send_verification)
+        self.session = MatrixSession(self.client, config, store / "session.json",
+                                     verifications=self.verifications)
         self.power = PowerCache(self.client)
         self.membership = Membership(self.client, invites, bot_user_id=config.user_id,
                                      admins=admins, configured_rooms=configured_rooms)
-        self.sender = RoomSender(self.client)
-        self.sync = SyncLoop(self.client, config, kv, session=self.session, power=self.power,
-                             membership=self.membership, observers=observers or Observers())
+        self.sync = SyncLoop(
+            self.client, config, kv, session=self.session, power=self.power,
+            membership=self.membership, observers=observers or Observers(),
+            undecryptable=Undecryptable(self.client, kv, NioKeysApi(self.client)),
+            verifications=self.verifications,
+        )
 
     @property
     def user_id(self) -> UserID:
@@ -133,3 +148,7 @@ class MatrixGateway:
 
     async def typing(self, room_id: RoomID, active: bool) -> None:
         await self.sender.typing(room_id, active)
+
+    async def _send_verification(self, room: RoomID, kind: str, content: dict[str, Any]) -> None:
+        await self.sender.send(room, content, key=f"verification/{uuid.uuid4()}",
+                               event_type=kind)

@@ -17,6 +17,8 @@ import nio
 
 from coopbot.config import MatrixConfig
 from coopbot.errors import MatrixError
+from coopbot.matrix.cross_signing import ensure_cross_signed
+from coopbot.matrix.verification import Verifications
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,12 @@ def save_session(path: Path, session: StoredSession) -> None:
 class MatrixSession:
     """Logs the client in on its stored device, or once with the configured credential."""
 
-    def __init__(self, client: nio.AsyncClient, config: MatrixConfig, session_file: Path) -> None:
+    def __init__(self, client: nio.AsyncClient, config: MatrixConfig, session_file: Path, *,
+                 verifications: Verifications) -> None:
         self._client = client
         self._config = config
         self._session_file = session_file
+        self._verifications = verifications
 
     async def login(self) -> None:
         """Restore the stored device, or log in once and store it. Never creates a second device
@@ -65,7 +69,7 @@ class MatrixSession:
             whoami = await client.whoami()
             if isinstance(whoami, nio.WhoamiResponse):
                 log.info("restored Matrix session for device %s", stored.device_id)
-                await self.upload_keys()
+                await self._device_ready()
                 return
             log.warning("stored Matrix session no longer valid; logging in again")
             client.device_id = stored.device_id
@@ -89,7 +93,17 @@ class MatrixSession:
             access_token=str(client.access_token),
         ))
         log.info("logged in as %s on device %s", self._config.user_id, client.device_id)
+        await self._device_ready()
+
+    async def _device_ready(self) -> None:
+        """Device keys on the homeserver, then the device signed by the account's
+        cross-signing identity (created on first start): see cross_signing.py."""
         await self.upload_keys()
+        self._verifications.attach()
+        if self._config.cross_signing:
+            await ensure_cross_signed(self._client, store=Path(self._config.store),
+                                      password=self._config.password,
+                                      recovery_key=self._config.recovery_key)
 
     async def upload_keys(self) -> None:
         if self._client.should_upload_keys:

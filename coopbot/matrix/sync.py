@@ -24,6 +24,8 @@ from coopbot.matrix import events
 from coopbot.matrix.membership import Membership
 from coopbot.matrix.power import PowerCache
 from coopbot.matrix.session import MatrixSession
+from coopbot.matrix.undecryptable import Undecryptable
+from coopbot.matrix.verification import Verifications
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
 from coopbot.observe import Observers, SyncCompleted
 from coopbot.store.kv import KeyValueStore
@@ -70,8 +72,10 @@ class SyncLoop:
     def __init__(
         self, client: nio.AsyncClient, config: MatrixConfig, kv: KeyValueStore, *,
         session: MatrixSession, power: PowerCache, membership: Membership,
-        observers: Observers,
+        observers: Observers, undecryptable: Undecryptable, verifications: Verifications,
     ) -> None:
+        self._undecryptable = undecryptable
+        self._verifications = verifications
         self._client = client
         self._config = config
         self._kv = kv
@@ -96,6 +100,8 @@ class SyncLoop:
         first = True
         backoff = 1.0
         refusals = 0
+        confirmations = asyncio.create_task(self._verifications.watch_confirmations(),
+                                            name="verification confirmations")
         try:
             while not self._stopping.is_set():
                 try:
@@ -139,6 +145,8 @@ class SyncLoop:
                     await self._membership.join_configured_rooms()
                     self.synced_once.set()
         finally:
+            confirmations.cancel()
+            await asyncio.gather(confirmations, return_exceptions=True)
             if self._unstored_token is not None:
                 await self._store_token(self._unstored_token, time.monotonic())
 
@@ -164,6 +172,7 @@ class SyncLoop:
                 raise _SyncFailed(f"error: {response.message}", refused=bool(
                     errcode and errcode not in TRANSIENT_ERRCODES))
             await self._after_sync_crypto()
+            await self._to_device(response)
             await self._process(response, listener, since=since,
                                 history_only=first and since is None,
                                 catching_up=first and since is not None)
@@ -269,8 +278,10 @@ class SyncLoop:
         history_only: bool, catching_up: bool,
     ) -> None:
         if isinstance(event, nio.MegolmEvent):
-            log.warning("could not decrypt event %s in %s", event.event_id, room)
+            await self._undecryptable.failed(room, event, quiet=history_only)
             return
+        if getattr(event, "decrypted", False):
+            await self._undecryptable.decrypted(room, str(event.sender))
         # Read from the event's JSON (the decrypted JSON for encrypted events), never from
         # nio's classes: nio checks only some fields' types, events.py checks them all.
         source = getattr(event, "source", None)
@@ -284,6 +295,8 @@ class SyncLoop:
             return
         if history_only:
             # The very first sync of a new bot shows history: never act on it.
+            return
+        if await self._verifications.room_event(room, source):
             return
         if kind == "m.reaction":
             reaction = events.reaction(room, source)
@@ -302,6 +315,13 @@ class SyncLoop:
             if catching_up and message.timestamp_ms < self._started_at * 1000 - grace_ms:
                 message = replace(message, during_downtime=True)
             await listener.message(message)
+
+    async def _to_device(self, response: nio.SyncResponse) -> None:
+        for event in response.to_device_events:
+            try:
+                await self._verifications.to_device(event)
+            except Exception:
+                log.exception("a to-device event could not be handled and is skipped")
 
     async def _after_sync_crypto(self) -> None:
         # What nio's sync_forever does between syncs: keep one-time keys, device lists and

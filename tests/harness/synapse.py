@@ -100,6 +100,9 @@ class Member:
         self.user_id: str = client.user_id
         self.password = password
         self._timelines: dict[str, list[Event]] = {}
+        # Every to-device event received, in order (nio keeps some, like key requests, from
+        # its to-device callbacks).
+        self.to_device: list[Any] = []
         self._tick = asyncio.Event()
         self._syncs = 0
         self._sync_error: BaseException | None = None
@@ -178,6 +181,7 @@ class Member:
             await client.keys_claim(client.get_users_for_key_claiming())
 
     def _record(self, response: SyncResponse) -> None:
+        self.to_device.extend(response.to_device_events)
         # nio has already replaced the Megolm events it could decrypt in `response`.
         for room_id, info in response.rooms.join.items():
             if info.timeline.limited and room_id in self._timelines:
