@@ -4,12 +4,13 @@ BackupService."""
 
 from __future__ import annotations
 
-from coopbot.approvals.service import PlannedChange, Planner
 from coopbot.args import APP, SNAPSHOT
 from coopbot.backups.results import human_bytes, when
 from coopbot.backups.service import BackupService
 from coopbot.invocation import Invocation
-from coopbot.registry import Arg, CommandSpec
+from coopbot.operations.kinds import OperationKind
+from coopbot.operations.plan import Binding, PlannedChange
+from coopbot.registry import Arg, CommandSpec, Operation
 from coopbot.replies import Reply
 
 SNAPSHOTS_SHOWN = 20
@@ -26,7 +27,8 @@ class BackupCommands:
         return [
             CommandSpec(
                 "backup", "back up an app's labelled volumes now, and verify the snapshot",
-                self._change, self.backup, args=(app,), operation="backup",
+                self._change, self.backup, args=(app,),
+                operation=Operation(OperationKind.BACKUP, self._plan_backup),
                 details="Runs the backupbot pre-hooks in the running containers, snapshots "
                         "the volumes with restic (read-only), runs the post-hooks, then checks "
                         "that every expected path is in the snapshot and that no dump is empty.",
@@ -41,7 +43,7 @@ class BackupCommands:
                 args=(app, Arg("snapshot", optional=True, kind=SNAPSHOT,
                                help="a snapshot id from `!snapshots` (default: the newest "
                                     "verified one)")),
-                operation="restore",
+                operation=Operation(OperationKind.RESTORE, self._plan_restore),
                 details="Backs up the current data first, runs the restore pre-hooks, stops "
                         "the services that use the volumes, replaces the snapshot's paths, "
                         "starts them again, runs the restore post-hooks and waits until the "
@@ -50,20 +52,14 @@ class BackupCommands:
                 examples=("!restore blog.example.org", "!restore blog.example.org 1a2b3c4d")),
         ]
 
-    def planners(self) -> dict[str, Planner]:
-        """How approvals compute what a vote binds to, per operation of this family."""
+    async def _plan_restore(self, inv: Invocation) -> PlannedChange:
+        plan = await self._backups.plan_restore(inv.args["app"], inv.room, inv.arg("snapshot"))
+        return plan.planned()
 
-        async def restore(inv: Invocation) -> PlannedChange:
-            plan = await self._backups.plan_restore(inv.args["app"], inv.room,
-                                                    inv.arg("snapshot"))
-            return PlannedChange(binding=plan.binding, lines=list(plan.lines), app=plan.app)
-
-        async def backup(inv: Invocation) -> PlannedChange:
-            name = inv.args["app"]
-            return PlannedChange(binding=f"backup|{name}", lines=[f"back up `{name}`"],
-                                 app=name)
-
-        return {"restore": restore, "backup": backup}
+    async def _plan_backup(self, inv: Invocation) -> PlannedChange:
+        name = inv.args["app"]
+        return PlannedChange(binding=Binding(kind="backup", app=name),
+                             lines=[f"back up `{name}`"], app=name)
 
     async def backup(self, inv: Invocation) -> Reply:
         result = await self._backups.backup(

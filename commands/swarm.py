@@ -7,9 +7,10 @@ from __future__ import annotations
 from coopbot.args import APP, RECIPE, SERVER, SERVICE, VERSION
 from coopbot.invocation import Invocation
 from coopbot.operations.deployer import Deployer
-from coopbot.operations.plan import OperationRequest
+from coopbot.operations.kinds import OperationKind
+from coopbot.operations.plan import OperationRequest, PlannedChange
 from coopbot.operations.status import StatusViews
-from coopbot.registry import Arg, CommandSpec
+from coopbot.registry import Arg, CommandSpec, Operation
 from coopbot.replies import Reply
 
 DEFAULT_LOG_LINES = 50
@@ -47,24 +48,28 @@ class SwarmCommands:
                         examples=("!logs blog.example.org", "!logs blog.example.org db 200")),
             CommandSpec(
                 "deploy", "deploy an app (version: given, else its env file's, else the newest)",
-                self._change, self.deploy, args=(app, version), operation="deploy",
+                self._change, self.deploy, args=(app, version),
+                operation=self._operation(OperationKind.DEPLOY),
                 details="Runs preflight checks (env keys, secrets, networks, images), deploys "
                         "with `docker stack deploy`, waits until every service is healthy, and "
                         "returns to the previous version if it is not.",
                 examples=("!deploy blog.example.org", "!deploy blog.example.org 1.2.0+1.21.0")),
             CommandSpec(
                 "upgrade", "upgrade an app to the newest (or given newer) version",
-                self._change, self.upgrade, args=(app, version), operation="upgrade",
+                self._change, self.upgrade, args=(app, version),
+                operation=self._operation(OperationKind.UPGRADE),
                 details="Shows the release notes in between; never goes back to an older "
                         "version. A failed upgrade returns to the version that ran before.",
                 examples=("!upgrade blog.example.org",)),
             CommandSpec(
                 "rollback", "roll an app back to the version it ran before (or a given older one)",
-                self._change, self.rollback, args=(app, version), operation="rollback",
+                self._change, self.rollback, args=(app, version),
+                operation=self._operation(OperationKind.ROLLBACK),
                 examples=("!rollback blog.example.org",)),
             CommandSpec(
                 "undeploy", "remove an app's stack; its volumes and secrets stay",
-                self._change, self.undeploy, args=(app,), operation="undeploy"),
+                self._change, self.undeploy, args=(app,),
+                operation=self._operation(OperationKind.UNDEPLOY)),
         ]
 
     async def servers(self, inv: Invocation) -> Reply:
@@ -98,6 +103,13 @@ class SwarmCommands:
 
     async def _operate(self, kind: str, inv: Invocation) -> Reply:
         return await self._deployer.run(self.request(kind, inv), inv.room, inv.progress)
+
+    def _operation(self, kind: OperationKind) -> Operation:
+        async def plan(inv: Invocation) -> PlannedChange:
+            planned = await self._deployer.plan(self.request(kind, inv), inv.room)
+            return planned.planned()
+
+        return Operation(kind, plan)
 
     @staticmethod
     def request(kind: str, inv: Invocation) -> OperationRequest:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from coopbot.approvals.policy import PolicyResolver
-from coopbot.approvals.service import Approvals, PlannedChange, Planner
+from coopbot.approvals.service import Approvals
 from coopbot.backups import BackupService
 from coopbot.backups.results import ScheduledBackup
 from coopbot.backups.schedule import BackupScheduler
@@ -20,9 +20,9 @@ from coopbot.commands.notify import NotifyCommands
 from coopbot.commands.swarm import SwarmCommands
 from coopbot.config import Config, SSHServer, parse_duration
 from coopbot.errors import MatrixError
+from coopbot.execution import CommandAudit, Executor
 from coopbot.health import HealthServer, build_health
 from coopbot.ids import EventID, RoomID, UserID
-from coopbot.invocation import Invocation
 from coopbot.logging_setup import redact, redact_config_secrets
 from coopbot.matrix.gateway import MatrixGateway
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
@@ -47,6 +47,7 @@ from coopbot.roles import RoleResolver
 from coopbot.rooms import RoomDirectory, RoomUpgrades
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.spec import ServerSpec
+from coopbot.status_message import CommandStatuses
 from coopbot.store.approvals import ApprovalStore
 from coopbot.store.audit import AuditLog
 from coopbot.store.database import Database
@@ -219,18 +220,19 @@ def build(config: Config) -> Bot:
         CoreCommands(registry, prefix, lowest_role=lowest),
         SwarmCommands(deployer, status, read_role=lowest, change_role=change_role),
     ]
-    planners = swarm_planners(deployer)
-    if backups is not None:  # backups (issue 5)
-        backup_commands = BackupCommands(backups, read_role=lowest, change_role=change_role)
-        families.append(backup_commands)
-        planners.update(backup_commands.planners())
+    if backups is not None:
+        families.append(BackupCommands(backups, read_role=lowest, change_role=change_role))
     tasks = TaskGroup()
+    command_audit = CommandAudit(audit, observers)
+    # The operation and report stages, shared by the pipeline and approvals (built first, so
+    # neither needs the other late).
+    executor = Executor(responder=gateway, audit=command_audit)
+    status_messages = CommandStatuses(gateway, statuses)
     approvals = Approvals(
         store=ApprovalStore(database), policies=policies, roles=roles,
         power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
-        poster=gateway, planners=planners, tasks=tasks, prefix=prefix,
-        bot_user_id=config.matrix.user_id, status_ledger=statuses,
-        devices=gateway.device_trust,
+        poster=gateway, execute=executor.execute, statuses=status_messages, tasks=tasks,
+        prefix=prefix, bot_user_id=config.matrix.user_id, devices=gateway.device_trust,
     )
     families.append(ApprovalCommands(approvals, audit, member_role=lowest,
                                      audit_role=change_role))
@@ -258,20 +260,18 @@ def build(config: Config) -> Bot:
         roles=roles,
         power=gateway,
         handled=handled,
-        audit=audit,
-        responder=gateway,
+        audit=command_audit,
+        executor=executor,
+        statuses=status_messages,
         approval=approvals.gate,
-        observers=observers,
-        status_ledger=statuses,
     )
-    approvals.bind_executor(pipeline.execute)
 
     async def post(room_id: RoomID, reply: Reply, key: str) -> EventID:
         return await gateway.post(room_id, reply, key=key)
 
     auto_upgrader = AutoUpgrader(
         bot_user_id=config.matrix.user_id, registry=registry, rooms=rooms, targets=targets,
-        role_order=roles.order, post=post, gate=approvals.gate, execute=pipeline.execute,
+        role_order=roles.order, post=post, gate=approvals.gate, execute=executor.execute,
     )
     updates = UpdateChecker(scope, recipes, pool, notices, notifier.announce_keyed,
                             config.updates.auto_update, auto_upgrader, prefix)
@@ -299,18 +299,6 @@ def build(config: Config) -> Bot:
         statuses=statuses,
         recovery=Recovery(operations, audit, statuses, scope, pool, gateway),
     )
-
-
-def swarm_planners(deployer: Deployer) -> dict[str, Planner]:
-    """How approvals compute the plan a vote binds to, per swarm operation."""
-
-    async def plan(inv: Invocation) -> PlannedChange:
-        kind = inv.spec.operation or ""
-        planned = await deployer.plan(SwarmCommands.request(kind, inv), inv.room)
-        return PlannedChange(binding=planned.binding, lines=planned.card_lines(),
-                             app=planned.app.name)
-
-    return {kind: plan for kind in ("deploy", "upgrade", "rollback", "undeploy")}
 
 
 def server_specs(config: Config) -> list[ServerSpec]:

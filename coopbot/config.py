@@ -25,6 +25,7 @@ from pydantic import (
 
 from coopbot.errors import ConfigError
 from coopbot.matrix.secret_storage import BadRecoveryKey, decode_recovery_key
+from coopbot.operations.kinds import OperationKind
 
 MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 # Room ids of version 12+ rooms have no server part (`!hash`); aliases always have one.
@@ -115,7 +116,8 @@ class RoleRule(Strict):
 
 DURATION = re.compile(r"^(\d+)([smhd])$")
 DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-OPERATIONS = ("deploy", "upgrade", "rollback", "undeploy", "backup", "restore")
+# Policies are keyed by operation kind; the commands declare theirs from the same enum.
+OPERATIONS = tuple(kind.value for kind in OperationKind)
 
 
 def parse_duration(text: str) -> int:

@@ -8,6 +8,20 @@ from coopbot.ids import EventID, RoomID, UserID
 
 
 @dataclass(frozen=True)
+class ReplyTarget:
+    """Where answers to a command go: into the command's thread, replying to the command."""
+
+    room_id: RoomID
+    event_id: EventID  # the command (or the announcement the bot acts on)
+    thread_root: EventID | None = None
+
+    @property
+    def reply_thread_root(self) -> EventID:
+        """Answers go into the command's thread, or start one on the command itself."""
+        return self.thread_root or self.event_id
+
+
+@dataclass(frozen=True)
 class IncomingMessage:
     room_id: RoomID
     event_id: EventID
@@ -23,8 +37,11 @@ class IncomingMessage:
 
     @property
     def reply_thread_root(self) -> EventID:
-        """Answers go into the command's thread, or start one on the command itself."""
-        return self.thread_root or self.event_id
+        return self.target.reply_thread_root
+
+    @property
+    def target(self) -> ReplyTarget:
+        return ReplyTarget(self.room_id, self.event_id, self.thread_root)
 
 
 @dataclass(frozen=True)

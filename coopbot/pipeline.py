@@ -2,56 +2,38 @@
 
 Each stage either returns a value for the next or raises a typed error; `handle` turns errors into
 one clear sentence in the room (details only in the log) and one audit row. Permission checks live
-here and nowhere else, so no command can forget one.
+here and nowhere else, so no command can forget one. The operation and report stages are the
+Executor's (execution.py), which approvals use for approved requests too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from coopbot.crashpoint import crash_point
 from coopbot.echo import shown
-from coopbot.errors import CoopbotError, PermissionDenied, UnknownCommand, UsageError, UserError
-from coopbot.ids import EventID, RoomID, UserID
-from coopbot.invocation import Invocation, ProgressSink
+from coopbot.errors import PermissionDenied, UnknownCommand, UsageError, UserError
+from coopbot.execution import CommandAudit, Executor
+from coopbot.ids import UserID
+from coopbot.invocation import Invocation
 from coopbot.messages import IncomingMessage
-from coopbot.observe import CommandHandled, Observers
 from coopbot.parser import CommandParser, ParsedCommand
+from coopbot.ports import PowerSource
 from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.replies import Reply
-from coopbot.roles import PowerInfo, RoleGrant, RoleResolver
+from coopbot.roles import RoleGrant, RoleResolver
 from coopbot.rooms import ConfiguredRoom, RoomDirectory
-from coopbot.status_message import StatusLedger, status_message
-from coopbot.store.audit import AuditLog, Decision
+from coopbot.status_message import CommandStatuses
+from coopbot.store.audit import Decision
 from coopbot.store.handled import HandledEvents
 
 log = logging.getLogger(__name__)
 
-TYPING_REFRESH_SECONDS = 20.0
-
-
-class Responder(Protocol):
-    """The room side of the pipeline (the Matrix adapter implements it)."""
-
-    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID: ...
-
-    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None: ...
-
-    async def typing(self, room_id: RoomID, active: bool) -> None: ...
-
-
-class PowerSource(Protocol):
-    async def power_info(self, room_id: RoomID) -> PowerInfo: ...
-
 
 # Approval stage hook: returns True to run now, False when the request is parked for votes.
-ApprovalGate = Callable[[Invocation, IncomingMessage], Awaitable[bool]]
+ApprovalGate = Callable[[Invocation], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -71,11 +53,10 @@ class Pipeline:
         roles: RoleResolver,
         power: PowerSource,
         handled: HandledEvents,
-        audit: AuditLog,
-        responder: Responder,
+        audit: CommandAudit,
+        executor: Executor,
+        statuses: CommandStatuses,
         approval: ApprovalGate | None = None,
-        observers: Observers | None = None,
-        status_ledger: StatusLedger | None = None,
     ) -> None:
         self._settings = settings
         self._parser = parser
@@ -85,10 +66,9 @@ class Pipeline:
         self._power = power
         self._handled = handled
         self._audit = audit
-        self._responder = responder
+        self._executor = executor
+        self._statuses = statuses
         self._approval = approval
-        self._observers = observers or Observers()
-        self._status_ledger = status_ledger
 
     async def handle(self, message: IncomingMessage) -> None:
         """Handle one message; nothing it does can escape as an exception. An unexpected one is
@@ -117,11 +97,10 @@ class Pipeline:
         room = self._rooms.get(message.room_id)
         if room is None and not self._roles.is_bot_admin(message.sender):
             # Unconfigured rooms get no answer (except for bot admins), but the attempt is recorded.
-            await self._record(message, parsed.name, parsed.words, Decision.IGNORED,
-                               "room not configured")
+            await self._record(message, parsed, Decision.IGNORED, "room not configured")
             return
         if message.during_downtime:
-            await self._record(message, parsed.name, parsed.words, Decision.EXPIRED,
+            await self._record(message, parsed, Decision.EXPIRED,
                                "sent while the bot was offline")
             await self._say(message, Reply.of(
                 f"I was offline when you sent `{shown(parsed.text)}`, so I did not run it. "
@@ -130,17 +109,21 @@ class Pipeline:
             return
         try:
             spec = self._registry.lookup(parsed.name)
-            args = spec.bind(parsed.words, self._settings.prefix)
+            # Roles before arguments: someone who may not run a command learns nothing of it.
             grant = await self._authorize(message, room, spec)
+            args = spec.bind(parsed.words, self._settings.prefix)
         except (UnknownCommand, UsageError) as error:
-            await self._record(message, parsed.name, parsed.words, Decision.INVALID, str(error))
+            await self._record(message, parsed, Decision.INVALID, str(error))
             await self._say(message, Reply.of(str(error)))
             return
         except PermissionDenied as error:
-            await self._record(message, parsed.name, parsed.words, Decision.DENIED, str(error))
+            await self._record(message, parsed, Decision.DENIED, str(error))
             await self._say(message, Reply.of(str(error)))
             return
-        await self._run(message, parsed, room, spec, args, grant)
+        invocation = Invocation.of_message(
+            message, spec, args, grant, room.config if room else None,
+            self._statuses.for_command(message.target, key=f"{message.event_id}/status"))
+        await self._approve_and_run(message, parsed, invocation)
 
     def _accept(self, message: IncomingMessage) -> bool:
         """Own events, notices (other bots) and edits are never commands."""
@@ -159,119 +142,26 @@ class Pipeline:
             raise PermissionDenied(spec.name, spec.role)
         return grant
 
-    async def _run(
-        self,
-        message: IncomingMessage,
-        parsed: ParsedCommand,
-        room: ConfiguredRoom | None,
-        spec: CommandSpec,
-        args: dict[str, str],
-        grant: RoleGrant,
-    ) -> None:
-        invocation = Invocation(
-            room_id=message.room_id,
-            event_id=message.event_id,
-            sender=message.sender,
-            spec=spec,
-            args=args,
-            grant=grant,
-            room=room.config if room else None,
-            event_timestamp_ms=message.timestamp_ms,
-            received_at=message.received_at,
-            progress=self.progress_sink(message),
-        )
-        if self._approval is not None and spec.operation is not None:
+    async def _approve_and_run(self, message: IncomingMessage, parsed: ParsedCommand,
+                               invocation: Invocation) -> None:
+        if self._approval is not None and invocation.spec.operation is not None:
             try:
-                run_now = await self._approval(invocation, message)
+                run_now = await self._approval(invocation)
             except UserError as error:
-                await self._record(message, parsed.name, parsed.words, Decision.INVALID,
-                                   str(error))
+                await self._record(message, parsed, Decision.INVALID, str(error))
                 await self._say(message, Reply.of(str(error)))
                 return
             if not run_now:
-                await self._record(message, parsed.name, parsed.words, Decision.RAN,
-                                   "waiting for approval")
+                await self._record(message, parsed, Decision.RAN, "waiting for approval")
                 return
-        await self._record(message, parsed.name, parsed.words, Decision.RAN)
-        await self.execute(invocation, message)
-
-    def progress_sink(self, message: IncomingMessage) -> ProgressSink:
-        return status_message(self._responder, message, key=f"{message.event_id}/status",
-                              ledger=self._status_ledger)
-
-    async def execute(self, invocation: Invocation, message: IncomingMessage) -> bool:
-        """The operation and report stages; approvals re-enter the pipeline here.
-        Returns whether the handler succeeded."""
-        spec = invocation.spec
-        words = tuple(invocation.args.values())
-        started = time.monotonic()
-        # Long work shows a typing indicator for as long as it runs.
-        typing = (asyncio.create_task(self._keep_typing(invocation.room_id))
-                  if spec.operation is not None else None)
-        try:
-            reply = await spec.handler(invocation)
-            outcome = "ok"
-        except UserError as error:
-            reply, outcome = Reply.of(str(error)), f"refused: {error}"
-        except CoopbotError as error:
-            log.warning("%s failed: %s (%s)", spec.name, error, error.detail or "no detail")
-            reply, outcome = Reply.of(f"`{spec.name}` failed: {error}"), f"failed: {error}"
-        except Exception:
-            reference = uuid.uuid4().hex[:8]
-            log.exception("%s crashed (reference %s)", spec.name, reference)
-            reply = Reply.of(
-                f"`{spec.name}` hit an internal error; the details are in the bot's log "
-                f"(reference {reference})."
-            )
-            outcome = f"crashed (reference {reference})"
-        finally:
-            if typing is not None:
-                typing.cancel()
-                await asyncio.gather(typing, return_exceptions=True)
-                await self._responder.typing(invocation.room_id, False)
-        # The member is waiting for the answer, not for the audit row: answer first, and
-        # record the result even when the answer cannot be sent.
-        crash_point("before-answer")
-        try:
-            await self._say(message, reply)
-        finally:
-            await self._result(message, spec.name, words, outcome, started)
-            # After the answer, never before it: the status message then says how it ended.
-            await invocation.progress.close(outcome == "ok")
-        return outcome == "ok"
-
-    async def _keep_typing(self, room_id: RoomID) -> None:
-        while True:
-            await self._responder.typing(room_id, True)
-            await asyncio.sleep(TYPING_REFRESH_SECONDS)
+        await self._record(message, parsed, Decision.RAN)
+        await self._executor.execute(invocation)
 
     async def _say(self, message: IncomingMessage, reply: Reply) -> None:
-        # A lost answer is logged, not raised: what ran is recorded either way, and the
-        # stages after the answer (audit, approvals closing their request) must still run.
-        try:
-            await self._responder.reply(message, reply, key=f"{message.event_id}/answer")
-        except CoopbotError as error:
-            log.warning("could not answer %s in %s: %s (%s)", message.event_id,
-                        message.room_id, error, error.detail or "no detail")
+        await self._executor.say(message.target, reply)
 
-    async def _record(
-        self, message: IncomingMessage, command: str, words: tuple[str, ...],
-        decision: Decision, result: str = "",
-    ) -> None:
-        await self._audit.append(
-            command=command,
-            args=" ".join(words),
-            decision=decision,
-            event_id=message.event_id,
-            room_id=message.room_id,
-            sender=message.sender,
-            result=result,
-        )
-        await self._observers.emit(CommandHandled(command, decision.value, message.room_id))
-
-    async def _result(
-        self, message: IncomingMessage, command: str, words: tuple[str, ...], result: str,
-        started: float,
-    ) -> None:
-        took = time.monotonic() - started
-        await self._record(message, command, words, Decision.RESULT, f"{result} ({took:.2f} s)")
+    async def _record(self, message: IncomingMessage, parsed: ParsedCommand,
+                      decision: Decision, result: str = "") -> None:
+        await self._audit.record(event_id=message.event_id, room_id=message.room_id,
+                                 sender=message.sender, command=parsed.name,
+                                 words=parsed.words, decision=decision, result=result)

@@ -1,25 +1,40 @@
-"""Commands declared as data: name, arguments, help, required role; one explicit registry.
+"""Commands declared as data: name, arguments, help, required role, and for a command that
+changes something, its operation (kind and planner); one explicit registry.
 
-The dispatcher (pipeline.py) does parsing, permission checks and error reporting for every command,
-so a command module only declares a CommandSpec and writes its handler.
+The dispatcher (pipeline.py) does parsing, permission checks, approvals and error reporting for
+every command, so a command module only declares a CommandSpec and writes its handler (the
+executor) and, for an operation, the planner a vote binds to.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from coopbot.args import TEXT, ArgKind, Duration, InvalidArg, Number
 from coopbot.echo import shown
 from coopbot.errors import ConfigError, UnknownCommand, UsageError
+from coopbot.operations.kinds import OperationKind
 
 if TYPE_CHECKING:
     from coopbot.invocation import Invocation
+    from coopbot.operations.plan import PlannedChange
     from coopbot.replies import Reply
 
 Handler = Callable[["Invocation"], Awaitable["Reply"]]
+# What a vote binds to: the plan an invocation would run now, changing nothing.
+Planner = Callable[["Invocation"], Awaitable["PlannedChange"]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a changing command is, for policies, locks and the audit: its kind, and how to
+    plan it so a request card can show, and votes bind to, exactly what will run."""
+
+    kind: OperationKind
+    planner: Planner
 
 
 @dataclass(frozen=True)
@@ -63,9 +78,7 @@ class CommandSpec:
     details: str = ""
     examples: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
-    # Operation kind for approval policies and locks (deploy, upgrade, ...); None for read-only.
-    operation: str | None = None
-    extra: Mapping[str, object] = field(default_factory=dict)
+    operation: Operation | None = None  # None: reads only, never needs a vote
 
     def usage(self, prefix: str = "!") -> str:
         return " ".join([f"{prefix}{self.name}", *(a.usage() for a in self.args)])

@@ -95,9 +95,12 @@ class RoleGrant:
     def has(self, role: str) -> bool:
         return role in self.roles
 
-    @property
-    def highest(self) -> str | None:
-        return self.roles[-1] if self.roles else None
+    @staticmethod
+    def automatic(bot_user_id: str, order: tuple[str, ...]) -> RoleGrant:
+        """The bot acting on its own authority (an auto-update): every role; policies, votes
+        and backups still apply in full."""
+        return RoleGrant(bot_user_id, float("inf"), order,
+                         {role: "automatic update" for role in order})
 
 
 class RoleResolver:

@@ -8,16 +8,12 @@ from typing import Protocol
 
 from coopbot.errors import CoopbotError
 from coopbot.ids import EventID, RoomID
-from coopbot.messages import IncomingMessage
+from coopbot.messages import ReplyTarget
+from coopbot.ports import RoomReplies
 from coopbot.replies import Reply
 
 log = logging.getLogger(__name__)
 
-
-class StatusPoster(Protocol):
-    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID: ...
-
-    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None: ...
 
 
 class StatusLedger(Protocol):
@@ -33,7 +29,7 @@ class StatusMessage:
     done or failed once the answer is out. With a `ledger`, the posted message is remembered
     the moment it exists (a restart after a crash closes it)."""
 
-    def __init__(self, poster: StatusPoster, message: IncomingMessage, key: str,
+    def __init__(self, poster: RoomReplies, message: ReplyTarget, key: str,
                  ledger: StatusLedger | None = None) -> None:
         self._poster = poster
         self._message = message
@@ -65,6 +61,12 @@ class StatusMessage:
                         self._message.event_id, error)
 
 
-def status_message(poster: StatusPoster, message: IncomingMessage, key: str,
-                   ledger: StatusLedger | None = None) -> StatusMessage:
-    return StatusMessage(poster, message, key, ledger)
+class CommandStatuses:
+    """Makes the status message of each command that runs (remembered in the ledger)."""
+
+    def __init__(self, poster: RoomReplies, ledger: StatusLedger | None = None) -> None:
+        self._poster = poster
+        self._ledger = ledger
+
+    def for_command(self, target: ReplyTarget, key: str) -> StatusMessage:
+        return StatusMessage(self._poster, target, key, self._ledger)

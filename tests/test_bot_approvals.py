@@ -282,7 +282,9 @@ async def test_plan_change_voids_votes(vote_room: VoteRoom, new_app: Any) -> Non
     fresh = await v.bob.wait_for_message(v.room, sender=v.bot.user_id, predicate=fresh_card)
     assert f"open (replaces request #{request_id})" in fresh.source["content"]["body"]
     assert v.bot.bot is not None
-    assert await v.bot.bot.operations.history(domain) == []
+    # The deployer found the change under its lock and refused: nothing ran.
+    assert [r.result for r in await v.bot.bot.operations.history(domain)] == ["refused"]
+    assert not await v.bot.bot.operations.deployed_versions(domain)
 
 
 async def test_restart_mid_vote_counts_votes_cast_while_down(

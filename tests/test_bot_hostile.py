@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from coopbot.ids import EventID, RoomID, UserID
+from coopbot.ids import EventID, RoomID
 from coopbot.matrix.limits import EVENT_LIMIT
-from coopbot.messages import IncomingMessage
+from coopbot.messages import ReplyTarget
+from coopbot.operations.kinds import OperationKind
 from coopbot.parser import CommandParser
 from coopbot.replies import Reply
 from tests.harness.apps import app_env, unique_domain
@@ -37,7 +38,7 @@ ANSWER_TIMEOUT = 120.0
 # Every operation needs more votes than the room has operators: a fuzzed `!deploy` opens a request
 # card (planned against the real swarm and recipe) but never runs.
 UNREACHABLE_POLICY = {"approvals": 3, "approver_role": "operator", "expires": "1h"}
-OPERATIONS = ("deploy", "upgrade", "rollback", "undeploy", "backup", "restore")
+OPERATIONS = tuple(kind.value for kind in OperationKind)
 
 
 @dataclass
@@ -176,9 +177,8 @@ async def test_answers_far_over_the_event_limit_still_reach_the_room(
     assert len(huge.text.encode()) > 3 * EVENT_LIMIT
 
     command_id = await bob.send(room, "!ping")
-    message = IncomingMessage(RoomID(room), EventID(command_id), UserID(bob.user_id), "!ping",
-                              "m.text", 0, time.time())
-    answer_id = await gateway.reply(message, huge, key=f"test/{uuid.uuid4()}")
+    answer_id = await gateway.reply(ReplyTarget(RoomID(room), EventID(command_id)), huge,
+                                    key=f"test/{uuid.uuid4()}")
     posted_id = await gateway.post(RoomID(room), Reply.of(block), key=f"test/{uuid.uuid4()}")
     await gateway.edit(RoomID(room), posted_id, Reply.of("edited " + block))
 

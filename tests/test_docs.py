@@ -123,7 +123,8 @@ def reference(spec: CommandSpec) -> str:
         lines += ["", "Examples: " + ", ".join(f"`{e}`" for e in spec.examples)]
     if spec.aliases:
         lines += ["", "Also: " + ", ".join(f"`!{a}`" for a in spec.aliases)]
-    kind = f"; a `{spec.operation}` operation (approval policy applies)" if spec.operation else ""
+    kind = (f"; a `{spec.operation.kind}` operation (approval policy applies)"
+            if spec.operation else "")
     lines += ["", f"Needs the **{spec.role}** role by default{kind}."]
     return "\n".join(lines)
 
@@ -183,3 +184,12 @@ def write_command_reference() -> None:
 
 if __name__ == "__main__":
     write_command_reference()
+
+
+def test_every_operation_kind_is_declared_by_exactly_one_command(tmp_path: Path) -> None:
+    """Policies are validated against the kinds; each kind is one command's operation, so a
+    policy can never name an operation no command runs."""
+    from coopbot.operations.kinds import OperationKind
+
+    declared = [spec.operation.kind for spec in all_commands(tmp_path) if spec.operation]
+    assert sorted(declared) == sorted(OperationKind)

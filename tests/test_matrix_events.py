@@ -88,6 +88,7 @@ def test_no_shape_of_event_raises(source: Any) -> None:
     assert message is None or isinstance(message, IncomingMessage)
     if message is not None:
         assert isinstance(message.body, str) and message.event_id.startswith("$")
+        message.body.encode("utf-8")  # never a lone surrogate
         assert message.sender.startswith("@") and isinstance(message.timestamp_ms, int)
     reaction = events.reaction(ROOM, source)
     assert reaction is None or isinstance(reaction, IncomingReaction)
@@ -152,6 +153,7 @@ def test_messages_with_relations_of_the_wrong_shape_are_dropped(
 @pytest.mark.parametrize("content", [
     {"msgtype": "m.text", "body": 5}, {"msgtype": "m.text"}, {"msgtype": 1, "body": "!ping"},
     {"msgtype": "m.text", "body": "!ping", "formatted_body": ["<b>"]}, "!ping", ["!ping"], None,
+    {"msgtype": "m.text", "body": "!approve \ud800"},
 ])
 def test_messages_with_fields_of_the_wrong_type_are_dropped(content: Any) -> None:
     assert events.message(ROOM, message_event(content), during_downtime=False) is None

@@ -12,7 +12,7 @@ from typing import Any
 from coopbot.backups.results import RestoreProgress, VolumeRestore
 from coopbot.errors import ServerUnreachable
 from coopbot.ids import EventID, RoomID
-from coopbot.messages import IncomingMessage
+from coopbot.messages import ReplyTarget
 from coopbot.operations.recovery import Recovery
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import AppCatalog
@@ -64,10 +64,10 @@ class Pool:
 
 @dataclass
 class Room:
-    replies: list[tuple[IncomingMessage, str, str]] = field(default_factory=list)
+    replies: list[tuple[ReplyTarget, str, str]] = field(default_factory=list)
     edits: list[tuple[str, str]] = field(default_factory=list)
 
-    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID:
+    async def reply(self, to: ReplyTarget, reply: Reply, *, key: str) -> EventID:
         self.replies.append((to, reply.text, key))
         return EventID(f"$answer{len(self.replies)}")
 

@@ -3,8 +3,9 @@
 Flow: `gate()` parks an operation under a policy as a request with a card bound to its plan.
 Votes arrive as reactions on the card or `!approve` / `!deny`; each vote is stored, and the
 tally is recomputed from the stored votes and every voter's role *now*. When the quorum is
-reached the request moves to `running` in one conditional UPDATE (exactly once), the plan is
-computed again and compared with the approved one, and only an identical plan runs.
+reached the request moves to `running` in one conditional UPDATE (exactly once) and is handed
+to the Executor with the binding it was approved with; the operation, under its lock, runs only
+an identical plan. If the plan changed, the request is void and a fresh card asks again.
 
 Every path out of `running` ends in a closed state with its audit row, whatever raises on the
 way; requests an earlier run left `running` are closed as `interrupted` at start-up. A request
@@ -25,16 +26,17 @@ from coopbot.approvals.policy import Policy, PolicyResolver
 from coopbot.approvals.tally import Outcome, Tally, Vote, latest_per_voter, tally
 from coopbot.echo import shown
 from coopbot.errors import Busy, CoopbotError, NotFound, PermissionDenied, UserError
+from coopbot.execution import Executed
 from coopbot.ids import EventID, RoomID, UserID, server_of
 from coopbot.invocation import Invocation
-from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
-from coopbot.operations.plan import PlanChanged
-from coopbot.pipeline import PowerSource
+from coopbot.messages import IncomingReaction, IncomingRedaction, ReplyTarget
+from coopbot.operations.plan import Binding, PlannedChange
+from coopbot.ports import CardPoster, PowerSource
 from coopbot.registry import CommandRegistry
 from coopbot.replies import Reply
 from coopbot.roles import RoleGrant, RoleResolver
 from coopbot.rooms import RoomDirectory
-from coopbot.status_message import StatusLedger, status_message
+from coopbot.status_message import CommandStatuses
 from coopbot.store.approvals import (
     OPEN,
     RUNNING,
@@ -58,17 +60,7 @@ def past_expiry(request: ApprovalRequest, now: float | None = None) -> bool:
     return (time.time() if now is None else now) >= request.expires_at
 
 
-@dataclass(frozen=True)
-class PlannedChange:
-    """What a planner says about an operation: the binding votes attach to, and card lines."""
-
-    binding: str
-    lines: list[str]
-    app: str
-
-
-Planner = Callable[[Invocation], Awaitable[PlannedChange]]
-Executor = Callable[[Invocation, IncomingMessage], Awaitable[bool]]
+Execute = Callable[[Invocation], Awaitable[Executed]]
 
 
 @dataclass(frozen=True)
@@ -86,19 +78,8 @@ class RunProgress:
     """How far an approved request got: what to close it with if the next step raises."""
 
     closing: Closing
-    replacement: tuple[Invocation, IncomingMessage, PlannedChange] | None = None
+    replacement: tuple[Invocation, PlannedChange] | None = None
 
-
-class CardPoster(Protocol):
-    """The part of the Matrix adapter approvals need (MatrixGateway implements it)."""
-
-    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID: ...
-
-    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None: ...
-
-    async def reactions_to(
-        self, room_id: RoomID, event_id: EventID
-    ) -> list[IncomingReaction]: ...
 
 
 class DeviceCheck(Protocol):
@@ -112,9 +93,8 @@ class Approvals:
     def __init__(
         self, *, store: ApprovalStore, policies: PolicyResolver, roles: RoleResolver,
         power: PowerSource, rooms: RoomDirectory, registry: CommandRegistry,
-        operations: OperationStore, audit: AuditLog, poster: CardPoster,
-        planners: dict[str, Planner], tasks: TaskGroup, prefix: str = "!",
-        bot_user_id: str = "", status_ledger: StatusLedger | None = None,
+        operations: OperationStore, audit: AuditLog, poster: CardPoster, execute: Execute,
+        statuses: CommandStatuses, tasks: TaskGroup, prefix: str = "!", bot_user_id: str = "",
         devices: DeviceCheck | None = None,
     ) -> None:
         self._devices = devices
@@ -127,72 +107,67 @@ class Approvals:
         self._operations = operations
         self._audit = audit
         self._poster = poster
-        self._planners = planners
+        self._execute = execute
+        self._statuses = statuses
         self._tasks = tasks
         self._prefix = prefix
         self._bot_user_id = bot_user_id
-        self._status_ledger = status_ledger
-        self._executor: Executor | None = None
         # Votes on one request are evaluated one at a time (card edits stay in order).
         self._locks: dict[int, asyncio.Lock] = {}
         # Requests this process is running: the start-up clean-up leaves them alone.
         self._running_here: set[int] = set()
         self._expiry_failures: set[int] = set()  # requests whose expiry failed (logged once)
 
-    def bind_executor(self, executor: Executor) -> None:
-        """The pipeline's operation stage; set after both are built (they refer to each other)."""
-        self._executor = executor
-
     # ---- the pipeline's approval stage ---------------------------------------------------
 
     def policy_for(self, inv: Invocation) -> Policy | None:
         assert inv.spec.operation is not None
-        return self._policies.resolve(inv.spec.operation, inv.room, inv.args.get("app"))
+        return self._policies.resolve(inv.spec.operation.kind, inv.room, inv.args.get("app"))
 
-    async def gate(self, inv: Invocation, message: IncomingMessage) -> bool:
+    async def gate(self, inv: Invocation) -> bool:
         """True: run now. False: parked as a request waiting for votes (card posted)."""
         policy = self.policy_for(inv)
         if policy is not None and policy.verified_devices_only:
-            await self._require_signed_device(inv, message)
+            await self._require_signed_device(inv)
         if policy is None or not policy.needs_votes:
             return True
         if inv.automatic and policy.auto_approve_autoupdates:
             return True
-        planner = self._planners.get(inv.spec.operation or "")
-        if planner is None:
-            raise UserError(f"`{inv.spec.name}` needs approval but cannot be planned.")
+        assert inv.spec.operation is not None
+        kind = inv.spec.operation.kind
         app = inv.args.get("app", "")
         busy = await self._operations.lock_holder(app)
         if busy is not None:
             raise Busy(f"busy: {busy.kind} of `{app}` by {busy.holder}; ask again when it is done")
         for other in await self._store.open_requests(inv.room_id):
-            if other.app == app and other.operation == inv.spec.operation:
+            if other.app == app and other.operation == kind:
                 raise UserError(f"Request #{other.id} already asks to {other.operation} `{app}`; "
                                 f"vote on it or `{self._prefix}cancel {other.id}` it first.")
-        planned = await planner(inv)
-        await self._open(inv, message, policy, planned)
+        planned = await inv.spec.operation.planner(inv)
+        await self._open(inv, policy, planned)
         return False
 
-    async def _require_signed_device(self, inv: Invocation, message: IncomingMessage) -> None:
+    async def _require_signed_device(self, inv: Invocation) -> None:
         why = ("the bot cannot check devices" if self._devices is None else
-               await self._devices.unsigned(message.room_id, message.event_id, message.sender))
+               await self._devices.unsigned(inv.room_id, inv.event_id, inv.sender))
         if why is not None:
             raise UserError(f"`{inv.spec.name}` here must come from a device its owner has "
                             f"cross-signed; this one was {why}. Verify your session (see "
                             "docs/security.md).")
 
-    async def _open(self, inv: Invocation, message: IncomingMessage, policy: Policy,
+    async def _open(self, inv: Invocation, policy: Policy,
                     planned: PlannedChange, *, replaces: int | None = None) -> ApprovalRequest:
         request = await self._store.create(
             room_id=inv.room_id, command_event_id=inv.event_id,
-            thread_root=message.reply_thread_root, requester=inv.sender,
+            thread_root=inv.reply_to.reply_thread_root, requester=inv.sender,
             command=inv.spec.name, args=inv.args, operation=policy.operation, app=planned.app,
-            binding=planned.binding, plan_text="\n".join(planned.lines),
+            binding=planned.binding.text, plan_text="\n".join(planned.lines),
             policy=asdict(policy), expires_in=policy.expires_seconds,
         )
         status = "open" if replaces is None else f"open (replaces request #{replaces})"
         card = render(request, policy, None, status, self._prefix)
-        card_id = await self._poster.reply(message, card, key=f"approval/{request.id}/card")
+        card_id = await self._poster.reply(inv.reply_to, card,
+                                           key=f"approval/{request.id}/card")
         await self._store.set_card(request.id, card_id)
         await self._audit.append(
             command=f"request #{request.id}", args=f"{policy.operation} {planned.app}",
@@ -336,7 +311,7 @@ class Approvals:
             RequestState.FAILED, "internal error before it ran",
             "could not run: internal error (the details are in the bot's log)"))
         try:
-            await self._plan_and_execute(request, approvers, progress)
+            await self._execute_approved(request, approvers, progress)
         except asyncio.CancelledError:
             progress.closing = Closing(RequestState.INTERRUPTED, "coopbot stopped while it ran",
                                        self._interrupted_status(request))
@@ -347,36 +322,35 @@ class Approvals:
             await self._close(request, policy, result, progress.closing)
             self._running_here.discard(request.id)
         if progress.replacement is not None:
-            inv, message, planned = progress.replacement
+            inv, planned = progress.replacement
             try:
-                fresh = await self._open(inv, message, policy, planned, replaces=request.id)
+                fresh = await self._open(inv, policy, planned, replaces=request.id)
             except Exception:
                 log.exception("request %s is void; opening its replacement failed", request.id)
                 return
             log.info("request %s void (plan changed); request %s replaces it",
                      request.id, fresh.id)
 
-    async def _plan_and_execute(self, request: ApprovalRequest, approvers: tuple[str, ...],
+    async def _execute_approved(self, request: ApprovalRequest, approvers: tuple[str, ...],
                                 progress: RunProgress) -> None:
+        """Hand the request to the Executor with the binding it was approved with; the
+        operation checks it under its lock (approvals never plan a second time)."""
         by = ", ".join(approvers) or "policy"
-        message = self._message_of(request)
         try:
-            inv = await self._invocation(request, message, approvers)
-            planned = await self._planners[request.operation](inv)
+            inv = await self._invocation(request, approvers)
         except CoopbotError as error:
-            progress.closing = Closing(RequestState.FAILED, str(error),
-                                       f"could not be planned again: {error}")
+            progress.closing = Closing(RequestState.FAILED, str(error), f"could not run: {error}")
             return
-        if planned.binding != request.binding:
-            why = str(PlanChanged(request.binding, planned.binding))
-            progress.closing = Closing(RequestState.VOID, why, f"void: {why}")
-            progress.replacement = (inv, message, planned)
-            return
-        assert self._executor is not None, "approvals used before bind_executor()"
         # From here the operation may have run: an error means its outcome is unknown.
         progress.closing = Closing(RequestState.INTERRUPTED, "its outcome could not be reported",
                                    self._interrupted_status(request))
-        ok = await self._executor(inv, message)
+        executed = await self._execute(inv)
+        if executed.plan_changed is not None:
+            why = str(executed.plan_changed)
+            progress.closing = Closing(RequestState.VOID, why, f"void: {why}")
+            progress.replacement = (inv, executed.plan_changed.fresh)
+            return
+        ok = executed.ok
         progress.closing = Closing(
             RequestState.DONE if ok else RequestState.FAILED, by,
             f"approved by {by}: {'done' if ok else 'ran and failed'} (see the thread)")
@@ -397,40 +371,34 @@ class Approvals:
             log.exception("could not record that request %s is %s", request.id, closing.state)
         await self._edit_card(request, policy, result, closing.status)
 
-    async def _invocation(self, request: ApprovalRequest, message: IncomingMessage,
+    async def _invocation(self, request: ApprovalRequest,
                           approvers: tuple[str, ...]) -> Invocation:
         spec = self._registry.lookup(request.command)
         room = self._rooms.get(RoomID(request.room_id))
-        power = await self._power.power_info(RoomID(request.room_id))
-        grant = self._roles.resolve(request.requester, room.config if room else None, power)
         if request.requester == self._bot_user_id:
             # An auto-update: the bot asked on its own authority, the votes decided.
-            order = tuple(self._roles.order)
-            grant = RoleGrant(request.requester, float("inf"), order,
-                              {role: "automatic update" for role in order})
+            grant = RoleGrant.automatic(request.requester, tuple(self._roles.order))
+        else:
+            power = await self._power.power_info(RoomID(request.room_id))
+            grant = self._roles.resolve(request.requester, room.config if room else None, power)
         if not grant.has(spec.role):
             # Power is re-checked at execution too: a requester who lost the role loses the run.
             raise PermissionDenied(spec.name, spec.role)
-        return Invocation(
-            room_id=RoomID(request.room_id), event_id=EventID(request.command_event_id),
-            sender=UserID(request.requester), spec=spec, args=dict(request.args), grant=grant,
-            room=room.config if room else None, event_timestamp_ms=int(request.created_at * 1000),
-            received_at=time.time(), progress=status_message(
-                self._poster, message, key=f"{message.event_id}/approved-status",
-                ledger=self._status_ledger),
-            approvers=approvers, expected_binding=request.binding, request_id=request.id,
+        target = self._target_of(request)
+        return Invocation.of_request(
+            target, UserID(request.requester), spec, dict(request.args), grant,
+            room.config if room else None, asked_at=request.created_at,
+            progress=self._statuses.for_command(
+                target, key=f"{request.command_event_id}/approved-status"),
+            approvers=approvers, binding=Binding.parse(request.binding), request_id=request.id,
         )
 
     @staticmethod
-    def _message_of(request: ApprovalRequest) -> IncomingMessage:
-        """The original command, as the thread the result is posted into."""
+    def _target_of(request: ApprovalRequest) -> ReplyTarget:
+        """The original command's thread, where the result is posted."""
         root = request.thread_root
-        return IncomingMessage(
-            room_id=RoomID(request.room_id), event_id=EventID(request.command_event_id),
-            sender=UserID(request.requester), body="", msgtype="m.text",
-            timestamp_ms=int(request.created_at * 1000), received_at=time.time(),
-            thread_root=EventID(root) if root != request.command_event_id else None,
-        )
+        return ReplyTarget(RoomID(request.room_id), EventID(request.command_event_id),
+                           EventID(root) if root != request.command_event_id else None)
 
     async def _edit_card(self, request: ApprovalRequest, policy: Policy, result: Tally | None,
                          status: str) -> None:

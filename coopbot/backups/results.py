@@ -11,6 +11,7 @@ from typing import Literal
 
 from coopbot.backups.output import Snapshot
 from coopbot.backups.verify import VolumeStats
+from coopbot.operations.plan import Binding, PlannedChange
 from coopbot.recipes.apps import App
 
 VolumeState = Literal["unchanged", "restored", "incomplete"]
@@ -57,14 +58,14 @@ class RestorePlan:
     """A restore as approvers see it; `binding` changes whenever the snapshot or app does."""
 
     app: str
-    binding: str
+    binding: Binding
     lines: tuple[str, ...]
 
     @staticmethod
     def of(app: App, snapshot: Snapshot, deployed: str | None) -> RestorePlan:
-        # Same parts as a deploy plan's binding, the snapshot in the target's place.
-        binding = "|".join(["restore", app.name, app.server, str(deployed),
-                            f"snapshot {snapshot.id}"])
+        # The snapshot stands in the target version's place.
+        binding = Binding(kind="restore", app=app.name, server=app.server,
+                          from_version=deployed, to_version=f"snapshot {snapshot.id}")
         volumes = sorted({p.removeprefix("/backup/").split("/", 1)[0] for p in snapshot.paths})
         return RestorePlan(app.name, binding, (
             f"restore `{app.name}` on {app.server} from snapshot `{snapshot.short_id}` of "
@@ -72,6 +73,10 @@ class RestorePlan:
             f"running now: {deployed or 'unknown version'}",
             f"volumes replaced: {', '.join(f'`{v}`' for v in volumes)}",
         ))
+
+
+    def planned(self) -> PlannedChange:
+        return PlannedChange(binding=self.binding, lines=list(self.lines), app=self.app)
 
 
 @dataclass(frozen=True)

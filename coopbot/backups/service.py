@@ -27,7 +27,7 @@ from coopbot.backups.target import AppTarget, load_target
 from coopbot.config import BackupConfig, RoomConfig
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.operations.deployer import Progress, Throttle
-from coopbot.operations.plan import PlanChanged
+from coopbot.operations.plan import Binding, PlanChanged
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
 from coopbot.servers.pool import ServerPool
@@ -176,7 +176,7 @@ class BackupService:
                       progress: Progress, snapshot_id: str | None = None, *,
                       backup_first: bool | None = None, room_id: str | None = None,
                       event_id: str | None = None, approvers: tuple[str, ...] = (),
-                      expected_binding: str | None = None) -> RestoreResult:
+                      expected_binding: Binding | None = None) -> RestoreResult:
         """Restore `snapshot_id` (default: the newest verified one) into the app's volumes."""
         app = await self._app(app_name, room)
         say = Throttle(progress).say
@@ -186,8 +186,7 @@ class BackupService:
             snapshot = await self.find_snapshot(app, snapshot_id)
             target = await self._target(app)
             planned = RestorePlan.of(app, snapshot, target.version)
-            if expected_binding and planned.binding != expected_binding:
-                raise PlanChanged(expected_binding, planned.binding)
+            PlanChanged.check(expected_binding, planned.planned())
             await self._operations.set_versions(operation_id, target.version,
                                                 snapshot.tag(output.VERSION))
             safety = (backup_first if backup_first is not None

@@ -201,6 +201,11 @@ def _text(value: object, what: str, max_chars: int) -> str:
         raise Unfit(f"{what} is {_kind(value)}, not a string")
     if len(value) > max_chars:
         raise Unfit(f"{what} is longer than {max_chars} characters")
+    try:
+        # JSON can carry lone surrogates (`\ud800`), which no UTF-8 store or log accepts.
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Unfit(f"{what} is not valid Unicode") from None
     return value
 
 

@@ -33,7 +33,7 @@ from coopbot.matrix.session import MatrixSession
 from coopbot.matrix.sync import SYNC_TOKEN_KEY, SyncListener, SyncLoop
 from coopbot.matrix.undecryptable import Undecryptable
 from coopbot.matrix.verification import Verifications
-from coopbot.messages import IncomingMessage, IncomingReaction
+from coopbot.messages import IncomingReaction, ReplyTarget
 from coopbot.observe import Observers
 from coopbot.replies import Reply
 from coopbot.roles import PowerInfo
@@ -133,7 +133,7 @@ class MatrixGateway:
                    event_type: str = "m.room.message") -> EventID:
         return await self.sender.send(room_id, content, key=key, event_type=event_type)
 
-    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID:
+    async def reply(self, to: ReplyTarget, reply: Reply, *, key: str) -> EventID:
         return await self.sender.reply(to, reply, key=key)
 
     async def post(self, room_id: RoomID, reply: Reply, *, key: str,

@@ -18,7 +18,7 @@ from coopbot.ids import EventID, RoomID
 from coopbot.matrix import events
 from coopbot.matrix.content import edit_of, in_thread, notice
 from coopbot.matrix.limits import EDIT_BUDGET, fit_to_event
-from coopbot.messages import IncomingMessage, IncomingReaction
+from coopbot.messages import IncomingReaction, ReplyTarget
 from coopbot.replies import Attachment, Reply
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class RoomSender:
             raise MatrixError("could not send to the room", detail=getattr(response, "message", ""))
         return EventID(response.event_id)
 
-    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID:
+    async def reply(self, to: ReplyTarget, reply: Reply, *, key: str) -> EventID:
         reply = fit_to_event(reply)
         content = in_thread(notice(reply), to.reply_thread_root, to.event_id)
         event_id = await self.send(to.room_id, content, key=key)

@@ -4,23 +4,22 @@ through the same approval stage and operation stage as a member's `!upgrade`."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
+from coopbot.execution import Executed
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.invocation import Invocation, LoggedProgress
-from coopbot.messages import IncomingMessage
+from coopbot.messages import ReplyTarget
 from coopbot.notify.targets import NotificationTargets
 from coopbot.notify.updates import Available
 from coopbot.registry import CommandRegistry
 from coopbot.replies import Reply
-from coopbot.roles import RoleGrant
 from coopbot.rooms import RoomDirectory
 
 log = logging.getLogger(__name__)
 
-Gate = Callable[[Invocation, IncomingMessage], Awaitable[bool]]
-Execute = Callable[[Invocation, IncomingMessage], Awaitable[bool]]
+Gate = Callable[[Invocation], Awaitable[bool]]
+Execute = Callable[[Invocation], Awaitable[Executed]]
 Post = Callable[[RoomID, Reply, str], Awaitable[EventID]]
 
 
@@ -48,22 +47,12 @@ class AutoUpgrader:
             f"🤖 auto-update: upgrading `{app.name}` from {available.current} to "
             f"{available.newest} (minor/patch release)."
         ), f"auto/{app.name}/{available.newest}")
-        message = IncomingMessage(
-            room_id=room_id, event_id=announcement, sender=self._bot, body="", msgtype="m.text",
-            timestamp_ms=int(time.time() * 1000), received_at=time.time(),
-        )
-        spec = self._registry.lookup("upgrade")
         room = self._rooms.get(room_id)
         # The bot asks on its own authority; policies (votes, backups) still apply in full.
-        grant = RoleGrant(self._bot, float("inf"), self._roles,
-                          {role: "automatic update" for role in self._roles})
-        invocation = Invocation(
-            room_id=room_id, event_id=announcement, sender=self._bot, spec=spec,
-            args={"app": app.name, "version": str(available.newest)}, grant=grant,
-            room=room.config if room else None, event_timestamp_ms=message.timestamp_ms,
-            received_at=message.received_at, progress=LoggedProgress(f"auto-update of {app.name}"),
-            automatic=True,
-        )
-        if await self._gate(invocation, message):
-            await self._execute(invocation, message)
+        invocation = Invocation.of_bot(
+            ReplyTarget(room_id, announcement), self._bot, self._registry.lookup("upgrade"),
+            {"app": app.name, "version": str(available.newest)}, self._roles,
+            room.config if room else None, LoggedProgress(f"auto-update of {app.name}"))
+        if await self._gate(invocation):
+            await self._execute(invocation)
 

@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Protocol
 
 from coopbot.errors import CoopbotError
-from coopbot.ids import EventID, RoomID
 from coopbot.notify.targets import NotificationTargets
 from coopbot.observe import Event, OperationFinished
+from coopbot.ports import RoomPoster
 from coopbot.replies import Reply
 from coopbot.store.notices import NoticeStore
+from coopbot.store.operations import REFUSED
 
 log = logging.getLogger(__name__)
 
 ICONS = {"ok": "✅", "failed": "❌", "interrupted": "⚠️"}
 
-
-class RoomPoster(Protocol):
-    async def post(self, room_id: RoomID, reply: Reply, *, key: str,
-                   thread_root: EventID | None = None) -> EventID: ...
 
 
 def link(room_id: str, event_id: str) -> str:
@@ -61,7 +57,8 @@ class Notifier:
         self._notices = notices
 
     async def on_event(self, event: Event) -> None:
-        if isinstance(event, OperationFinished):
+        # A refused operation changed nothing: its requester was told, the rooms need not be.
+        if isinstance(event, OperationFinished) and event.result != REFUSED:
             await self.announce(event.server, event.app, describe_operation(event),
                                 key=f"operation/{event.operation_id}")
 

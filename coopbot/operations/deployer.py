@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from coopbot.config import RoomConfig
@@ -30,6 +32,7 @@ from coopbot.recipes.repo import Checkout, RecipeStore, RecipeVersion
 from coopbot.recipes.versions import Version, try_parse
 from coopbot.redact import Redactor
 from coopbot.replies import Reply
+from coopbot.servers.convergence import ProgressCallback
 from coopbot.servers.engine import DockerEngine
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.states import ConvergenceProgress, ConvergenceResult
@@ -89,14 +92,25 @@ class Deployer:
         """The plan this request would run now, with preflight, changing nothing."""
         app = await asyncio.to_thread(self._scope.get, request.app_name, room)
         engine = self._pool.get(app.server)
-        current = deployed_version(await engine.services(app.stack_name), app.stack_name)
         if request.kind == "undeploy":
+            current = deployed_version(await engine.services(app.stack_name), app.stack_name)
             return self._undeploy_plan(app, current)
+        async with self._prepare(request, app, engine) as prepared:
+            return prepared.plan
+
+    @asynccontextmanager
+    async def _prepare(self, request: OperationRequest, app: App,
+                       engine: DockerEngine) -> AsyncIterator[Prepared]:
+        """The one way to a version change's plan, for a vote and for the run alike: what the
+        swarm runs, the recipe fetched, the target resolved, release notes, the target checked
+        out into a private tree (kept while the body runs) and preflight."""
+        current = deployed_version(await engine.services(app.stack_name), app.stack_name)
         await self._recipes.fetch(app.recipe)
         target = await self._target(request, app, current)
         notes = await self._notes_between(app, current, target) if request.kind == "upgrade" else ()
         async with self._recipes.checkout(app.recipe, str(target.version)) as checkout:
-            return await self._plan(request.kind, app, engine, checkout, current, notes)
+            plan = await self._plan(request.kind, app, engine, checkout, current, notes)
+            yield Prepared(plan, checkout, target)
 
     @staticmethod
     def _undeploy_plan(app: App, current: str | None) -> Plan:
@@ -112,16 +126,12 @@ class Deployer:
         progress: Throttle, started: float, room: RoomConfig | None,
     ) -> Reply:
         await progress.say(f"{request.kind} `{app.name}`: reading the swarm and the recipe...")
-        current = deployed_version(await engine.services(app.stack_name), app.stack_name)
-        await self._recipes.fetch(app.recipe)
-        target = await self._target(request, app, current)
-        await self._operations.set_versions(operation_id, current, str(target.version))
-        notes = await self._notes_between(app, current, target) if request.kind == "upgrade" else ()
-
-        async with self._recipes.checkout(app.recipe, str(target.version)) as checkout:
-            plan = await self._plan(request.kind, app, engine, checkout, current, notes)
-            if request.expected_binding and plan.binding != request.expected_binding:
-                raise PlanChanged(request.expected_binding, plan.binding)
+        async with self._prepare(request, app, engine) as prepared:
+            plan, checkout, target = prepared.plan, prepared.checkout, prepared.target
+            current = plan.from_version
+            await self._operations.set_versions(operation_id, current, str(target.version))
+            # Under the app's lock: only the plan that was voted on may run.
+            PlanChanged.check(request.expected_binding, plan.planned())
             if self._needs_backup(request.kind, room, app.name):
                 await self._backup_first(request.kind, app, operation_id, progress)
             await progress.say(
@@ -241,10 +251,6 @@ class Deployer:
 
     async def _deploy_and_wait(self, app: App, engine: DockerEngine, checkout: Checkout,
                                plan: Plan, progress: Throttle) -> ConvergenceResult:
-        env = deploy_env(app, checkout)
-        files = [checkout.path / name for name in app.compose_files]
-        crash_point("before-stack-deploy")
-        await engine.stack_deploy(app.stack_name, files, env, checkout.path)
         timeout = plan.timeout
 
         async def converging(state: ConvergenceProgress) -> None:
@@ -256,7 +262,17 @@ class Deployer:
                 f"{timeout:.0f} s"
             )
 
-        return await engine.wait_converged(app.stack_name, timeout, converging)
+        return await self._stack_deploy(app, engine, checkout, timeout, converging)
+
+    @staticmethod
+    async def _stack_deploy(app: App, engine: DockerEngine, checkout: Checkout, timeout: float,
+                            progress: ProgressCallback | None = None) -> ConvergenceResult:
+        """`docker stack deploy` of a checked-out tree, then the wait for convergence."""
+        env = deploy_env(app, checkout)
+        files = [checkout.path / name for name in app.compose_files]
+        crash_point("before-stack-deploy")
+        await engine.stack_deploy(app.stack_name, files, env, checkout.path)
+        return await engine.wait_converged(app.stack_name, timeout, progress)
 
     async def _recover(self, app: App, engine: DockerEngine, previous: str | None,
                        progress: Throttle) -> str:
@@ -268,13 +284,10 @@ class Deployer:
         await progress.say(f"returning `{app.name}` to {previous}...")
         try:
             async with self._recipes.checkout(app.recipe, previous) as checkout:
-                env = deploy_env(app, checkout)
                 compose = await asyncio.to_thread(load_compose, checkout.path,
-                                                  app.compose_files, env)
-                files = [checkout.path / name for name in app.compose_files]
-                await engine.stack_deploy(app.stack_name, files, env, checkout.path)
-                result = await engine.wait_converged(app.stack_name,
-                                                     convergence_timeout(app, compose))
+                                                  app.compose_files, deploy_env(app, checkout))
+                result = await self._stack_deploy(app, engine, checkout,
+                                                  convergence_timeout(app, compose))
         except CoopbotError as error:
             log.warning("recovery of %s failed: %s (%s)", app.name, error, error.detail)
             return f"Returning to {previous} failed too: {error}"
@@ -319,8 +332,7 @@ class Deployer:
             raise NotFound(f"`{app.name}` is not deployed on {app.server}.")
         current = deployed_version(services, app.stack_name)
         plan = self._undeploy_plan(app, current)
-        if request.expected_binding and plan.binding != request.expected_binding:
-            raise PlanChanged(request.expected_binding, plan.binding)
+        PlanChanged.check(request.expected_binding, plan.planned())
         await self._operations.set_versions(operation_id, current, None)
         volumes = await engine.stack_volumes(app.stack_name)
         await progress.say(f"undeploy `{app.name}`: removing stack {app.stack_name}...")
@@ -332,6 +344,15 @@ class Deployer:
             f"(it ran {current or 'an unknown version'}). "
             f"Volumes and secrets stay: volumes {kept}. `!deploy {app.name}` brings it back."
         )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A version change ready to run: its plan, the checked-out target tree, the release."""
+
+    plan: Plan
+    checkout: Checkout
+    target: RecipeVersion
 
 
 class Throttle:

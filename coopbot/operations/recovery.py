@@ -24,13 +24,14 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from coopbot.backups.results import RestoreProgress, volume_lines
 from coopbot.errors import CoopbotError
-from coopbot.ids import EventID, RoomID, UserID
-from coopbot.messages import IncomingMessage
+from coopbot.ids import EventID, RoomID
+from coopbot.messages import ReplyTarget
 from coopbot.operations.scope import AppScope
+from coopbot.ports import RoomReplies
 from coopbot.recipes.apps import App
 from coopbot.recipes.envfile import write_type_version
 from coopbot.recipes.labels import deployed_version, running_timeout
@@ -51,11 +52,6 @@ STOPPED = "the bot stopped while this ran"
 UNANSWERED_WITHIN = 24 * 3600.0  # seconds: how old an unanswered operation may be to be told
 
 
-class RecoveryPoster(Protocol):
-    async def reply(self, to: IncomingMessage, reply: Reply, *, key: str) -> EventID: ...
-
-    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None: ...
-
 
 @dataclass(frozen=True)
 class Outcome:
@@ -66,7 +62,7 @@ class Outcome:
 
 class Recovery:
     def __init__(self, operations: OperationStore, audit: AuditLog, statuses: StatusMessages,
-                 scope: AppScope, pool: ServerPool, poster: RecoveryPoster, *,
+                 scope: AppScope, pool: ServerPool, poster: RoomReplies, *,
                  started_at: float | None = None) -> None:
         self._started_at = time.time() if started_at is None else started_at
         self._operations = operations
@@ -268,12 +264,10 @@ class Recovery:
             return
         text = "\n".join([f"{icon} {lead}. What came of it: **{outcome.result}**: "
                           f"{outcome.summary}.", *outcome.details])
-        command = IncomingMessage(
-            room_id=RoomID(record.room_id), event_id=EventID(record.event_id),
-            sender=UserID(record.requester), body="", msgtype="m.text", timestamp_ms=0,
-            received_at=time.time(),
-            thread_root=(status.thread_root if status is not None
-                         and status.thread_root != record.event_id else None),
+        command = ReplyTarget(
+            RoomID(record.room_id), EventID(record.event_id),
+            (status.thread_root if status is not None
+             and status.thread_root != record.event_id else None),
         )
         try:
             await self._poster.reply(command, Reply.of(text), key=f"{record.event_id}/answer")

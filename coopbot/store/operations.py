@@ -19,12 +19,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from coopbot.crashpoint import crash_point
-from coopbot.errors import Busy, CoopbotError
+from coopbot.errors import Busy, CoopbotError, UserError
 from coopbot.observe import Observers, OperationFinished
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.database import Database
 
 log = logging.getLogger(__name__)
+
+# The result of an operation refused before it changed anything.
+REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,12 @@ class OperationStore:
         try:
             yield operation_id
             crash_point("operation-done")
+        except UserError as error:
+            # Refused before it changed anything (already the newest version, the plan changed
+            # since the vote, ...): recorded, but not a failure of the app.
+            log.info("operation %s refused: %s", operation_id, error)
+            await self.finish(operation_id, REFUSED, str(error))
+            raise
         except CoopbotError as error:
             log.info("operation %s failed: %s (%s)", operation_id, error, error.detail)
             await self.finish(operation_id, "failed", str(error))
