@@ -94,3 +94,21 @@ def _to_html(text: str) -> str:
         out.append("</ul>")
     result = "".join(out)
     return result.removesuffix("<br/>")
+
+
+# Sentences name commands in the default form, `!deploy`; a co-op may choose another prefix.
+DEFAULT_PREFIX = "!"
+_COMMAND_IN_TEXT = re.compile(r"`!(?=[a-z])")
+_COMMAND_IN_HTML = re.compile(r"<code>!(?=[a-z])")
+
+
+def with_prefix(reply: Reply, prefix: str) -> Reply:
+    """The reply with every command it names (`!deploy ...`) written with `prefix`: the one
+    place a configured prefix reaches the bot's sentences, wherever they were written."""
+    if prefix == DEFAULT_PREFIX:
+        return reply
+    return Reply(
+        text=_COMMAND_IN_TEXT.sub(lambda _: f"`{prefix}", reply.text),
+        html=_COMMAND_IN_HTML.sub(lambda _: f"<code>{html.escape(prefix)}", reply.html),
+        attachment=reply.attachment,
+    )

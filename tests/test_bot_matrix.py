@@ -306,3 +306,16 @@ async def test_room_upgrade_followed_only_for_admins(
     assert bot.bot is not None
     assert bot.bot.rooms.get(new_room) is not None, "the upgrade was forgotten on restart"
     assert (await ask(carol, new_room, bot.user_id, "!ping")).startswith("pong")
+
+
+async def test_a_configured_prefix_reaches_every_sentence(
+    make_member: MakeMember, start_bot: StartBot
+) -> None:
+    """Sentences written deep down (errors, hints) name commands as `!cmd`; the room sees the
+    co-op's own prefix."""
+    alice, _bob, carol, room = await coop_room(make_member)
+    bot = await start_bot(rooms={room: {}}, matrix_extra={"command_prefix": "?"})
+    await invite_bot(alice, room, bot.user_id)
+    answer = await ask(carol, room, bot.user_id, "?pnig")
+    assert answer == "Unknown command `pnig`. Did you mean `ping`? Try `?help`."
+    assert (await ask(carol, room, bot.user_id, "?ping")).startswith("pong")

@@ -72,7 +72,7 @@ class MatrixGateway:
                 request_timeout=45,
             ),
         )
-        self.sender = RoomSender(self.client)
+        self.sender = RoomSender(self.client, prefix=config.command_prefix)
         # Which device sent a vote or command (the verified_devices_only policy).
         self.device_trust = DeviceTrust(self.client, NioKeysApi(self.client))
         self.verifications = Verifications(

@@ -19,7 +19,7 @@ from coopbot.matrix import events
 from coopbot.matrix.content import edit_of, in_thread, notice
 from coopbot.matrix.limits import EDIT_BUDGET, fit_to_event
 from coopbot.messages import IncomingReaction, ReplyTarget
-from coopbot.replies import Attachment, Reply
+from coopbot.replies import DEFAULT_PREFIX, Attachment, Reply, with_prefix
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,9 @@ TXN_NAMESPACE = uuid.UUID("6f1f1c5e-8a55-4c38-9e8e-3f8d2a1b7c01")
 
 
 class RoomSender:
-    def __init__(self, client: nio.AsyncClient) -> None:
+    def __init__(self, client: nio.AsyncClient, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
+        self._prefix = prefix
 
     async def send(
         self, room_id: RoomID, content: dict[str, Any], *, key: str,
@@ -48,7 +49,7 @@ class RoomSender:
         return EventID(response.event_id)
 
     async def reply(self, to: ReplyTarget, reply: Reply, *, key: str) -> EventID:
-        reply = fit_to_event(reply)
+        reply = fit_to_event(with_prefix(reply, self._prefix))
         content = in_thread(notice(reply), to.reply_thread_root, to.event_id)
         event_id = await self.send(to.room_id, content, key=key)
         if reply.attachment is not None:
@@ -84,13 +85,13 @@ class RoomSender:
 
     async def post(self, room_id: RoomID, reply: Reply, *, key: str,
                    thread_root: EventID | None = None) -> EventID:
-        content = notice(fit_to_event(reply, attach=False))
+        content = notice(fit_to_event(with_prefix(reply, self._prefix), attach=False))
         if thread_root is not None:
             content = in_thread(content, thread_root, thread_root)
         return await self.send(room_id, content, key=key)
 
     async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None:
-        reply = fit_to_event(reply, EDIT_BUDGET, attach=False)
+        reply = fit_to_event(with_prefix(reply, self._prefix), EDIT_BUDGET, attach=False)
         await self.send(room_id, edit_of(event_id, reply), key=f"edit/{uuid.uuid4()}")
 
     async def reactions_to(self, room_id: RoomID, event_id: EventID) -> list[IncomingReaction]:

@@ -81,9 +81,12 @@ class RunningBot:
         return await AuditLog(self.bot.database).recent(limit=limit)
 
 
-async def new_bot_config(synapse: LocalSynapse, parent: Path, **extra: Any) -> tuple[Path, str]:
+async def new_bot_config(synapse: LocalSynapse, parent: Path, *,
+                         matrix_extra: dict[str, Any] | None = None,
+                         **extra: Any) -> tuple[Path, str]:
     """A fresh bot account and a state folder under `parent` holding its config.yaml (extra
-    keys merged in); returns (config path, bot user id)."""
+    keys merged in, `matrix_extra` into its `matrix` section); returns (config path, bot user
+    id)."""
     localpart = f"bot-{uuid.uuid4().hex[:8]}"
     password = secrets.token_urlsafe(12)
     user_id = await asyncio.to_thread(synapse.register, localpart, password)
@@ -100,6 +103,7 @@ async def new_bot_config(synapse: LocalSynapse, parent: Path, **extra: Any) -> t
         },
         "database": "state/coopbot.db",
     }
+    config["matrix"].update(matrix_extra or {})
     config.update(extra)
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump(config))
