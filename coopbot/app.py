@@ -11,7 +11,6 @@ from typing import Any, Protocol
 from coopbot.approvals.policy import PolicyResolver
 from coopbot.approvals.service import Approvals
 from coopbot.backups import BackupService
-from coopbot.backups.results import ScheduledBackup
 from coopbot.backups.schedule import BackupScheduler
 from coopbot.commands.approvals import ApprovalCommands
 from coopbot.commands.backups import BackupCommands
@@ -22,7 +21,7 @@ from coopbot.config import Config, SSHServer, parse_duration
 from coopbot.errors import MatrixError
 from coopbot.execution import CommandAudit, Executor
 from coopbot.health import HealthServer, build_health
-from coopbot.ids import EventID, RoomID, UserID
+from coopbot.ids import RoomID, UserID
 from coopbot.logging_setup import redact, redact_config_secrets
 from coopbot.matrix.gateway import MatrixGateway
 from coopbot.messages import IncomingMessage, IncomingReaction, IncomingRedaction
@@ -42,7 +41,6 @@ from coopbot.pipeline import Pipeline, PipelineSettings
 from coopbot.recipes.apps import AppCatalog
 from coopbot.recipes.repo import RecipeStore
 from coopbot.registry import CommandRegistry, CommandSpec
-from coopbot.replies import Reply
 from coopbot.roles import RoleResolver
 from coopbot.rooms import RoomDirectory, RoomUpgrades
 from coopbot.servers.pool import ServerPool
@@ -93,7 +91,7 @@ class Bot:
     watcher: SwarmWatcher | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    health: HealthServer | None = None  # health and metrics (issue 8): off unless configured
+    health: HealthServer | None = None  # health and metrics: off unless configured
 
     async def start(self) -> None:
         await self.database.open()
@@ -178,127 +176,214 @@ class Bot:
 
 
 def build(config: Config) -> Bot:
+    """The bot, assembled layer by layer: each builder below makes one layer from the config
+    and the layers under it, and nothing is wired in later."""
+    core = _core(config)
+    gateway = _gateway(config, core)
+    swarm = _swarm(config, core)
+    stages = _stages(core, gateway)
+    approvals = _approvals(config, core, gateway, stages)
+    news = _notifications(config, core, gateway, swarm)
+    _register_commands(config, core, swarm, approvals, news)
+    return Bot(
+        config=config, database=core.database, gateway=gateway,
+        pipeline=_pipeline(config, core, gateway, stages, approvals),
+        rooms=core.rooms, registry=core.registry, tasks=stages.tasks, handled=core.handled,
+        operations=core.operations, pool=swarm.pool, approvals=approvals,
+        observers=core.observers,
+        updates=_updates(config, core, gateway, swarm, stages, approvals, news),
+        health=(build_health(config, observers=core.observers, database=core.database,
+                             clock=gateway, pool=swarm.pool, registry=core.registry,
+                             tasks=stages.tasks)
+                if config.health.enabled else None),
+        roles=core.roles, kv=core.kv, scheduler=_scheduler(config, swarm, news),
+        watcher=news.watcher, backups=swarm.backups,
+        upgrades=RoomUpgrades(core.rooms, core.kv, core.roles, power=gateway.power_info,
+                              join=gateway.join),
+        statuses=core.statuses,
+        recovery=Recovery(core.operations, core.audit, core.statuses, swarm.scope, swarm.pool,
+                          gateway),
+    )
+
+
+@dataclass(frozen=True)
+class _Core:
+    """State and the room model: what every other layer reads or records into."""
+
+    observers: Observers
+    database: Database
+    kv: KeyValueStore
+    handled: HandledEvents
+    audit: AuditLog
+    statuses: StatusMessages
+    operations: OperationStore
+    rooms: RoomDirectory
+    roles: RoleResolver
+    policies: PolicyResolver
+    registry: CommandRegistry
+
+    @property
+    def lowest_role(self) -> str:
+        return self.roles.order[0]
+
+    @property
+    def change_role(self) -> str:
+        """Changing a swarm needs the second role (operator by default) when there is one."""
+        order = self.roles.order
+        return order[1] if len(order) > 1 else order[0]
+
+
+def _core(config: Config) -> _Core:
     observers = Observers()
     database = Database(config.database)
-    kv = KeyValueStore(database)
-    handled = HandledEvents(database)
-    audit = AuditLog(database)
-    statuses = StatusMessages(database)
-    rooms = RoomDirectory(config.rooms)
-    roles = RoleResolver(config)
-    gateway = MatrixGateway(
-        config.matrix, kv, config.invites,
-        admins=frozenset(config.admins),
-        configured_rooms=rooms.room_ids,
-        observers=observers,
+    return _Core(
+        observers=observers, database=database, kv=KeyValueStore(database),
+        handled=HandledEvents(database), audit=AuditLog(database),
+        statuses=StatusMessages(database),
+        operations=OperationStore(database, observers=observers),
+        rooms=RoomDirectory(config.rooms), roles=RoleResolver(config),
+        policies=PolicyResolver(config), registry=CommandRegistry(),
     )
-    operations = OperationStore(database, observers=observers)
+
+
+def _gateway(config: Config, core: _Core) -> MatrixGateway:
+    return MatrixGateway(
+        config.matrix, core.kv, config.invites, admins=frozenset(config.admins),
+        configured_rooms=core.rooms.room_ids, observers=core.observers,
+    )
+
+
+@dataclass(frozen=True)
+class _Swarm:
+    """Servers, recipes, apps, and the services that change them."""
+
+    pool: ServerPool
+    recipes: RecipeStore
+    scope: AppScope
+    deployer: Deployer
+    status: StatusViews
+    backups: BackupService | None
+
+
+def _swarm(config: Config, core: _Core) -> _Swarm:
     pool = ServerPool(server_specs(config))
     recipes = RecipeStore(config.recipes.cache, config.recipes.url_template,
                           config.recipes.overrides)
     scope = AppScope(AppCatalog(config.apps_dir))
-    preflight = Preflight({name: s.check_images for name, s in config.servers.items()})
-    # backups (issue 5): a BackupService only when `backups` is configured; the deployer backs
-    # up first before the operations whose global policy says `backup_first`.
-    policies = PolicyResolver(config)
-    backups = (BackupService(pool, scope, operations, config.backups,
-                             needs_backup=policies.needs_backup)
+    needs_backup = core.policies.needs_backup
+    # Backups only when configured; the deployer then backs up first where policy says so.
+    backups = (BackupService(pool, scope, core.operations, config.backups,
+                             needs_backup=needs_backup)
                if config.backups else None)
     deployer = Deployer(
-        scope, recipes, pool, operations, preflight,
+        scope, recipes, pool, core.operations,
+        Preflight({name: s.check_images for name, s in config.servers.items()}),
         pre_backup=backups.before_operation if backups is not None else None,
-        needs_backup=policies.needs_backup,
+        needs_backup=needs_backup,
     )
-    status = StatusViews(scope, recipes, pool)
+    return _Swarm(pool, recipes, scope, deployer, StatusViews(scope, recipes, pool), backups)
 
-    prefix = config.matrix.command_prefix
-    registry = CommandRegistry()
-    lowest = roles.order[0]
-    # Changing a swarm needs the second role (operator by default) when there is one.
-    change_role = roles.order[1] if len(roles.order) > 1 else lowest
-    families: list[CommandFamily] = [
-        CoreCommands(registry, prefix, lowest_role=lowest),
-        SwarmCommands(deployer, status, read_role=lowest, change_role=change_role),
-    ]
-    if backups is not None:
-        families.append(BackupCommands(backups, read_role=lowest, change_role=change_role))
-    tasks = TaskGroup()
-    command_audit = CommandAudit(audit, observers)
-    # The operation and report stages, shared by the pipeline and approvals (built first, so
-    # neither needs the other late).
-    executor = Executor(responder=gateway, audit=command_audit)
-    status_messages = CommandStatuses(gateway, statuses)
-    approvals = Approvals(
-        store=ApprovalStore(database), policies=policies, roles=roles,
-        power=gateway, rooms=rooms, registry=registry, operations=operations, audit=audit,
-        poster=gateway, execute=executor.execute, statuses=status_messages, tasks=tasks,
-        prefix=prefix, bot_user_id=config.matrix.user_id, devices=gateway.device_trust,
+
+@dataclass(frozen=True)
+class _Stages:
+    """The operation and report stages, shared by the pipeline, approvals and the bot's own
+    runs (built before all three, so none needs another late)."""
+
+    tasks: TaskGroup
+    audit: CommandAudit
+    executor: Executor
+    statuses: CommandStatuses
+
+
+def _stages(core: _Core, gateway: MatrixGateway) -> _Stages:
+    audit = CommandAudit(core.audit, core.observers)
+    return _Stages(TaskGroup(), audit, Executor(responder=gateway, audit=audit),
+                   CommandStatuses(gateway, core.statuses))
+
+
+def _approvals(config: Config, core: _Core, gateway: MatrixGateway,
+               stages: _Stages) -> Approvals:
+    return Approvals(
+        store=ApprovalStore(core.database), policies=core.policies, roles=core.roles,
+        power=gateway, rooms=core.rooms, registry=core.registry, operations=core.operations,
+        audit=core.audit, poster=gateway, execute=stages.executor.execute,
+        statuses=stages.statuses, tasks=stages.tasks, prefix=config.matrix.command_prefix,
+        bot_user_id=config.matrix.user_id, devices=gateway.device_trust,
     )
-    families.append(ApprovalCommands(approvals, audit, member_role=lowest,
-                                     audit_role=change_role))
-    notices = NoticeStore(database)
-    targets = NotificationTargets(rooms)
+
+
+@dataclass(frozen=True)
+class _Notifications:
+    targets: NotificationTargets
+    notices: NoticeStore
+    notifier: Notifier
+    watcher: SwarmWatcher | None
+
+
+def _notifications(config: Config, core: _Core, gateway: MatrixGateway,
+                   swarm: _Swarm) -> _Notifications:
+    targets = NotificationTargets(core.rooms)
+    notices = NoticeStore(core.database)
     notifier = Notifier(targets, gateway, notices)
-    observers.subscribe(notifier.on_event)
-    router = AlertRouter(scope, operations, notifier)
-    watcher = (SwarmWatcher(pool, list(config.servers),
+    core.observers.subscribe(notifier.on_event)
+    router = AlertRouter(swarm.scope, core.operations, notifier)
+    watcher = (SwarmWatcher(swarm.pool, list(config.servers),
                             is_coopbot_operation=router.is_coopbot_operation, emit=router.emit)
                if config.watch_swarms and config.servers else None)
-    families.append(NotifyCommands(
-        targets, notices, scope, read_role=lowest, change_role=change_role,
-        swarm_state=(lambda: watcher.snapshot().lines()) if watcher is not None else None))
+    return _Notifications(targets, notices, notifier, watcher)
+
+
+def _register_commands(config: Config, core: _Core, swarm: _Swarm, approvals: Approvals,
+                       news: _Notifications) -> None:
+    read, change = core.lowest_role, core.change_role
+    watcher = news.watcher
+    # In this order in `!help` and the member guide.
+    families: list[CommandFamily] = [
+        CoreCommands(core.registry, config.matrix.command_prefix, lowest_role=read),
+        SwarmCommands(swarm.deployer, swarm.status, read_role=read, change_role=change),
+        *([BackupCommands(swarm.backups, read_role=read, change_role=change)]
+          if swarm.backups is not None else []),
+        ApprovalCommands(approvals, core.audit, member_role=read, audit_role=change),
+        NotifyCommands(
+            news.targets, news.notices, swarm.scope, read_role=read, change_role=change,
+            swarm_state=(lambda: watcher.snapshot().lines()) if watcher is not None else None),
+    ]
     for family in families:
         for spec in family.specs():
-            registry.register(spec)
+            core.registry.register(spec)
     for command, role in config.command_roles.items():
-        registry.override_role(command, role)
-    pipeline = Pipeline(
+        core.registry.override_role(command, role)
+
+
+def _pipeline(config: Config, core: _Core, gateway: MatrixGateway, stages: _Stages,
+              approvals: Approvals) -> Pipeline:
+    prefix = config.matrix.command_prefix
+    return Pipeline(
         settings=PipelineSettings(bot_user_id=UserID(config.matrix.user_id), prefix=prefix),
-        parser=CommandParser(prefix, config.matrix.user_id),
-        registry=registry,
-        rooms=rooms,
-        roles=roles,
-        power=gateway,
-        handled=handled,
-        audit=command_audit,
-        executor=executor,
-        statuses=status_messages,
+        parser=CommandParser(prefix, config.matrix.user_id), registry=core.registry,
+        rooms=core.rooms, roles=core.roles, power=gateway, handled=core.handled,
+        audit=stages.audit, executor=stages.executor, statuses=stages.statuses,
         approval=approvals.gate,
     )
 
-    async def post(room_id: RoomID, reply: Reply, key: str) -> EventID:
-        return await gateway.post(room_id, reply, key=key)
 
+def _updates(config: Config, core: _Core, gateway: MatrixGateway, swarm: _Swarm,
+             stages: _Stages, approvals: Approvals, news: _Notifications) -> UpdateChecker:
     auto_upgrader = AutoUpgrader(
-        bot_user_id=config.matrix.user_id, registry=registry, rooms=rooms, targets=targets,
-        role_order=roles.order, post=post, gate=approvals.gate, execute=executor.execute,
+        bot_user_id=config.matrix.user_id, registry=core.registry, rooms=core.rooms,
+        targets=news.targets, role_order=core.roles.order, poster=gateway,
+        gate=approvals.gate, execute=stages.executor.execute,
     )
-    updates = UpdateChecker(scope, recipes, pool, notices, notifier.announce_keyed,
-                            config.updates.auto_update, auto_upgrader, prefix)
-    # health and metrics (issue 8): the HTTP listener and its metrics, only when enabled.
-    health = (build_health(config, observers=observers, database=database, clock=gateway,
-                           pool=pool, registry=registry, tasks=tasks)
-              if config.health.enabled else None)
-    scheduler = None
-    schedules = {name: b.schedule for name, b in config.backups.items() if b.schedule}
-    if backups is not None and schedules:
-        async def report(outcome: ScheduledBackup) -> None:
-            # Scheduled backups speak up only when they fail (or prune fails to keep up).
-            if not outcome.ok:
-                await notifier.announce(outcome.server, outcome.app,
-                                        Reply.of(f"❌ scheduled backup: {outcome.message}"),
-                                        key=Notifier.unique_key(f"backup/{outcome.app}"))
+    return UpdateChecker(swarm.scope, swarm.recipes, swarm.pool, news.notices,
+                         news.notifier.announce_keyed, config.updates.auto_update,
+                         auto_upgrader, config.matrix.command_prefix)
 
-        scheduler = BackupScheduler(backups, schedules, report)
-    return Bot(
-        config=config, database=database, gateway=gateway, pipeline=pipeline, rooms=rooms,
-        registry=registry, tasks=tasks, handled=handled, operations=operations,
-        pool=pool, approvals=approvals, observers=observers, updates=updates, health=health,
-        roles=roles, kv=kv, scheduler=scheduler, watcher=watcher, backups=backups,
-        upgrades=RoomUpgrades(rooms, kv, roles, power=gateway.power_info, join=gateway.join),
-        statuses=statuses,
-        recovery=Recovery(operations, audit, statuses, scope, pool, gateway),
-    )
+
+def _scheduler(config: Config, swarm: _Swarm, news: _Notifications) -> BackupScheduler | None:
+    schedules = {name: b.schedule for name, b in config.backups.items() if b.schedule}
+    if swarm.backups is None or not schedules:
+        return None
+    return BackupScheduler(swarm.backups, schedules, news.notifier.scheduled_backup)
 
 
 def server_specs(config: Config) -> list[ServerSpec]:

@@ -7,11 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from coopbot.execution import Executed
-from coopbot.ids import EventID, RoomID, UserID
+from coopbot.ids import UserID
 from coopbot.invocation import Invocation, LoggedProgress
 from coopbot.messages import ReplyTarget
 from coopbot.notify.targets import NotificationTargets
 from coopbot.notify.updates import Available
+from coopbot.ports import RoomPoster
 from coopbot.registry import CommandRegistry
 from coopbot.replies import Reply
 from coopbot.rooms import RoomDirectory
@@ -20,19 +21,18 @@ log = logging.getLogger(__name__)
 
 Gate = Callable[[Invocation], Awaitable[bool]]
 Execute = Callable[[Invocation], Awaitable[Executed]]
-Post = Callable[[RoomID, Reply, str], Awaitable[EventID]]
 
 
 class AutoUpgrader:
     def __init__(self, *, bot_user_id: str, registry: CommandRegistry, rooms: RoomDirectory,
-                 targets: NotificationTargets, role_order: list[str], post: Post,
+                 targets: NotificationTargets, role_order: list[str], poster: RoomPoster,
                  gate: Gate, execute: Execute) -> None:
         self._bot = UserID(bot_user_id)
         self._registry = registry
         self._rooms = rooms
         self._targets = targets
         self._roles = tuple(role_order)
-        self._post = post
+        self._poster = poster
         self._gate = gate
         self._execute = execute
 
@@ -43,10 +43,10 @@ class AutoUpgrader:
             log.info("auto-update of %s skipped: no notification room to ask in", app.name)
             return
         room_id = targets[0]
-        announcement = await self._post(room_id, Reply.of(
+        announcement = await self._poster.post(room_id, Reply.of(
             f"🤖 auto-update: upgrading `{app.name}` from {available.current} to "
             f"{available.newest} (minor/patch release)."
-        ), f"auto/{app.name}/{available.newest}")
+        ), key=f"auto/{app.name}/{available.newest}")
         room = self._rooms.get(room_id)
         # The bot asks on its own authority; policies (votes, backups) still apply in full.
         invocation = Invocation.of_bot(

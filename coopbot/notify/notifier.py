@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from coopbot.backups.results import ScheduledBackup
 from coopbot.errors import CoopbotError
 from coopbot.notify.targets import NotificationTargets
 from coopbot.observe import Event, OperationFinished
@@ -82,6 +83,13 @@ class Notifier:
 
     async def announce_keyed(self, server: str, app: str, reply: Reply, key: str) -> int:
         return await self.announce(server, app, reply, key=key)
+
+    async def scheduled_backup(self, outcome: ScheduledBackup) -> None:
+        """Scheduled backups speak up only when they fail (or prune fails to keep up)."""
+        if not outcome.ok:
+            await self.announce(outcome.server, outcome.app,
+                                Reply.of(f"❌ scheduled backup: {outcome.message}"),
+                                key=Notifier.unique_key(f"backup/{outcome.app}"))
 
     @staticmethod
     def unique_key(prefix: str) -> str:
