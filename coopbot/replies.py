@@ -41,22 +41,39 @@ class Reply:
         return Reply(self.text, self.html, attachment)
 
 
+def _markup(text: str) -> tuple[dict[int, re.Match[str]], set[int], set[int]]:
+    """Where the code spans start, and where bold opens and closes. A `code` span is literal:
+    ** inside it (a member's value, say) is no bold marker, though bold may enclose a span."""
+    codes = {match.start(): match for match in _CODE.finditer(text)}
+    masked = _CODE.sub(lambda match: "`" + "x" * len(match.group(1)) + "`", text)
+    bold = list(_BOLD.finditer(masked))
+    return codes, {m.start() for m in bold}, {m.end() - 2 for m in bold}
+
+
+def _render(text: str, code: str, strong: tuple[str, str], escape: bool) -> str:
+    codes, opens, closes = _markup(text)
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        if index in codes:
+            content = codes[index].group(1)
+            out.append(code.format(html.escape(content, quote=False) if escape else content))
+            index = codes[index].end()
+        elif index in opens or index in closes:
+            out.append(strong[0] if index in opens else strong[1])
+            index += 2
+        else:
+            out.append(html.escape(text[index], quote=False) if escape else text[index])
+            index += 1
+    return "".join(out)
+
+
 def _plain(text: str) -> str:
-    # A `code` span is literal: ** inside it (a member's value, say) is not bold markup.
-    parts = _CODE.split(text)
-    return "".join(f"`{part}`" if index % 2 else _BOLD.sub(r"\1", part)
-                   for index, part in enumerate(parts))
+    return _render(text, "`{}`", ("", ""), escape=False)
 
 
 def _inline(line: str) -> str:
-    out = []
-    for index, part in enumerate(_CODE.split(line)):
-        escaped = html.escape(part, quote=False)
-        if index % 2:
-            out.append(f"<code>{escaped}</code>")
-        else:
-            out.append(_BOLD.sub(r"<strong>\1</strong>", escaped))
-    return "".join(out)
+    return _render(line, "<code>{}</code>", ("<strong>", "</strong>"), escape=True)
 
 
 def _to_html(text: str) -> str:
