@@ -48,10 +48,8 @@ def fit_to_event(reply: Reply, budget: int = CONTENT_BUDGET, *, attach: bool = T
     if attach and attachment is None:
         attachment = Attachment(ATTACHMENT_NAME, reply.text.encode("utf-8", "replace"))
         note = "… (cut: too long for one message; the whole answer is attached)"
-    elif attach:
-        note = "… (cut: too long for one message)"
     else:
-        note = "… (cut: too long for one message; ask again for the whole answer)"
+        note = "… (cut: too long for one message)"
     preformatted = "<pre>" in reply.html
     low, high = 0, len(reply.text)  # the longest prefix that fits lies in [low, high]
     while low < high:
