@@ -479,3 +479,64 @@ async def test_kill_during_a_restore_says_which_volume_is_in_which_state(
         left = helpers() - before
         if left:  # restic helpers the killed run started (some may be gone by now)
             swarm_docker("rm", "-f", *left, check=False)
+
+
+async def test_kill_while_an_approved_request_runs(
+    make_member: MakeMember, start_bot_process: StartBotProcess, abra_dir: AbraDir,
+    tmp_path: Path, dockerd: Dockerd, slowapp_recipe: Path, stacks: list[str],
+) -> None:
+    """A deploy approved by a vote, killed during convergence: after the restart the request's
+    card says it was interrupted (never left running), the thread says what came of the
+    operation, the audit closes the request once, and the vote does not run it again."""
+    alice, bob, _carol, room = await coop_room(make_member)
+    bot = await start_bot_process(
+        rooms={room: {"servers": ["local"], "notifications": True}},
+        servers={"local": {"kind": "local", "socket": dockerd.socket}},
+        apps_dir=str(abra_dir.path),
+        recipes={"overrides": {"slowapp": str(slowapp_recipe)},
+                 "cache": str(tmp_path / "recipe-cache")},
+        policies={"deploy": {"approvals": 1, "approver_role": "operator", "expires": "1h"}},
+    )
+    await alice.invite(room, bot.user_id)
+    await alice.wait_joined(room, bot.user_id, timeout=60)
+    await bot.wait_logged(RECOVERED, TIMEOUT)
+    c = CrashRoom(bot, room, alice, bob, abra_dir)
+    domain, env_path = new_app(c, stacks, recipe="slowapp")
+    stack = stack_of(domain)
+
+    command = await c.send(f"!deploy {domain} 1.0.0+v1")
+    card = await bob.wait_for_message(
+        room, sender=bot.user_id, after_event_id=command, timeout=TIMEOUT,
+        predicate=lambda e: str(e.source["content"].get("body", "")).startswith("Request #"))
+    request_id = int(str(card.source["content"]["body"]).split("#", 1)[1].split(":", 1)[0])
+    await alice.send(room, f"!approve {request_id}")
+    await starting_container(stack)
+    c.bot.kill()
+    assert bot.query("SELECT state FROM approval_requests WHERE id = ?", request_id) == [
+        ("running",)]
+
+    await c.restart()
+    told = await bob.wait_for_message(
+        room, sender=bot.user_id, after_event_id=command, timeout=TIMEOUT,
+        predicate=lambda e: str(e.source["content"].get("body", "")).startswith(
+            f"✅ I restarted while the deploy of `{domain}` ran."))
+    assert "finished by the swarm" in str(told.source["content"]["body"])
+    assert env_type(env_path) == "TYPE=slowapp:1.0.0+v1"
+
+    def card_closed(event: Event) -> bool:
+        content = event.source.get("content", {})
+        return (_replaces(event) == card.event_id and "interrupted: coopbot stopped before it "
+                "recorded the outcome" in str(content.get("m.new_content", {}).get("body", "")))
+
+    await bob.wait_for_event(room, card_closed, timeout=TIMEOUT, what="the card closed")
+    assert bot.query("SELECT state FROM approval_requests WHERE id = ?", request_id) == [
+        ("interrupted",)]
+    closes = [row[0] for row in bot.query(
+        "SELECT result FROM audit_log WHERE command = ? AND decision = 'result'",
+        f"request #{request_id}")]
+    assert closes == ["interrupted: coopbot stopped before it recorded the outcome"], closes
+    deployed = service_version(stack)
+    await asyncio.sleep(3)  # nothing runs the approved deploy a second time
+    assert service_version(stack) == deployed
+    ops = bot.query("SELECT result FROM operations WHERE app = ?", domain)
+    assert ops == [("ok",)], ops
