@@ -46,11 +46,11 @@ async def test_helper_runs_to_completion_with_separate_streams(
 ) -> None:
     label = f"test {uuid.uuid4().hex[:8]}"
     repo = tmp_path / "repo"
-    run = await docker_engine.run_helper(
+    run = await docker_engine.containers.run_helper(
         restic_image, entrypoint=["restic"], args=["version"], env={}, binds=[],
         timeout=60, label=label)
     assert run.exit_code == 0 and run.stdout.startswith("restic 0.14") and run.stderr == ""
-    run = await docker_engine.run_helper(
+    run = await docker_engine.containers.run_helper(
         restic_image, entrypoint=["restic"], args=["cat", "config"],
         env={"RESTIC_REPOSITORY": "/repo", "RESTIC_PASSWORD": "pw"},
         binds=[Bind(str(repo), "/repo", read_only=False)], timeout=60, label=label)
@@ -65,7 +65,7 @@ async def test_helper_past_its_timeout_is_removed(
 ) -> None:
     label = f"test {uuid.uuid4().hex[:8]}"
     with pytest.raises(DockerError, match="did not finish within 1 s"):
-        await docker_engine.run_helper(restic_image, entrypoint=["sleep"], args=["30"], env={},
+        await docker_engine.containers.run_helper(restic_image, entrypoint=["sleep"], args=["30"], env={},
                                        binds=[], timeout=1, label=label)
     assert leftover_helpers(label) == []
 
@@ -78,26 +78,26 @@ async def test_mounts_exec_and_scaling(
     await docker_engine.stack_deploy(stack_name, [compose], {}, tmp_path)
     assert (await docker_engine.wait_converged(stack_name, 60)).ok
 
-    [service] = await docker_engine.service_mounts(stack_name)
+    [service] = await docker_engine.containers.service_mounts(stack_name)
     assert service.short_name == "app" and service.replicated and service.replicas == 1
     assert {(m.source, m.target, m.read_only) for m in service.mounts} == {
         (f"{stack_name}_data", "/data", False), (f"{stack_name}_logs", "/var/log/app", True)}
 
-    task = await docker_engine.local_task(service.name)
+    task = await docker_engine.containers.local_task(service.name)
     assert task is not None
-    result = await docker_engine.exec_in(
+    result = await docker_engine.containers.exec_in(
         task.container_id, ["sh", "-c", 'cat /data/greeting; echo "$COLOUR $EXTRA" >&2; exit 3'],
         env={"EXTRA": "given"}, timeout=30)
     assert result.exit_code == 3
     assert "hello" in result.output and "teal given" in result.output
 
     assert await docker_engine.scale_service(service.name, 0) == 1
-    await docker_engine.wait_volumes_unused([f"{stack_name}_data"], timeout=30)
-    assert await docker_engine.local_task(service.name) is None
-    assert f"{stack_name}_data" in await docker_engine.volume_names()
+    await docker_engine.containers.wait_volumes_unused([f"{stack_name}_data"], timeout=30)
+    assert await docker_engine.containers.local_task(service.name) is None
+    assert f"{stack_name}_data" in await docker_engine.containers.volume_names()
     assert await docker_engine.scale_service(service.name, 1) == 0
     assert (await docker_engine.wait_converged(stack_name, 60)).ok
-    assert await docker_engine.local_task(service.name) is not None
+    assert await docker_engine.containers.local_task(service.name) is not None
 
 
 async def test_a_failed_restore_says_whether_the_volume_was_emptied(
@@ -114,7 +114,7 @@ async def test_a_failed_restore_says_whether_the_volume_was_emptied(
     bind = Bind(volume, "/backup/v", read_only=False)
 
     async def in_volume(script: str) -> str:
-        run = await docker_engine.run_helper(restic_image, entrypoint=["sh"],
+        run = await docker_engine.containers.run_helper(restic_image, entrypoint=["sh"],
                                              args=["-c", script], env={}, binds=[bind],
                                              timeout=60)
         assert run.exit_code == 0, run.stderr
@@ -146,9 +146,9 @@ async def test_helpers_left_by_a_crashed_run_are_removed_but_running_ones_kept(
                      "60").strip()[:12]
     try:
         # Finished only just now: a live bot may still be reading them.
-        assert await docker_engine.remove_abandoned_helpers(older_than=3600) == 0
+        assert await docker_engine.containers.remove_abandoned_helpers(older_than=3600) == 0
         assert sorted(leftover_helpers(value)) == sorted([created, exited, running])
-        assert await docker_engine.remove_abandoned_helpers(older_than=0) >= 2
+        assert await docker_engine.containers.remove_abandoned_helpers(older_than=0) >= 2
         assert leftover_helpers(value) == [running]
     finally:
         docker("rm", "-f", running, created, exited, check=False)

@@ -41,7 +41,7 @@ def unwrap(command: str) -> str:
 async def run_hook(engine: DockerEngine, task: RunningTask, short_name: str, label: str,
                    command: str, redact: Redactor, *, timeout: float) -> None:
     """Run one hook; OperationFailed (with a few redacted output lines) when it fails."""
-    result = await engine.exec_in(
+    result = await engine.containers.exec_in(
         task.container_id, ["sh", "-c", RUNNER], env={HOOK_VARIABLE: unwrap(command)},
         timeout=timeout,
     )

@@ -196,7 +196,7 @@ class Restic:
         timeout = self._timeouts.long if long else self._timeouts.quick
         for attempt in range(LOCK_RETRIES):
             async with self._lock:
-                run = await self._engine.run_helper(
+                run = await self._engine.containers.run_helper(
                     self._config.helper_image, entrypoint=entrypoint, args=args, env=env,
                     binds=[*mounts, *binds], network=network, timeout=timeout,
                     label=action,

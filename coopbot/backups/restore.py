@@ -105,7 +105,7 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
             await note()
             stopped[user.name] = await engine.scale_service(user.name, 0)
         await note()
-        await engine.wait_volumes_unused([w.volume for w in work], float(app.timeout))
+        await engine.containers.wait_volumes_unused([w.volume for w in work], float(app.timeout))
     except CoopbotError as error:
         try:
             await _start(target, stopped)

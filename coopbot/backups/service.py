@@ -79,7 +79,7 @@ class BackupService:
                 continue
             try:
                 async with self._pool.background():
-                    removed = await self._pool.get(server).remove_abandoned_helpers(
+                    removed = await self._pool.get(server).containers.remove_abandoned_helpers(
                         HELPER_ABANDONED_AFTER)
             except CoopbotError as error:
                 log.info("server %s: could not look for abandoned restic helpers: %s",

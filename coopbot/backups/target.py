@@ -28,7 +28,7 @@ class AppTarget:
     async def task_for_hook(self, short_name: str, service: str, label: str) -> RunningTask:
         """The running container a hook must run in; no running task is an error, never a
         silent skip (the hook exists because the data is not consistent without it)."""
-        task = await self.engine.local_task(service)
+        task = await self.engine.containers.local_task(service)
         if task is None:
             raise OperationFailed(
                 f"service `{short_name}` of `{self.app.name}` has a {label} but no running "
@@ -38,7 +38,7 @@ class AppTarget:
         return task
 
     async def check_volumes(self, volumes: list[str]) -> None:
-        present = await self.engine.volume_names()
+        present = await self.engine.containers.volume_names()
         missing = [v for v in volumes if v not in present]
         if missing:
             raise OperationFailed(
@@ -50,7 +50,7 @@ class AppTarget:
 async def load_target(app: App, engine: DockerEngine, restic: Restic, *,
                       hook_timeout: float) -> AppTarget:
     """Read the deployed services' labels and mounts (the recipe's labels as they run)."""
-    mounts = tuple(await engine.service_mounts(app.stack_name))
+    mounts = tuple(await engine.containers.service_mounts(app.stack_name))
     if not mounts:
         raise NotFound(f"`{app.name}` is not deployed on {app.server}, so there is no "
                        "backup configuration to read from its services.")
