@@ -23,7 +23,7 @@ from typing import Protocol
 
 from coopbot.approvals.card import NO_KEYS, YES_KEYS, render, when
 from coopbot.approvals.policy import Policy, PolicyResolver
-from coopbot.approvals.tally import Outcome, Tally, Vote, latest_per_voter, tally
+from coopbot.approvals.tally import Outcome, Tally, latest_per_voter, tally
 from coopbot.echo import shown
 from coopbot.errors import Busy, CoopbotError, NotFound, PermissionDenied, UserError
 from coopbot.execution import Executed
@@ -43,6 +43,7 @@ from coopbot.store.approvals import (
     ApprovalRequest,
     ApprovalStore,
     RequestState,
+    Vote,
 )
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.operations import OperationStore
