@@ -8,7 +8,7 @@ from coopbot.args import APP, SNAPSHOT
 from coopbot.backups.results import human_bytes, when
 from coopbot.backups.service import BackupService
 from coopbot.invocation import Invocation
-from coopbot.operations.kinds import OperationKind
+from coopbot.operation_kinds import OperationKind
 from coopbot.operations.plan import Binding, PlannedChange
 from coopbot.registry import Arg, CommandSpec, Operation
 from coopbot.replies import Reply

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from coopbot.args import APP, RECIPE, SERVER, SERVICE, VERSION
 from coopbot.invocation import Invocation
+from coopbot.operation_kinds import OperationKind
 from coopbot.operations.deployer import Deployer
-from coopbot.operations.kinds import OperationKind
 from coopbot.operations.plan import OperationRequest, PlannedChange
 from coopbot.operations.status import StatusViews
 from coopbot.registry import Arg, CommandSpec, Operation

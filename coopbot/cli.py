@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if healthy else 1
         if args.command == "cross-signing":
             from coopbot.matrix.admin import cross_signing
-            from coopbot.matrix.secret_storage import new_recovery_key
+            from coopbot.recovery_key import new_recovery_key
 
             if args.action == "recovery-key":
                 # A secret for the operator's terminal only: store it in a 0600 file.

@@ -24,8 +24,8 @@ from pydantic import (
 )
 
 from coopbot.errors import ConfigError
-from coopbot.matrix.secret_storage import BadRecoveryKey, decode_recovery_key
-from coopbot.operations.kinds import OperationKind
+from coopbot.operation_kinds import OperationKind
+from coopbot.recovery_key import BadRecoveryKey, decode_recovery_key
 
 MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 # Room ids of version 12+ rooms have no server part (`!hash`); aliases always have one.

@@ -6,6 +6,7 @@ MatrixGateway implements every one; tests use small fakes).
     CardPoster    RoomReplies + the reactions on a card (approvals)
     RoomPoster    a message into a room, e.g. a notification
     PowerSource   the power levels and creators of a room
+    DeviceCheck   whether an event came from a cross-signed device (approvals)
 """
 
 from __future__ import annotations
@@ -39,3 +40,10 @@ class RoomPoster(Protocol):
 
 class PowerSource(Protocol):
     async def power_info(self, room_id: RoomID) -> PowerInfo: ...
+
+
+class DeviceCheck(Protocol):
+    """Whether an event came from a device its owner cross-signed (the Matrix adapter's
+    DeviceTrust): None if it did, else a short reason for the room."""
+
+    async def unsigned(self, room_id: str, event_id: str, sender: str) -> str | None: ...

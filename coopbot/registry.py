@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from coopbot.args import TEXT, ArgKind, Duration, InvalidArg, Number
 from coopbot.echo import shown
 from coopbot.errors import ConfigError, UnknownCommand, UsageError
-from coopbot.operations.kinds import OperationKind
+from coopbot.operation_kinds import OperationKind
 
 if TYPE_CHECKING:
     from coopbot.invocation import Invocation

@@ -21,7 +21,7 @@ from coopbot.execution import Executed
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.invocation import Invocation, LoggedProgress
 from coopbot.messages import IncomingReaction, ReplyTarget
-from coopbot.operations.kinds import OperationKind
+from coopbot.operation_kinds import OperationKind
 from coopbot.operations.plan import Binding, PlanChanged, PlannedChange
 from coopbot.registry import Arg, CommandRegistry, CommandSpec, Operation, Planner
 from coopbot.replies import Reply

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from coopbot.approvals.policy import Policy, PolicyResolver
-from coopbot.approvals.tally import Outcome, Vote, latest_per_voter, tally
+from coopbot.approvals.tally import Outcome, latest_per_voter, tally
 from coopbot.config import Config, RoomConfig
+from coopbot.store.approvals import Vote
 
 
 def policy(**changes: object) -> Policy:

@@ -13,11 +13,11 @@ from coopbot.backups.labels import LabelError, plan_backup
 from coopbot.backups.output import parse_backup, parse_forget, parse_ls, parse_snapshots
 from coopbot.backups.restic import retention_args
 from coopbot.backups.restore import snapshot_volumes
-from coopbot.backups.results import RestoreProgress, VolumeRestore
 from coopbot.backups.schedule import next_run
 from coopbot.backups.verify import Node, verify
 from coopbot.config import RetentionConfig
 from coopbot.errors import OperationFailed
+from coopbot.operations.checkpoints import RestoreProgress, VolumeRestore
 from coopbot.servers.containers import ServiceMounts, VolumeMount
 
 STACK = "blog_example_org"

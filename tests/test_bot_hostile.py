@@ -21,7 +21,7 @@ import pytest
 from coopbot.ids import EventID, RoomID
 from coopbot.matrix.limits import EVENT_LIMIT
 from coopbot.messages import ReplyTarget
-from coopbot.operations.kinds import OperationKind
+from coopbot.operation_kinds import OperationKind
 from coopbot.parser import CommandParser
 from coopbot.replies import Reply
 from tests.harness.apps import app_env, unique_domain

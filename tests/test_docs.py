@@ -189,7 +189,7 @@ if __name__ == "__main__":
 def test_every_operation_kind_is_declared_by_exactly_one_command(tmp_path: Path) -> None:
     """Policies are validated against the kinds; each kind is one command's operation, so a
     policy can never name an operation no command runs."""
-    from coopbot.operations.kinds import OperationKind
+    from coopbot.operation_kinds import OperationKind
 
     declared = [spec.operation.kind for spec in all_commands(tmp_path) if spec.operation]
     assert sorted(declared) == sorted(OperationKind)

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coopbot.backups.results import RestoreProgress, VolumeRestore
 from coopbot.errors import ServerUnreachable
 from coopbot.ids import EventID, RoomID
 from coopbot.messages import ReplyTarget
+from coopbot.operations.checkpoints import RestoreProgress, VolumeRestore
 from coopbot.operations.recovery import Recovery
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import AppCatalog

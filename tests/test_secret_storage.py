@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from coopbot import recovery_key as rk
 from coopbot.cli import main
 from coopbot.errors import MatrixError
 from coopbot.matrix import secret_storage as ss
@@ -48,7 +49,7 @@ def _js(payload: dict[str, object]) -> dict[str, object]:
 
 def test_recovery_keys_and_secrets_are_what_js_sdk_reads_and_writes() -> None:
     key = os.urandom(32)
-    recovery_key = ss.encode_recovery_key(key)
+    recovery_key = rk.encode_recovery_key(key)
     name = "m.cross_signing.master"
     plaintext = base64.b64encode(os.urandom(32)).decode().rstrip("=")
     check = ss.encrypt(key, "", "\0" * 32)
@@ -56,7 +57,7 @@ def test_recovery_keys_and_secrets_are_what_js_sdk_reads_and_writes() -> None:
                   "name": name, "encrypted": ss.encrypt(key, name, plaintext),
                   "plaintext": plaintext, "check_iv": check["iv"]})
     assert base64.b64decode(str(answer["decoded"])) == key
-    assert ss.decode_recovery_key(str(answer["encoded"])) == key
+    assert rk.decode_recovery_key(str(answer["encoded"])) == key
     assert answer["plaintext"] == plaintext
     theirs = answer["ours_for_them"]
     assert isinstance(theirs, dict)
@@ -67,16 +68,16 @@ def test_recovery_keys_and_secrets_are_what_js_sdk_reads_and_writes() -> None:
 
 
 def test_a_mistyped_recovery_key_is_refused() -> None:
-    recovery_key = ss.new_recovery_key()
-    assert len(ss.decode_recovery_key(recovery_key)) == 32
-    assert ss.decode_recovery_key(recovery_key.replace(" ", "")) == \
-        ss.decode_recovery_key(recovery_key)
+    recovery_key = rk.new_recovery_key()
+    assert len(rk.decode_recovery_key(recovery_key)) == 32
+    assert rk.decode_recovery_key(recovery_key.replace(" ", "")) == \
+        rk.decode_recovery_key(recovery_key)
     position = 5
     wrong = "2" if recovery_key[position] != "2" else "3"
     typo = recovery_key[:position] + wrong + recovery_key[position + 1:]
     for bad in (typo, recovery_key[:-1], "not a key at all 0OIl", ""):
-        with pytest.raises(ss.BadRecoveryKey):
-            ss.decode_recovery_key(bad)
+        with pytest.raises(rk.BadRecoveryKey):
+            rk.decode_recovery_key(bad)
 
 
 def test_a_secret_does_not_open_with_another_key_or_once_tampered() -> None:
@@ -101,7 +102,7 @@ def test_a_secret_does_not_open_with_another_key_or_once_tampered() -> None:
 def test_a_mistyped_recovery_key_in_the_config_exits_2_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], inline: bool
 ) -> None:
-    good = ss.new_recovery_key()
+    good = rk.new_recovery_key()
     typo = good[:-1] + ("2" if good[-1] != "2" else "3")
     matrix: dict[str, str] = {"homeserver": "https://matrix.example.org",
                               "user_id": "@bot:example.org", "password": "x"}

@@ -11,22 +11,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from coopbot.approvals.policy import Policy
+from coopbot.store.approvals import Vote
 
 
 class Outcome(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     DENIED = "denied"
-
-
-@dataclass(frozen=True)
-class Vote:
-    voter: str
-    approve: bool
-    event_id: str
-    seq: int  # the bot's own receive order; sender timestamps are never trusted
-    reason: str = ""
-    via: str = "command"  # "reaction" or "command" (!approve / !deny)
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,10 @@ from coopbot.backups.hooks import run_hook
 from coopbot.backups.labels import ROOT, volume_name
 from coopbot.backups.output import Snapshot
 from coopbot.backups.restic import RestoreFailed
-from coopbot.backups.results import (
-    RestoreProgress,
-    RestoreResult,
-    VolumeRestore,
-    VolumeState,
-    volume_lines,
-)
+from coopbot.backups.results import RestoreResult
 from coopbot.backups.target import AppTarget
 from coopbot.errors import CoopbotError, OperationFailed
+from coopbot.operations.checkpoints import RestoreProgress, VolumeRestore, VolumeState, volume_lines
 from coopbot.servers.containers import Bind, ServiceMounts
 
 SafetyBackup = Callable[[], Awaitable[str | None]]

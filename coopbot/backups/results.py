@@ -3,18 +3,14 @@ checked (names, ids, counts), never from raw tool output."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from coopbot.backups.output import Snapshot
 from coopbot.backups.verify import VolumeStats
+from coopbot.operations.checkpoints import VolumeRestore, volume_lines
 from coopbot.operations.plan import Binding, PlannedChange
 from coopbot.recipes.apps import App
-
-VolumeState = Literal["unchanged", "restored", "incomplete"]
 
 
 def human_bytes(count: int) -> str:
@@ -80,13 +76,6 @@ class RestorePlan:
 
 
 @dataclass(frozen=True)
-class VolumeRestore:
-    name: str
-    state: VolumeState
-    note: str = ""
-
-
-@dataclass(frozen=True)
 class RestoreResult:
     app: str
     server: str
@@ -106,41 +95,6 @@ class RestoreResult:
         if self.safety_snapshot:
             lines.append(f"The data as it was before is in snapshot `{self.safety_snapshot}`.")
         return "\n".join(lines)
-
-
-def volume_lines(volumes: Sequence[VolumeRestore]) -> list[str]:
-    words = {"unchanged": "unchanged", "restored": "restored",
-             "incomplete": "INCOMPLETE"}
-    return [f"- volume `{v.name}`: {words[v.state]}{': ' + v.note if v.note else ''}"
-            for v in volumes]
-
-
-@dataclass(frozen=True)
-class RestoreProgress:
-    """How far a restore got, stored as the operation's checkpoint at every step, so a restart
-    after a crash can say which volume is in which state and which services it stopped."""
-
-    snapshot: str  # short id
-    volumes: tuple[VolumeRestore, ...]
-    stopped: tuple[tuple[str, int], ...] = ()  # service -> the replicas it had
-
-    def encode(self) -> str:
-        return json.dumps({"snapshot": self.snapshot,
-                           "volumes": [[v.name, v.state, v.note] for v in self.volumes],
-                           "stopped": [list(s) for s in self.stopped]})
-
-    @staticmethod
-    def decode(text: str) -> RestoreProgress | None:
-        """None for an empty or unreadable checkpoint (the restore had not begun its work)."""
-        try:
-            data = json.loads(text)
-            return RestoreProgress(
-                snapshot=str(data["snapshot"]),
-                volumes=tuple(VolumeRestore(str(n), s, str(note)) for n, s, note in
-                              data["volumes"] if s in ("unchanged", "restored", "incomplete")),
-                stopped=tuple((str(name), int(count)) for name, count in data["stopped"]))
-        except (ValueError, KeyError, TypeError):
-            return None
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ from coopbot.backups.restore import restore_snapshot
 from coopbot.backups.results import (
     BackupResult,
     RestorePlan,
-    RestoreProgress,
     RestoreResult,
     ScheduledBackup,
 )
 from coopbot.backups.target import AppTarget, load_target
 from coopbot.config import BackupConfig, RoomConfig
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
+from coopbot.operations.checkpoints import RestoreProgress
 from coopbot.operations.deployer import Progress, Throttle
 from coopbot.operations.plan import Binding, PlanChanged
 from coopbot.operations.scope import AppScope

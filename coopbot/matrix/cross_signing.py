@@ -435,7 +435,8 @@ class NioKeysApi:
 def for_client(client: Any, *, store: Path, password: str | None,
                recovery_key: str | None) -> CrossSigning:
     """CrossSigning for a logged-in nio client, with secret storage under `recovery_key`."""
-    from coopbot.matrix.secret_storage import SecretStorage, decode_recovery_key
+    from coopbot.matrix.secret_storage import SecretStorage
+    from coopbot.recovery_key import decode_recovery_key
 
     api = NioKeysApi(client)
     secrets = (SecretStorage(api, str(client.user_id), decode_recovery_key(recovery_key))

@@ -21,7 +21,6 @@ from hashlib import sha256
 from typing import Any
 from urllib.parse import quote
 
-import base58
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -31,42 +30,8 @@ from coopbot.matrix.cross_signing import KeysApi
 
 ALGORITHM = "m.secret_storage.v1.aes-hmac-sha2"
 DEFAULT_KEY = "m.secret_storage.default_key"
-RECOVERY_PREFIX = bytes([0x8B, 0x01])
 SECRETS = {"master": "m.cross_signing.master", "self_signing": "m.cross_signing.self_signing",
            "user_signing": "m.cross_signing.user_signing"}
-
-
-class BadRecoveryKey(ValueError):
-    """Not a recovery key (wrong characters, length, prefix or parity)."""
-
-
-def decode_recovery_key(text: str) -> bytes:
-    """The 32-byte secret storage key inside a recovery key (spaces ignored)."""
-    try:
-        raw = base58.b58decode("".join(text.split()))
-    except ValueError as error:
-        raise BadRecoveryKey("not base58") from error
-    if len(raw) != 35 or raw[:2] != RECOVERY_PREFIX:
-        raise BadRecoveryKey("wrong length or prefix")
-    parity = 0
-    for byte in raw:
-        parity ^= byte
-    if parity != 0:
-        raise BadRecoveryKey("parity check failed (a typo?)")
-    return raw[2:34]
-
-
-def encode_recovery_key(key: bytes) -> str:
-    raw = RECOVERY_PREFIX + key
-    parity = 0
-    for byte in raw:
-        parity ^= byte
-    text = base58.b58encode(raw + bytes([parity])).decode("ascii")
-    return " ".join(text[i:i + 4] for i in range(0, len(text), 4))
-
-
-def new_recovery_key() -> str:
-    return encode_recovery_key(os.urandom(32))
 
 
 def _b64decode(text: str) -> bytes:

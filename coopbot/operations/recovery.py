@@ -26,10 +26,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from coopbot.backups.results import RestoreProgress, volume_lines
 from coopbot.errors import CoopbotError
 from coopbot.ids import EventID, RoomID
 from coopbot.messages import ReplyTarget
+from coopbot.operations.checkpoints import RestoreProgress, volume_lines
 from coopbot.operations.scope import AppScope
 from coopbot.ports import RoomReplies
 from coopbot.recipes.apps import App

@@ -1,4 +1,5 @@
-"""Approval requests and their votes.
+"""Approval requests and their votes (the row types are this module's own: the approvals
+package imports them from here, never the other way round).
 
 State changes are single conditional UPDATEs (`WHERE state = 'open'`), so however many vote
 events arrive at once, exactly one caller wins the transition to `running`: a request never
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from coopbot.approvals.tally import Vote
 from coopbot.store.database import Database
 
 
@@ -33,6 +33,16 @@ class RequestState(StrEnum):
 OPEN = RequestState.OPEN
 RUNNING = RequestState.RUNNING
 CLOSED_STATES = frozenset(RequestState) - {OPEN, RUNNING}
+
+
+@dataclass(frozen=True)
+class Vote:
+    voter: str
+    approve: bool
+    event_id: str
+    seq: int  # the bot's own receive order; sender timestamps are never trusted
+    reason: str = ""
+    via: str = "command"  # "reaction" or "command" (!approve / !deny)
 
 
 @dataclass(frozen=True)

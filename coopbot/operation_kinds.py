@@ -1,4 +1,8 @@
-"""The operations coopbot runs: one name each, for commands, policies, locks and the audit."""
+"""The operations coopbot runs: one name each, for commands, policies, locks and the audit.
+
+A low module of its own: the config validates policies against these names, and the
+operations package builds on the config.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,72 @@
+"""Expiry: a request past its expiry time is expired by whichever comes first, the timer
+(`expire_due`, every few seconds) or a vote arriving (through the evaluation)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from coopbot.approvals.inflight import InFlight, past_expiry
+from coopbot.approvals.policy import Policy
+from coopbot.approvals.record import RequestRecord
+from coopbot.approvals.tally import Tally
+from coopbot.errors import CoopbotError
+from coopbot.store.approvals import OPEN, ApprovalRequest, ApprovalStore, RequestState
+
+log = logging.getLogger(__name__)
+
+EXPIRY_CHECK_SECONDS = 2.0
+EXPIRED_STATUS = "expired without enough votes; ask again if still wanted"
+
+CountOrNone = Callable[[ApprovalRequest, Policy], Awaitable[Tally | None]]
+
+
+class Expiry:
+    def __init__(self, *, store: ApprovalStore, inflight: InFlight, record: RequestRecord,
+                 count_or_none: CountOrNone) -> None:
+        self._store = store
+        self._inflight = inflight
+        self._record = record
+        self._count_or_none = count_or_none
+        self._failures: set[int] = set()  # requests whose expiry failed (logged once)
+
+    async def expire_due(self) -> int:
+        expired = 0
+        for request in await self._store.open_requests():
+            if not past_expiry(request):
+                continue
+            try:
+                async with self._inflight.lock(request.id):
+                    expired += await self.expire(request)
+            except Exception:
+                # One broken request must not keep the others from expiring.
+                if request.id not in self._failures:
+                    self._failures.add(request.id)
+                    log.exception("could not expire request %s", request.id)
+        return expired
+
+    async def expire(self, request: ApprovalRequest) -> bool:
+        """open -> expired (the caller holds the request's lock); False if already closed."""
+        if not await self._store.transition(request.id, OPEN, RequestState.EXPIRED, "expired"):
+            return False
+        closed = await self._store.get(request.id)
+        assert closed is not None
+        await self._record.close_audit(closed, RequestState.EXPIRED, "")
+        policy = Policy(**closed.policy)
+        await self._record.edit_card(closed, policy, await self._count_or_none(closed, policy),
+                                     EXPIRED_STATUS)
+        return True
+
+
+async def run_expiry(expire_due: Callable[[], Awaitable[int]], stop: asyncio.Event) -> None:
+    """The timer: `expire_due` every few seconds until `stop` is set."""
+    while not stop.is_set():
+        try:
+            await expire_due()
+        except CoopbotError as error:
+            log.warning("expiry check failed: %s", error)
+        try:
+            await asyncio.wait_for(stop.wait(), EXPIRY_CHECK_SECONDS)
+        except TimeoutError:
+            pass
