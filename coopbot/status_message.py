@@ -1,9 +1,12 @@
-"""One status message per command, posted in its thread and then edited in place."""
+"""Progress, in one place: one status message per command, posted in its thread, edited in place
+(at most every two seconds, the latest update never lost) and closed when the answer is out."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from coopbot.errors import CoopbotError
@@ -37,8 +40,11 @@ class StatusMessage:
         self._ledger = ledger
         self._posted: EventID | None = None
         self._started = time.monotonic()
+        self._closed = False
 
     async def __call__(self, update: Reply) -> None:
+        if self._closed:
+            return  # a late update (a throttled one, say) must not reopen a closed status
         if self._posted is not None:
             await self._poster.edit(self._message.room_id, self._posted, update)
             return
@@ -49,6 +55,7 @@ class StatusMessage:
                                         self._posted, self._message.reply_thread_root)
 
     async def close(self, ok: bool) -> None:
+        self._closed = True
         if self._posted is None:
             return  # nothing was shown, nothing to close
         took = time.monotonic() - self._started
@@ -70,3 +77,44 @@ class CommandStatuses:
 
     def for_command(self, target: ReplyTarget, key: str) -> StatusMessage:
         return StatusMessage(self._poster, target, key, self._ledger)
+
+
+Progress = Callable[[Reply], Awaitable[None]]
+# Status edits at most this often: a long deploy must not trip the homeserver's rate limits.
+PROGRESS_MIN_INTERVAL = 2.0
+
+
+class Throttle:
+    """Progress lines at most every PROGRESS_MIN_INTERVAL seconds. A line that comes sooner is
+    kept and shown when the interval is over (unless a newer one replaced it): the status
+    never stays on an old line while the operation has moved on."""
+
+    def __init__(self, sink: Progress, interval: float = PROGRESS_MIN_INTERVAL) -> None:
+        self.sink = sink
+        self._interval = interval
+        self._last = -interval
+        self._pending: str | None = None
+        self._later: asyncio.Task[None] | None = None
+
+    async def say(self, text: str) -> None:
+        self._pending = text
+        wait = self._last + self._interval - time.monotonic()
+        if wait <= 0:
+            await self._show()
+        elif self._later is None:
+            self._later = asyncio.create_task(self._show_after(wait))
+
+    async def _show_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._later = None
+        await self._show()
+
+    async def _show(self) -> None:
+        text, self._pending = self._pending, None
+        if text is None:
+            return
+        self._last = time.monotonic()
+        try:
+            await self.sink(Reply.of(f"⏳ {text}"))
+        except CoopbotError as error:
+            log.warning("progress update failed: %s", error)

@@ -26,11 +26,11 @@ from coopbot.backups.target import AppTarget, load_target
 from coopbot.config import BackupConfig, RoomConfig
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.operations.checkpoints import RestoreProgress
-from coopbot.operations.deployer import Progress, Throttle
 from coopbot.operations.plan import Binding, PlanChanged
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
 from coopbot.servers.pool import ServerPool
+from coopbot.status_message import Progress, Throttle
 from coopbot.store.operations import OperationStore
 
 log = logging.getLogger(__name__)

@@ -36,17 +36,16 @@ from coopbot.servers.convergence import ProgressCallback
 from coopbot.servers.engine import DockerEngine
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.states import ConvergenceProgress, ConvergenceResult
+from coopbot.status_message import Progress, Throttle
 from coopbot.store.operations import OperationStore
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[Reply], Awaitable[None]]
 NeedsBackup = Callable[[str, RoomConfig | None, str], bool]
 # A backup run before a risky operation: (app, operation id, kind, progress); raises to stop it.
 PreBackup = Callable[[App, str, str, Progress], Awaitable[None]]
 LOG_LINES_IN_ROOM = 8
 LOG_LINE_WIDTH = 200
-PROGRESS_MIN_INTERVAL = 2.0
 
 
 class Deployer:
@@ -355,23 +354,7 @@ class Prepared:
     target: RecipeVersion
 
 
-class Throttle:
-    """Status edits at most every PROGRESS_MIN_INTERVAL seconds: a long deploy must not trip the
-    homeserver's rate limits. The last skipped update is not needed: the final answer follows."""
 
-    def __init__(self, sink: Progress) -> None:
-        self.sink = sink
-        self._last = 0.0
-
-    async def say(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self._last < PROGRESS_MIN_INTERVAL:
-            return
-        self._last = now
-        try:
-            await self.sink(Reply.of(f"⏳ {text}"))
-        except CoopbotError as error:
-            log.warning("progress update failed: %s", error)
 
 
 def convergence_timeout(app: App, compose: dict[str, Any]) -> float:

@@ -1,0 +1,59 @@
+"""Progress: one status message per command, edited in place, closed after the answer; the
+throttle keeps the latest line instead of dropping it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from coopbot.ids import EventID, RoomID
+from coopbot.messages import ReplyTarget
+from coopbot.replies import Reply
+from coopbot.status_message import StatusMessage, Throttle
+
+TARGET = ReplyTarget(RoomID("!ops:x"), EventID("$cmd"))
+
+
+class Room:
+    def __init__(self) -> None:
+        self.posted: list[str] = []
+        self.edits: list[str] = []
+
+    async def reply(self, to: ReplyTarget, reply: Reply, *, key: str) -> EventID:
+        self.posted.append(reply.text)
+        return EventID("$status")
+
+    async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None:
+        self.edits.append(reply.text)
+
+
+async def test_posted_once_edited_then_closed_and_deaf_after_closing() -> None:
+    room = Room()
+    status = StatusMessage(room, TARGET, "k")
+    await status(Reply.of("⏳ one"))
+    await status(Reply.of("⏳ two"))
+    await status.close(ok=True)
+    await status(Reply.of("⏳ late"))
+    assert room.posted == ["⏳ one"]
+    assert room.edits[0] == "⏳ two" and room.edits[1].startswith("✅ done after ")
+    assert len(room.edits) == 2, "a late update reopened the closed status"
+
+
+async def test_a_status_never_posted_needs_no_closing() -> None:
+    room = Room()
+    await StatusMessage(room, TARGET, "k").close(ok=False)
+    assert room.posted == [] and room.edits == []
+
+
+async def test_the_throttle_shows_the_latest_line_when_its_interval_is_over() -> None:
+    shown: list[str] = []
+
+    async def sink(update: Reply) -> None:
+        shown.append(update.text)
+
+    throttle = Throttle(sink, interval=0.2)
+    await throttle.say("reading")
+    await throttle.say("deploying")  # too soon: kept, replaced by the next
+    await throttle.say("converging 0/1")
+    assert shown == ["⏳ reading"]
+    await asyncio.sleep(0.35)
+    assert shown == ["⏳ reading", "⏳ converging 0/1"]
