@@ -281,7 +281,7 @@ class Recovery:
             result=f"{outcome.result} (answered after a restart)",
         )
 
-    async def _answered(self, event_id: str) -> bool:
+    async def _answered(self, event_id: EventID) -> bool:
         return any(row.decision == Decision.RESULT for row in await self._audit.for_event(event_id))
 
     async def _status_update(self, record: OperationRecord, text: str) -> None:
