@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             from coopbot.app import run_bot
 
             config = load_config(args.config)
-            # logging (issue 8): the flag and COOPBOT_LOG_FORMAT win over the config file.
+            # logging: the flag and COOPBOT_LOG_FORMAT win over the config file.
             logging_setup.configure(
                 logging_setup.choose_format(args.log_format, config.logging.format),
                 logging.DEBUG if args.verbose else config.logging.level.upper())

@@ -264,7 +264,7 @@ class UpdatesConfig(Strict):
 
 
 class HealthConfig(Strict):
-    """health and metrics (issue 8): an optional HTTP listener with /healthz and /metrics."""
+    """health and metrics: an optional HTTP listener with /healthz and /metrics."""
 
     enabled: bool = False
     # Address to listen on; 0.0.0.0 inside a container so the stack's network can scrape it.
@@ -278,7 +278,7 @@ class HealthConfig(Strict):
 
 
 class LoggingConfig(Strict):
-    """logging (issue 8): human-readable lines by default, JSON lines on request."""
+    """logging: human-readable lines by default, JSON lines on request."""
 
     format: Literal["human", "json"] = "human"
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -317,7 +317,7 @@ class Config(Strict):
     # Watch every server's Docker events and tell notification rooms what changes or breaks,
     # including changes made outside coopbot.
     watch_swarms: bool = True
-    # health and metrics (issue 8): the optional HTTP listener; logging: format and level.
+    # health and metrics: the optional HTTP listener; logging: format and level.
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()
 

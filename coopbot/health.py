@@ -1,4 +1,4 @@
-"""health and metrics (issue 8): an optional HTTP listener for orchestrators and Prometheus.
+"""health and metrics: an optional HTTP listener for orchestrators and Prometheus.
 
     GET /healthz   200 when the last sync finished recently and the state is writable, else 503;
                    a small JSON body says which check failed (no paths, no secrets). A
