@@ -273,6 +273,18 @@ class OperationStore:
             row = await cursor.fetchone()
         return OperationRecord.of_row(row) if row else None
 
+    async def history(self, app: str | None = None, limit: int = 20) -> list[OperationRecord]:
+        """Newest first."""
+        query = f"SELECT {_OPERATION_COLUMNS} FROM operations"
+        params: tuple[object, ...] = ()
+        if app is not None:
+            query += " WHERE app = ?"
+            params = (app,)
+        async with self._db.conn.execute(
+            query + " ORDER BY started_at DESC, rowid DESC LIMIT ?", (*params, limit)
+        ) as cursor:
+            return [OperationRecord.of_row(row) for row in await cursor.fetchall()]
+
     async def active_between(self, app: str, start: float, end: float) -> bool:
         """Whether an operation on `app` ran at any time between `start` and `end`."""
         async with self._db.conn.execute(
