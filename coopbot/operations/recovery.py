@@ -28,7 +28,7 @@ from typing import Any
 
 from coopbot.backups.results import RestoreProgress, volume_lines
 from coopbot.errors import CoopbotError
-from coopbot.ids import EventID, RoomID
+from coopbot.ids import EventID
 from coopbot.messages import ReplyTarget
 from coopbot.operations.scope import AppScope
 from coopbot.ports import RoomReplies
@@ -265,7 +265,7 @@ class Recovery:
         text = "\n".join([f"{icon} {lead}. What came of it: **{outcome.result}**: "
                           f"{outcome.summary}.", *outcome.details])
         command = ReplyTarget(
-            RoomID(record.room_id), EventID(record.event_id),
+            record.room_id, record.event_id,
             (status.thread_root if status is not None
              and status.thread_root != record.event_id else None),
         )
