@@ -1,10 +1,12 @@
-"""Typed Matrix identifiers (as mautrix does), so a room id is never passed as a user id."""
+"""Typed identifiers (as mautrix does), so a room id is never passed as a user id."""
 
 from typing import NewType
 
 RoomID = NewType("RoomID", str)
 UserID = NewType("UserID", str)
 EventID = NewType("EventID", str)
+# One swarm operation (its row in the operations table, its lock, its audit rows).
+OperationID = NewType("OperationID", str)
 
 
 def server_of(user_id: str) -> str:

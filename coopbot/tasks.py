@@ -27,7 +27,6 @@ class Supervised:
 
     name: str
     failures: int = 0  # failures since it last ran healthily
-    total_failures: int = 0
     last_error: str = ""  # the exception's type only: messages may hold paths or hosts
     started_at: float | None = None  # time.monotonic() of the current run; None while waiting
     healthy_after: float = HEALTHY_AFTER_SECONDS
@@ -84,7 +83,6 @@ class TaskGroup:
             if ran >= self._healthy_after:
                 state.failures, delay = 0, self._first_delay
             state.failures += 1
-            state.total_failures += 1
             state.last_error = type(error).__name__ if error is not None else "returned early"
             self._report(state, error, delay)
             try:

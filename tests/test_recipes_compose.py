@@ -19,7 +19,6 @@ from coopbot.recipes.compose import (
     required_secrets,
 )
 from coopbot.recipes.interpolation import RequiredVariableError
-from coopbot.recipes.labels import compose_version
 from coopbot.recipes.repo import Checkout
 from tests.harness.recipes import tree_of_testapp
 
@@ -330,8 +329,8 @@ def test_facts_of_the_testapp_recipe(testapp_tree: Path) -> None:
     assert required_secrets(compose) == ["blog_example_com_db_password_v1"]
     assert external_networks(compose) == []
     assert images(compose) == {"app": "coopbot-test/app:v2"}
-    assert compose_version(compose, "blog_example_com") == "1.1.0+v2"
     labels = compose["services"]["app"]["deploy"]["labels"]
+    assert labels["coop-cloud.blog_example_com.version"] == "1.1.0+v2"
     assert labels["coop-cloud.blog_example_com.timeout"] == "120"
     assert labels["coop-cloud.blog_example_com.extra"] == "true"
     assert compose["services"]["app"]["environment"] == {
@@ -367,15 +366,6 @@ def test_external_objects_used_by_services(tmp_path: Path) -> None:
     compose = load_compose(tmp_path, ["compose.yml"], {})
     assert required_secrets(compose) == ["s_named_v2", "plain", "old_style"]
     assert external_networks(compose) == ["proxy", "shared"]
-
-
-def test_version_label_in_map_or_list_form_or_absent() -> None:
-    as_list = {"services": {"app": {"deploy": {"labels": ["coop-cloud.s.version=2.0.0+1", "x=y"]}}}}
-    as_map = {"services": {"app": {"deploy": {"labels": {"coop-cloud.s.version": "2.0.0+1"}}}}}
-    assert compose_version(as_list, "s") == "2.0.0+1"
-    assert compose_version(as_map, "s") == "2.0.0+1"
-    assert compose_version(as_map, "other_stack") is None
-    assert compose_version({"services": {"web": {}}}, "s") is None
 
 
 def test_missing_env_keys(testapp_tree: Path) -> None:

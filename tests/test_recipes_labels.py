@@ -11,7 +11,6 @@ import pytest
 from coopbot.recipes.labels import (
     autoupdate,
     compose_timeout,
-    compose_version,
     deployed_version,
     running_timeout,
 )
@@ -68,15 +67,8 @@ def test_timeouts_from_running_labels_and_from_compose(
     {}, {"services": None}, {"services": {"app": None}}, {"services": {"app": {"deploy": 5}}},
     {"services": {"app": {"deploy": {"labels": None}}}}, {"services": ["app"]},
 ])
-def test_composes_without_labels_have_no_version(compose: dict[str, object]) -> None:
-    assert compose_version(compose, STACK) is None
+def test_composes_without_labels_have_the_default_timeout(compose: dict[str, object]) -> None:
     assert compose_timeout(compose, STACK, 60.0) == 60.0
-
-
-def test_compose_version_in_both_schemes() -> None:
-    old = {"services": {"app": {"deploy": {"labels": [
-        f"coop-cloud.{STACK}.app.version=2.4.8+v2.4.8"]}}}}
-    assert compose_version(old, STACK) == "2.4.8+v2.4.8"
 
 
 def test_autoupdate_is_the_kadabra_label_set_to_true() -> None:

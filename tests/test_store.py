@@ -100,6 +100,9 @@ async def test_deployed_versions_newest_first(tmp_path: Path) -> None:
                             room_id=None, event_id=None)
             await ops.finish(f"op{number}", result, "")
         assert await ops.deployed_versions("blog") == ["1.1.0", "1.0.0"]
+        assert [(r.id, r.to_version, r.result) for r in await ops.history("blog", limit=2)] == [
+            ("op2", "1.2.0", "failed"), ("op1", "1.1.0", "ok")]
+        assert await ops.history("wiki") == []
 
 
 async def test_mutes_are_per_room_and_earlier_mutes_stay_with_the_room_that_set_them(

@@ -25,6 +25,7 @@ from coopbot.backups.results import (
 from coopbot.backups.target import AppTarget, load_target
 from coopbot.config import BackupConfig, RoomConfig
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
+from coopbot.ids import EventID, OperationID, RoomID, UserID
 from coopbot.operations.checkpoints import RestoreProgress
 from coopbot.operations.plan import Binding, PlanChanged
 from coopbot.operations.scope import AppScope
@@ -35,7 +36,7 @@ from coopbot.store.operations import OperationStore
 
 log = logging.getLogger(__name__)
 
-SCHEDULER = "coopbot (schedule)"
+SCHEDULER = UserID("coopbot (schedule)")
 DEFAULT_HOOK_TIMEOUT = 3600.0
 SNAPSHOT_ID_MIN = 4
 # A helper that finished this long ago (seconds) belongs to no live operation: a running bot
@@ -91,9 +92,10 @@ class BackupService:
 
     # --- backups -------------------------------------------------------------------------------
 
-    async def backup(self, app_name: str, room: RoomConfig | None, requester: str,
-                     progress: Progress, *, reason: str = "manual", room_id: str | None = None,
-                     event_id: str | None = None, approvers: tuple[str, ...] = (),
+    async def backup(self, app_name: str, room: RoomConfig | None, requester: UserID,
+                     progress: Progress, *, reason: str = "manual",
+                     room_id: RoomID | None = None, event_id: EventID | None = None,
+                     approvers: tuple[str, ...] = (),
                      ) -> BackupResult:
         app = await self._app(app_name, room)
         async with self._operation(app, "backup", requester, room_id, event_id,
@@ -105,14 +107,14 @@ class BackupService:
                 f"{result.bytes} bytes, verified")
             return result
 
-    async def backup_locked(self, app: App, operation_id: str, progress: Progress, *,
+    async def backup_locked(self, app: App, operation_id: OperationID, progress: Progress, *,
                             reason: str) -> BackupResult:
         """A backup inside an operation that already holds the app's lock (upgrade, restore);
         the snapshot carries that operation's id."""
         target = await self._target(app)
         return await take_backup(target, operation_id, reason, Throttle(progress).say)
 
-    async def before_operation(self, app: App, operation_id: str, kind: str,
+    async def before_operation(self, app: App, operation_id: OperationID, kind: str,
                                progress: Progress) -> None:
         """The deployer's pre-operation backup. Apps without backups configured or labelled
         are let through (with a note); a backup that fails raises, which stops the operation."""
@@ -172,10 +174,10 @@ class BackupService:
         app = await self._app(app_name, room)
         return await self._restic_for(app.server).snapshots(app_tags(app.name))
 
-    async def restore(self, app_name: str, room: RoomConfig | None, requester: str,
+    async def restore(self, app_name: str, room: RoomConfig | None, requester: UserID,
                       progress: Progress, snapshot_id: str | None = None, *,
-                      backup_first: bool | None = None, room_id: str | None = None,
-                      event_id: str | None = None, approvers: tuple[str, ...] = (),
+                      backup_first: bool | None = None, room_id: RoomID | None = None,
+                      event_id: EventID | None = None, approvers: tuple[str, ...] = (),
                       expected_binding: Binding | None = None) -> RestoreResult:
         """Restore `snapshot_id` (default: the newest verified one) into the app's volumes."""
         app = await self._app(app_name, room)
@@ -266,9 +268,9 @@ class BackupService:
                                  hook_timeout=self._hook_timeout)
 
     @asynccontextmanager
-    async def _operation(self, app: App, kind: str, requester: str, room_id: str | None,
-                         event_id: str | None, approvers: tuple[str, ...],
-                         ) -> AsyncIterator[str]:
+    async def _operation(self, app: App, kind: str, requester: UserID,
+                         room_id: RoomID | None, event_id: EventID | None,
+                         approvers: tuple[str, ...]) -> AsyncIterator[OperationID]:
         """The app's lock and an operation record, as the deployer keeps them."""
         async with self._operations.running(
             kind=kind, app=app.name, server=app.server, requester=requester, room_id=room_id,

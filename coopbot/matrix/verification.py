@@ -65,7 +65,6 @@ CONFIRM_POLL = 1.0  # seconds between looks for a CLI confirmation
 SPEC_NAMES = {"Wrench": "Spanner", "Thumbs up": "Thumbs Up", "Airplane": "Aeroplane"}
 MAX_FLOWS = 20  # flows open at once; anyone may ask, so the oldest make room
 
-SendToDevice = Callable[[str, str, str, dict[str, Any]], Awaitable[None]]
 SendToRoom = Callable[[RoomID, str, dict[str, Any]], Awaitable[None]]
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from coopbot.config import RoomConfig
 from coopbot.crashpoint import crash_point
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
+from coopbot.ids import OperationID
 from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.scope import AppScope
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 
 NeedsBackup = Callable[[str, RoomConfig | None, str], bool]
 # A backup run before a risky operation: (app, operation id, kind, progress); raises to stop it.
-PreBackup = Callable[[App, str, str, Progress], Awaitable[None]]
+PreBackup = Callable[[App, OperationID, str, Progress], Awaitable[None]]
 LOG_LINES_IN_ROOM = 8
 LOG_LINE_WIDTH = 200
 
@@ -121,7 +122,8 @@ class Deployer:
     # ---- version changes -------------------------------------------------------------------------
 
     async def _change_version(
-        self, request: OperationRequest, app: App, engine: DockerEngine, operation_id: str,
+        self, request: OperationRequest, app: App, engine: DockerEngine,
+        operation_id: OperationID,
         progress: Throttle, started: float, room: RoomConfig | None,
     ) -> Reply:
         await progress.say(f"{request.kind} `{app.name}`: reading the swarm and the recipe...")
@@ -151,7 +153,7 @@ class Deployer:
         message = f"{plan.describe()} failed after {took:.0f} s.\n{failure}\n{recovery}"
         raise OperationFailed(message)  # run() records it, once
 
-    async def _backup_first(self, kind: str, app: App, operation_id: str,
+    async def _backup_first(self, kind: str, app: App, operation_id: OperationID,
                             progress: Throttle) -> None:
         """After preflight, before anything changes: a failed backup stops the operation."""
         if self._pre_backup is None:
@@ -325,7 +327,7 @@ class Deployer:
     # ---- undeploy ----------------------------------------------------------------------------
 
     async def _undeploy(self, request: OperationRequest, app: App, engine: DockerEngine,
-                        operation_id: str, progress: Throttle) -> Reply:
+                        operation_id: OperationID, progress: Throttle) -> Reply:
         services = await engine.services(app.stack_name)
         if not services:
             raise NotFound(f"`{app.name}` is not deployed on {app.server}.")

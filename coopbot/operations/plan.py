@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from coopbot.errors import UserError
+from coopbot.ids import EventID, RoomID, UserID
 from coopbot.recipes.apps import App
 
 # What each part of a binding is called when a card says what changed.
@@ -79,9 +80,9 @@ class OperationRequest:
     kind: str
     app_name: str
     version: str | None
-    requester: str
-    room_id: str | None = None
-    event_id: str | None = None
+    requester: UserID
+    room_id: RoomID | None = None
+    event_id: EventID | None = None
     approvers: tuple[str, ...] = ()
     # The plan's binding the approvers voted on: execution refuses any other plan.
     expected_binding: Binding | None = None

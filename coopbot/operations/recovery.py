@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coopbot.errors import CoopbotError
-from coopbot.ids import EventID, RoomID
+from coopbot.ids import EventID
 from coopbot.messages import ReplyTarget
 from coopbot.operations.checkpoints import RestoreProgress, volume_lines
 from coopbot.operations.scope import AppScope
@@ -265,7 +265,7 @@ class Recovery:
         text = "\n".join([f"{icon} {lead}. What came of it: **{outcome.result}**: "
                           f"{outcome.summary}.", *outcome.details])
         command = ReplyTarget(
-            RoomID(record.room_id), EventID(record.event_id),
+            record.room_id, record.event_id,
             (status.thread_root if status is not None
              and status.thread_root != record.event_id else None),
         )
@@ -281,7 +281,7 @@ class Recovery:
             result=f"{outcome.result} (answered after a restart)",
         )
 
-    async def _answered(self, event_id: str) -> bool:
+    async def _answered(self, event_id: EventID) -> bool:
         return any(row.decision == Decision.RESULT for row in await self._audit.for_event(event_id))
 
     async def _status_update(self, record: OperationRecord, text: str) -> None:

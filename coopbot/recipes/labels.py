@@ -81,14 +81,6 @@ def compose_labels(compose: Mapping[str, Any]) -> dict[str, Any]:
     return as_map(labels) if labels else {}
 
 
-def compose_version(compose: Mapping[str, Any], stack: str) -> str | None:
-    labels = compose_labels(compose)
-    for key in version_keys(stack):
-        if labels.get(key) is not None:
-            return str(labels[key])
-    return None
-
-
 def compose_timeout(compose: Mapping[str, Any], stack: str, default: float) -> float:
     """The recipe's timeout label on its app service, else `default` (the app's TIMEOUT,
     itself 300 s unless set, as abra)."""

@@ -53,11 +53,8 @@ async def wait_converged(
     timeout: float,
     progress: ProgressCallback | None = None,
     poll: float = CONVERGENCE_POLL_SECONDS,
-    expect_rollback: bool = False,
 ) -> ConvergenceResult:
     """Poll `snapshot()` until done or `timeout`; `progress` is called when something changed.
-
-    `expect_rollback=True` after a requested rollback: "rollback_completed" is then the goal.
 
     A server that stops answering mid-wait is polled again until the deadline (a deploy keeps
     running server-side); its error is raised only if it never answered again.
@@ -82,8 +79,7 @@ async def wait_converged(
         pending = tuple(
             s.short_name
             for s in services
-            if not _ok(s, expect_rollback) and not _failed(s, expect_rollback)
-            and not stuck.failed(s, elapsed)
+            if not s.converged and not s.update_failed and not stuck.failed(s, elapsed)
         )
         if progress is not None and _signature(services) != seen:
             seen = _signature(services)
@@ -95,8 +91,7 @@ async def wait_converged(
     failures = [
         await _failure(s, log_tail, timeout, stuck.reason(s, elapsed))
         for s in services
-        if _failed(s, expect_rollback) or stuck.failed(s, elapsed)
-        or (timed_out and not _ok(s, expect_rollback))
+        if s.update_failed or stuck.failed(s, elapsed) or (timed_out and not s.converged)
     ]
     return ConvergenceResult(
         stack=stack,
@@ -105,18 +100,6 @@ async def wait_converged(
         elapsed=loop.time() - start,
         services=tuple(services),
         failures=tuple(failures),
-    )
-
-
-def _ok(service: ServiceState, expect_rollback: bool) -> bool:
-    if expect_rollback and service.update_state == "rollback_completed":
-        return service.replicas_updated >= service.replicas_desired
-    return service.converged
-
-
-def _failed(service: ServiceState, expect_rollback: bool) -> bool:
-    return service.update_failed and not (
-        expect_rollback and service.update_state == "rollback_completed"
     )
 
 

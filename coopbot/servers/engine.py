@@ -225,18 +225,12 @@ class DockerEngine:
                 )
             await asyncio.sleep(_REMOVAL_POLL)
 
-    async def rollback_service(self, service: str) -> None:
-        """Ask swarm to roll the service back to its previous spec (returns at once)."""
-        await self._cli(["service", "rollback", "--detach", "--quiet", "--", service])
-
     async def wait_converged(
         self,
         stack: str,
         timeout: float,
         progress: ProgressCallback | None = None,
         poll: float = CONVERGENCE_POLL_SECONDS,
-        *,
-        expect_rollback: bool = False,
     ) -> ConvergenceResult:
         """See `convergence.wait_converged`. Failures carry a RAW log tail (may hold secrets)."""
         return await _wait_converged(
@@ -246,7 +240,6 @@ class DockerEngine:
             timeout=timeout,
             progress=progress,
             poll=poll,
-            expect_rollback=expect_rollback,
         )
 
     async def scale_service(self, service: str, replicas: int) -> int:

@@ -6,10 +6,12 @@ gets one row when it is decided and one more row with its result.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from coopbot.ids import EventID, OperationID, RoomID, UserID
 from coopbot.store.database import Database
 
 
@@ -27,14 +29,25 @@ class Decision(StrEnum):
 class AuditRow:
     id: int
     at: float
-    event_id: str | None
-    room_id: str | None
-    sender: str | None
+    event_id: EventID | None
+    room_id: RoomID | None
+    sender: UserID | None
     command: str
     args: str
     decision: str
     result: str
-    operation_id: str | None
+    operation_id: OperationID | None
+
+    @staticmethod
+    def of_row(row: sqlite3.Row) -> AuditRow:
+        return AuditRow(
+            id=row["id"], at=row["at"], event_id=row["event_id"], room_id=row["room_id"],
+            sender=row["sender"], command=row["command"], args=row["args"],
+            decision=row["decision"], result=row["result"], operation_id=row["operation_id"],
+        )
+
+
+_COLUMNS = "id, at, event_id, room_id, sender, command, args, decision, result, operation_id"
 
 
 class AuditLog:
@@ -61,7 +74,7 @@ class AuditLog:
         )
         return int(cursor.lastrowid or 0)
 
-    async def recent(self, *, room_id: str | None = None, limit: int = 20,
+    async def recent(self, *, room_id: RoomID | None = None, limit: int = 20,
                      mentioning: str | None = None) -> list[AuditRow]:
         """Newest first; `mentioning` narrows to rows whose arguments name it (an app)."""
         clauses: list[str] = []
@@ -72,17 +85,17 @@ class AuditLog:
         if mentioning is not None:
             clauses.append("instr(args, ?) > 0")
             params.append(mentioning)
-        query = "SELECT * FROM audit_log"
+        query = f"SELECT {_COLUMNS} FROM audit_log"
         if clauses:
             query += " WHERE " + " AND ".join(clauses)
         query += " ORDER BY id DESC LIMIT ?"
         async with self._db.conn.execute(query, (*params, limit)) as cursor:
             rows = await cursor.fetchall()
-        return [AuditRow(*row) for row in rows]
+        return [AuditRow.of_row(row) for row in rows]
 
-    async def for_event(self, event_id: str) -> list[AuditRow]:
+    async def for_event(self, event_id: EventID) -> list[AuditRow]:
         async with self._db.conn.execute(
-            "SELECT * FROM audit_log WHERE event_id = ? ORDER BY id", (event_id,)
+            f"SELECT {_COLUMNS} FROM audit_log WHERE event_id = ? ORDER BY id", (event_id,)
         ) as cursor:
             rows = await cursor.fetchall()
-        return [AuditRow(*row) for row in rows]
+        return [AuditRow.of_row(row) for row in rows]

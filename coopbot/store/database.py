@@ -29,6 +29,8 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (one transaction per migration).
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+        # Rows are read by column name (they still support index access).
+        self._conn.row_factory = sqlite3.Row
         await self._conn.execute("PRAGMA journal_mode=WAL")
         await self._conn.execute("PRAGMA foreign_keys=ON")
         await self._conn.execute("PRAGMA busy_timeout=5000")
@@ -73,8 +75,6 @@ class Database:
 
 def _statements(script: str) -> list[str]:
     """Split a migration into statements (trigger bodies hold `;`: ask sqlite when one is whole)."""
-
-
     statements: list[str] = []
     buffer = ""
     for line in script.splitlines(keepends=True):

@@ -12,7 +12,7 @@ class KeyValueStore:
     async def get(self, key: str) -> str | None:
         async with self._db.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)) as cursor:
             row = await cursor.fetchone()
-        return str(row[0]) if row else None
+        return str(row["value"]) if row else None
 
     async def set(self, key: str, value: str) -> None:
         await self._db.conn.execute(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from coopbot.crashpoint import crash_point
 from coopbot.errors import Busy, CoopbotError, UserError
+from coopbot.ids import EventID, OperationID, RoomID, UserID
 from coopbot.observe import Observers, OperationFinished
 from coopbot.store.audit import AuditLog, Decision
 from coopbot.store.database import Database
@@ -33,24 +34,29 @@ REFUSED = "refused"
 @dataclass(frozen=True)
 class LockHolder:
     app: str
-    operation_id: str
+    operation_id: OperationID
     kind: str
-    holder: str
+    holder: UserID
     since: float
+
+    @staticmethod
+    def of_row(row: sqlite3.Row) -> LockHolder:
+        return LockHolder(app=row["app"], operation_id=row["operation_id"], kind=row["kind"],
+                          holder=row["holder"], since=row["since"])
 
 
 @dataclass(frozen=True)
 class OperationRecord:
-    id: str
+    id: OperationID
     kind: str
     app: str
     server: str
     from_version: str | None
     to_version: str | None
-    requester: str
-    approvers: str
-    room_id: str | None
-    event_id: str | None
+    requester: UserID
+    approvers: str  # comma-separated user ids
+    room_id: RoomID | None
+    event_id: EventID | None
     started_at: float
     finished_at: float | None
     result: str
@@ -60,6 +66,22 @@ class OperationRecord:
     @property
     def duration(self) -> float | None:
         return None if self.finished_at is None else self.finished_at - self.started_at
+
+    @staticmethod
+    def of_row(row: sqlite3.Row) -> OperationRecord:
+        return OperationRecord(
+            id=row["id"], kind=row["kind"], app=row["app"], server=row["server"],
+            from_version=row["from_version"], to_version=row["to_version"],
+            requester=row["requester"], approvers=row["approvers"], room_id=row["room_id"],
+            event_id=row["event_id"], started_at=row["started_at"],
+            finished_at=row["finished_at"], result=row["result"], summary=row["summary"],
+            checkpoint=row["checkpoint"],
+        )
+
+
+_LOCK_COLUMNS = "app, operation_id, kind, holder, since"
+_OPERATION_COLUMNS = ("id, kind, app, server, from_version, to_version, requester, approvers,"
+                      " room_id, event_id, started_at, finished_at, result, summary, checkpoint")
 
 
 class OperationStore:
@@ -72,16 +94,16 @@ class OperationStore:
 
     @asynccontextmanager
     async def running(
-        self, *, kind: str, app: str, server: str, requester: str, room_id: str | None,
-        event_id: str | None, approvers: tuple[str, ...] = (), to_version: str | None = None,
-    ) -> AsyncIterator[str]:
+        self, *, kind: str, app: str, server: str, requester: UserID, room_id: RoomID | None,
+        event_id: EventID | None, approvers: tuple[str, ...] = (), to_version: str | None = None,
+    ) -> AsyncIterator[OperationID]:
         """Hold the app's lock and an operation record while the body runs; yields the id.
 
         Busy when another operation holds the app. A body that raises leaves the record
         `failed` (the body itself calls finish() for its own outcomes) and releases the lock.
         A body cancelled (the bot stopping mid-operation, while the swarm may well finish it)
         leaves both as a crash would: the next start finds out what came of it."""
-        operation_id = uuid.uuid4().hex[:8]
+        operation_id = OperationID(uuid.uuid4().hex[:8])
         busy = await self.try_lock(app, operation_id, kind, requester)
         if busy is not None:
             since = time.strftime("%H:%M:%S UTC", time.gmtime(busy.since))
@@ -123,36 +145,36 @@ class OperationStore:
     async def stale_locks(self) -> list[LockHolder]:
         """Locks held by earlier bot processes: their operations were cut off by a crash."""
         async with self._db.conn.execute(
-            "SELECT app, operation_id, kind, holder, since FROM app_locks WHERE instance != ?"
-            " ORDER BY since",
+            f"SELECT {_LOCK_COLUMNS} FROM app_locks WHERE instance != ? ORDER BY since",
             (self.instance,),
         ) as cursor:
-            return [LockHolder(*row) for row in await cursor.fetchall()]
+            return [LockHolder.of_row(row) for row in await cursor.fetchall()]
 
     async def unfinished_without_lock(self) -> list[OperationRecord]:
         """Operations with no result and no lock (a lock is taken before the record is begun
         and released after it is finished, so only a damaged database holds any)."""
         async with self._db.conn.execute(
-            "SELECT * FROM operations WHERE finished_at IS NULL AND id NOT IN"
+            f"SELECT {_OPERATION_COLUMNS} FROM operations WHERE finished_at IS NULL AND id NOT IN"
             " (SELECT operation_id FROM app_locks) ORDER BY started_at",
         ) as cursor:
-            return [OperationRecord(*row) for row in await cursor.fetchall()]
+            return [OperationRecord.of_row(row) for row in await cursor.fetchall()]
 
     async def unanswered(self, since: float, until: float) -> list[OperationRecord]:
         """Operations finished between `since` and `until` whose command was never answered:
         the pipeline appends the command's RESULT audit row right after answering, so a crash
         between an operation's end and its answer leaves none."""
         async with self._db.conn.execute(
-            "SELECT * FROM operations AS op WHERE op.finished_at BETWEEN ? AND ?"
+            f"SELECT {_OPERATION_COLUMNS} FROM operations AS op"
+            " WHERE op.finished_at BETWEEN ? AND ?"
             " AND op.event_id IS NOT NULL AND op.room_id IS NOT NULL AND NOT EXISTS"
             " (SELECT 1 FROM audit_log WHERE audit_log.event_id = op.event_id"
             "  AND audit_log.decision = 'result') ORDER BY op.started_at",
             (since, until),
         ) as cursor:
-            return [OperationRecord(*row) for row in await cursor.fetchall()]
+            return [OperationRecord.of_row(row) for row in await cursor.fetchall()]
 
     async def try_lock(
-        self, app: str, operation_id: str, kind: str, holder: str
+        self, app: str, operation_id: OperationID, kind: str, holder: UserID
     ) -> LockHolder | None:
         """Take the app's lock. Returns None on success, or the current holder when busy."""
         try:
@@ -164,29 +186,29 @@ class OperationStore:
             return None
         except sqlite3.IntegrityError:
             async with self._db.conn.execute(
-                "SELECT app, operation_id, kind, holder, since FROM app_locks WHERE app = ?", (app,)
+                f"SELECT {_LOCK_COLUMNS} FROM app_locks WHERE app = ?", (app,)
             ) as cursor:
                 row = await cursor.fetchone()
             if row is None:  # released in between: try once more
                 return await self.try_lock(app, operation_id, kind, holder)
-            return LockHolder(*row)
+            return LockHolder.of_row(row)
 
     async def lock_holder(self, app: str) -> LockHolder | None:
         async with self._db.conn.execute(
-            "SELECT app, operation_id, kind, holder, since FROM app_locks WHERE app = ?", (app,)
+            f"SELECT {_LOCK_COLUMNS} FROM app_locks WHERE app = ?", (app,)
         ) as cursor:
             row = await cursor.fetchone()
-        return LockHolder(*row) if row else None
+        return LockHolder.of_row(row) if row else None
 
-    async def unlock(self, app: str, operation_id: str) -> None:
+    async def unlock(self, app: str, operation_id: OperationID) -> None:
         await self._db.conn.execute(
             "DELETE FROM app_locks WHERE app = ? AND operation_id = ?", (app, operation_id)
         )
 
     async def begin(
-        self, *, operation_id: str, kind: str, app: str, server: str, requester: str,
-        from_version: str | None, to_version: str | None, room_id: str | None,
-        event_id: str | None, approvers: str = "",
+        self, *, operation_id: OperationID, kind: str, app: str, server: str,
+        requester: UserID, from_version: str | None, to_version: str | None,
+        room_id: RoomID | None, event_id: EventID | None, approvers: str = "",
     ) -> None:
         await self._db.conn.execute(
             "INSERT INTO operations(id, kind, app, server, from_version, to_version, requester,"
@@ -195,19 +217,19 @@ class OperationStore:
              room_id, event_id, time.time()),
         )
 
-    async def set_versions(self, operation_id: str, from_version: str | None,
+    async def set_versions(self, operation_id: OperationID, from_version: str | None,
                            to_version: str | None) -> None:
         await self._db.conn.execute(
             "UPDATE operations SET from_version = ?, to_version = ? WHERE id = ?",
             (from_version, to_version, operation_id),
         )
 
-    async def checkpoint(self, operation_id: str, progress: str) -> None:
+    async def checkpoint(self, operation_id: OperationID, progress: str) -> None:
         """Store how far the operation got (read by recovery after a crash)."""
         await self._db.conn.execute(
             "UPDATE operations SET checkpoint = ? WHERE id = ?", (progress, operation_id))
 
-    async def finish(self, operation_id: str, result: str, summary: str) -> bool:
+    async def finish(self, operation_id: OperationID, result: str, summary: str) -> bool:
         """Close the operation record and append its outcome to the audit log, once: an
         operation that already has a result keeps it (returns False, records nothing)."""
         cursor = await self._db.conn.execute(
@@ -244,15 +266,16 @@ class OperationStore:
         ))
         return True
 
-    async def get(self, operation_id: str) -> OperationRecord | None:
+    async def get(self, operation_id: OperationID) -> OperationRecord | None:
         async with self._db.conn.execute(
-            "SELECT * FROM operations WHERE id = ?", (operation_id,)
+            f"SELECT {_OPERATION_COLUMNS} FROM operations WHERE id = ?", (operation_id,)
         ) as cursor:
             row = await cursor.fetchone()
-        return OperationRecord(*row) if row else None
+        return OperationRecord.of_row(row) if row else None
 
     async def history(self, app: str | None = None, limit: int = 20) -> list[OperationRecord]:
-        query = "SELECT * FROM operations"
+        """Newest first."""
+        query = f"SELECT {_OPERATION_COLUMNS} FROM operations"
         params: tuple[object, ...] = ()
         if app is not None:
             query += " WHERE app = ?"
@@ -260,7 +283,7 @@ class OperationStore:
         async with self._db.conn.execute(
             query + " ORDER BY started_at DESC, rowid DESC LIMIT ?", (*params, limit)
         ) as cursor:
-            return [OperationRecord(*row) for row in await cursor.fetchall()]
+            return [OperationRecord.of_row(row) for row in await cursor.fetchall()]
 
     async def active_between(self, app: str, start: float, end: float) -> bool:
         """Whether an operation on `app` ran at any time between `start` and `end`."""
@@ -279,4 +302,4 @@ class OperationStore:
             " ORDER BY started_at DESC, rowid DESC",
             (app,),
         ) as cursor:
-            return [str(row[0]) for row in await cursor.fetchall()]
+            return [str(row["to_version"]) for row in await cursor.fetchall()]

@@ -6,6 +6,7 @@ thread root is kept with it, so what the bot says after a restart lands in the s
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,12 @@ class StatusMessage:
     status_event_id: EventID
     thread_root: EventID
 
+    @staticmethod
+    def of_row(row: sqlite3.Row) -> StatusMessage:
+        return StatusMessage(command_event_id=row["command_event_id"], room_id=row["room_id"],
+                             status_event_id=row["status_event_id"],
+                             thread_root=row["thread_root"])
+
 
 class StatusMessages:
     def __init__(self, db: Database) -> None:
@@ -33,17 +40,15 @@ class StatusMessages:
             (command_event_id, room_id, status_event_id, thread_root, time.time()),
         )
 
-    async def get(self, command_event_id: str) -> StatusMessage | None:
+    async def get(self, command_event_id: EventID) -> StatusMessage | None:
         async with self._db.conn.execute(
             "SELECT command_event_id, room_id, status_event_id, thread_root FROM status_messages"
             " WHERE command_event_id = ?", (command_event_id,),
         ) as cursor:
             row = await cursor.fetchone()
-        if row is None:
-            return None
-        return StatusMessage(EventID(row[0]), RoomID(row[1]), EventID(row[2]), EventID(row[3]))
+        return StatusMessage.of_row(row) if row else None
 
-    async def forget(self, command_event_id: str) -> None:
+    async def forget(self, command_event_id: EventID) -> None:
         await self._db.conn.execute(
             "DELETE FROM status_messages WHERE command_event_id = ?", (command_event_id,))
 
