@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from coopbot.operations.kinds import OperationKind
 
 from coopbot.config import Config
 from coopbot.errors import CoopbotError, UserError
@@ -22,6 +21,7 @@ from coopbot.ids import EventID, RoomID, UserID
 from coopbot.invocation import Invocation
 from coopbot.messages import IncomingMessage
 from coopbot.observe import CommandHandled, Event, Observers
+from coopbot.operation_kinds import OperationKind
 from coopbot.operations.plan import PlannedChange
 from coopbot.parser import CommandParser
 from coopbot.pipeline import Pipeline, PipelineSettings
