@@ -50,7 +50,7 @@ def service(healthcheck: bool = True, update: str | None = None) -> Any:
     ],
 )
 def test_health_follows_task_states(tasks: list[Any], healthcheck: bool, health: str) -> None:
-    assert service_state(service(healthcheck), tasks, 1).health == health
+    assert service_state(service(healthcheck), tasks, tasks[:1]).health == health
 
 
 def test_service_state_fields() -> None:
@@ -62,13 +62,26 @@ def test_service_state_fields() -> None:
             task("failed", "shutdown", "new error", at="2026-01-01T10:00:00.10000001Z"),
             task("failed", "shutdown", "newest error", at="2026-01-01T10:00:01Z"),
         ],
-        1,
+        [task("running")],
     )
     assert (state.name, state.short_name, state.stack) == ("blog_app", "app", "blog")
     assert state.image == "coopbot-test/app:v1"
     assert (state.replicas_desired, state.replicas_running, state.replicas_updated) == (2, 1, 1)
     assert state.last_error == "newest error"
     assert state.update_failed and not state.converged
+
+
+def test_rejected_and_unplaceable_tasks_count_only_for_the_current_spec() -> None:
+    old = task("rejected", "shutdown", "No such image: app:v0", at="2026-01-01T10:00:00Z")
+    new = [task("rejected", "shutdown", "No such image: app:v9", at=f"2026-01-01T10:00:0{n}Z")
+           for n in (1, 2)]
+    state = service_state(service(), [old, *new], new)
+    assert (state.rejections, state.current_error, state.unplaceable) == (
+        2, "No such image: app:v9", False)
+    waiting = task("pending", err="no suitable node (scheduling constraints not satisfied)")
+    state = service_state(service(), [old, waiting], [waiting])
+    assert state.unplaceable and state.rejections == 0
+    assert not service_state(service(), [waiting], []).unplaceable  # an old spec's task
 
 
 def test_timestamps_with_trimmed_nanoseconds_sort_by_time() -> None:

@@ -271,10 +271,9 @@ class DockerEngine:
         def fetch(api: Any) -> tuple[Any, Any, Any]:
             services = api.services(filters=label, status=True)
             tasks = api.tasks(filters=label)
-            # The daemon's own "matches the current spec" test, as `docker service update` uses.
-            current = api.tasks(
-                filters={**label, "_up-to-date": "true", "desired-state": "running"}
-            )
+            # The daemon's own "matches the current spec" test, as `docker service update` uses
+            # (any state: a rejected or unplaceable task of the current spec counts too).
+            current = api.tasks(filters={**label, "_up-to-date": "true"})
             return services, tasks, current
 
         where = f"stack {stack}" if stack else "all stacks"
@@ -282,12 +281,12 @@ class DockerEngine:
         by_service: dict[str, list[Any]] = defaultdict(list)
         for task in tasks:
             by_service[task["ServiceID"]].append(task)
-        updated: dict[str, int] = defaultdict(int)
+        current_by_service: dict[str, list[Any]] = defaultdict(list)
         for task in current:
-            if task["Status"]["State"] == "running":
-                updated[task["ServiceID"]] += 1
+            current_by_service[task["ServiceID"]].append(task)
         states = [
-            swarm_parse.service_state(s, by_service[s["ID"]], updated[s["ID"]]) for s in services
+            swarm_parse.service_state(s, by_service[s["ID"]], current_by_service[s["ID"]])
+            for s in services
         ]
         return sorted(states, key=lambda state: state.name)
 

@@ -30,10 +30,14 @@ def short_name(name: str, stack: str) -> str:
 
 
 def service_state(
-    service: ApiDict, tasks: Iterable[ApiDict], updated_running: int = 0
+    service: ApiDict, tasks: Iterable[ApiDict], current: Iterable[ApiDict] = ()
 ) -> ServiceState:
-    """`tasks` are this service's tasks (any state); `updated_running` counts its running tasks
-    that the daemon reports as up to date with the current spec."""
+    """`tasks` are this service's tasks (any state); `current` those of them the daemon
+    reports as up to date with the current spec (its own test, so a spec change is never
+    guessed from timestamps)."""
+    current = list(current)
+    updated_running = sum(1 for t in current if t.get("DesiredState") == "running"
+                          and t["Status"].get("State") == "running")
     spec = service["Spec"]
     labels: dict[str, str] = dict(spec.get("Labels") or {})
     stack = labels.get(STACK_LABEL, "")
@@ -44,7 +48,6 @@ def service_state(
     starting = sum(1 for t in live if t["Status"]["State"] == "starting")
     desired = _desired(service, mode)
     last_error = _last_error(tasks)
-    current = _of_current_spec(service, tasks)
     update = service.get("UpdateStatus") or {}
     return ServiceState(
         name=spec["Name"],
@@ -68,10 +71,6 @@ def service_state(
     )
 
 
-def _of_current_spec(service: ApiDict, tasks: Iterable[ApiDict]) -> list[ApiDict]:
-    """Tasks created since the service's spec last changed (so: for its current spec)."""
-    changed = timestamp_key(str(service.get("UpdatedAt") or service.get("CreatedAt") or ""))
-    return [t for t in tasks if timestamp_key(str(t.get("CreatedAt", ""))) >= changed]
 
 
 def _desired(service: ApiDict, mode: str) -> int:
