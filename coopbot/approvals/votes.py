@@ -7,6 +7,7 @@ from __future__ import annotations
 from coopbot.approvals.card import NO_KEYS, YES_KEYS
 from coopbot.approvals.inflight import past_expiry
 from coopbot.approvals.tallying import Evaluation
+from coopbot.ids import EventID, UserID
 from coopbot.messages import IncomingReaction, IncomingRedaction
 from coopbot.store.approvals import OPEN, ApprovalRequest, ApprovalStore, Vote
 from coopbot.store.audit import AuditLog, Decision
@@ -48,7 +49,8 @@ class Votes:
             )
             await self._evaluation.evaluate(request)
 
-    async def cast(self, request: ApprovalRequest, voter: str, approve: bool, event_id: str,
+    async def cast(self, request: ApprovalRequest, voter: UserID, approve: bool,
+                   event_id: EventID,
                    reason: str, via: str) -> bool:
         """Record a vote and evaluate; False when this vote event was already counted."""
         seq = await self._store.next_seq(event_id)

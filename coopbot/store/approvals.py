@@ -9,11 +9,13 @@ executes twice.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from coopbot.ids import EventID, RoomID, UserID
 from coopbot.store.database import Database
 
 
@@ -37,9 +39,9 @@ CLOSED_STATES = frozenset(RequestState) - {OPEN, RUNNING}
 
 @dataclass(frozen=True)
 class Vote:
-    voter: str
+    voter: UserID
     approve: bool
-    event_id: str
+    event_id: EventID
     seq: int  # the bot's own receive order; sender timestamps are never trusted
     reason: str = ""
     via: str = "command"  # "reaction" or "command" (!approve / !deny)
@@ -48,11 +50,11 @@ class Vote:
 @dataclass(frozen=True)
 class ApprovalRequest:
     id: int
-    room_id: str
-    command_event_id: str
-    thread_root: str
-    card_event_id: str | None
-    requester: str
+    room_id: RoomID
+    command_event_id: EventID
+    thread_root: EventID
+    card_event_id: EventID | None
+    requester: UserID
     command: str
     args: dict[str, str]
     operation: str
@@ -66,12 +68,22 @@ class ApprovalRequest:
     closed_at: float | None
     outcome: str
 
-
-def _request(row: Any) -> ApprovalRequest:
-    values = list(row)
-    values[7] = json.loads(values[7])
-    values[12] = json.loads(values[12])
-    return ApprovalRequest(*values)
+    @staticmethod
+    def of_row(row: sqlite3.Row) -> ApprovalRequest:
+        """A stored request, its columns read by name."""
+        card = row["card_event_id"]
+        return ApprovalRequest(
+            id=int(row["id"]), room_id=RoomID(row["room_id"]),
+            command_event_id=EventID(row["command_event_id"]),
+            thread_root=EventID(row["thread_root"]),
+            card_event_id=EventID(card) if card is not None else None,
+            requester=UserID(row["requester"]), command=row["command"],
+            args=json.loads(row["args"]), operation=row["operation"], app=row["app"],
+            binding=row["binding"], plan_text=row["plan_text"],
+            policy=json.loads(row["policy"]), created_at=row["created_at"],
+            expires_at=row["expires_at"], state=row["state"], closed_at=row["closed_at"],
+            outcome=row["outcome"],
+        )
 
 
 class ApprovalStore:
@@ -106,14 +118,14 @@ class ApprovalStore:
             "SELECT * FROM approval_requests WHERE id = ?", (request_id,)
         ) as cursor:
             row = await cursor.fetchone()
-        return _request(row) if row else None
+        return ApprovalRequest.of_row(row) if row else None
 
     async def by_card(self, card_event_id: str) -> ApprovalRequest | None:
         async with self._db.conn.execute(
             "SELECT * FROM approval_requests WHERE card_event_id = ?", (card_event_id,)
         ) as cursor:
             row = await cursor.fetchone()
-        return _request(row) if row else None
+        return ApprovalRequest.of_row(row) if row else None
 
     async def open_requests(self, room_id: str | None = None) -> list[ApprovalRequest]:
         return await self.in_state(OPEN, room_id)
@@ -126,7 +138,7 @@ class ApprovalStore:
             query += " AND room_id = ?"
             params = (state.value, room_id)
         async with self._db.conn.execute(query + " ORDER BY id", params) as cursor:
-            return [_request(row) for row in await cursor.fetchall()]
+            return [ApprovalRequest.of_row(row) for row in await cursor.fetchall()]
 
     async def transition(self, request_id: int, from_state: RequestState,
                          to_state: RequestState, outcome: str = "") -> bool:
@@ -176,10 +188,11 @@ class ApprovalStore:
             " WHERE request_id = ? ORDER BY seq", (request_id,)
         ) as cursor:
             rows = await cursor.fetchall()
-        return [Vote(voter=r[0], approve=bool(r[1]), event_id=r[2], seq=int(r[3]), reason=r[4],
-                     via=r[5]) for r in rows]
+        return [Vote(voter=UserID(r["voter"]), approve=bool(r["approve"]),
+                     event_id=EventID(r["event_id"]), seq=int(r["seq"]), reason=r["reason"],
+                     via=r["via"]) for r in rows]
 
-    async def drop_votes_by_event(self, request_id: int, event_ids: set[str]) -> None:
+    async def drop_votes_by_event(self, request_id: int, event_ids: set[EventID]) -> None:
         for event_id in event_ids:
             await self._db.conn.execute(
                 "DELETE FROM approval_votes WHERE request_id = ? AND event_id = ?",
