@@ -260,8 +260,10 @@ async def test_auto_update_goes_through_the_policy(rooms: Rooms, app: str) -> No
     await r.news_matching("It is marked for auto-update")
     card = await r.news_matching("Request #")
     assert f"upgrade `{app}` on local: 1.0.0+v1 -> 1.1.0+v2" in card
-    card_event = next(m for m in r.alice.messages_from(r.news, r.bot.user_id)
-                      if str(m.source["content"].get("body", "")).startswith("Request #"))
+    # Alice's own client may see the card a moment after the member who read it above.
+    card_event = await r.alice.wait_for_message(
+        r.news, sender=r.bot.user_id,
+        predicate=lambda m: str(m.source["content"].get("body", "")).startswith("Request #"))
     await r.alice.react(r.news, card_event.event_id, "👍")
     news = await r.news_matching(f"✅ upgrade `{app}`", timeout=TIMEOUT)
     assert "1.0.0+v1 -> 1.1.0+v2: ok" in news
