@@ -35,7 +35,7 @@ class RequestRecord:
             thread_root=inv.reply_to.reply_thread_root, requester=inv.sender,
             command=inv.spec.name, args=inv.args, operation=policy.operation, app=planned.app,
             binding=planned.binding.text, plan_text="\n".join(planned.lines),
-            policy=asdict(policy), expires_in=policy.expires_seconds,
+            policy=asdict(policy), expires_in=policy.deadline_seconds,
         )
         status = "open" if replaces is None else f"open (replaces request #{replaces})"
         card = render(request, policy, None, status, self._prefix)
