@@ -66,9 +66,10 @@ class Approvals:
     ) -> None:
         inflight = InFlight()
         voters = voters or Voters.none()
-        record = RequestRecord(store=store, audit=audit, poster=poster, prefix=prefix)
         counts = VoteCount(store=store, roles=roles, power=power, rooms=rooms, prefix=prefix,
                            devices=devices, voters=voters)
+        record = RequestRecord(store=store, audit=audit, poster=poster, prefix=prefix,
+                               count=counts.count_or_none)
         run = ApprovedRun(
             store=store, inflight=inflight, record=record, roles=roles, power=power,
             rooms=rooms, registry=registry, execute=execute, statuses=statuses, tasks=tasks,

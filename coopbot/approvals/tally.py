@@ -92,7 +92,9 @@ class Tally:
     @property
     def progress(self) -> str:
         what = " organisations" if self.by_organisation else ""
-        text = f"{len(self.counted(Choice.CONSENT))} of {self.needed}{what}"
+        consents = len(self.counted(Choice.CONSENT))
+        text = (f"{consents} of {self.needed}{what}" if self.needed else
+                f"{consents} consenting" + (" organisation(s)" if self.by_organisation else ""))
         if self.participation:
             text += f", {len(self.units)} of {self.participation} taking part"
         return text
