@@ -36,7 +36,7 @@ class Policy:
         return self.lazy_seconds or self.expires_seconds
 
     def describe(self) -> str:
-        unit = "organisation" if self.count == "organisations" else "person"
+        unit = "organisation " if self.count == "organisations" else ""
         if self.count == "organisations":
             rule = ("its members' common vote, or stand aside when they differ"
                     if self.organisation_rule == "unanimous" else "its latest member's vote")
@@ -45,7 +45,7 @@ class Policy:
         else:
             parts = [f"{self.approvals} approval(s) from {self.approver_role}"]
         if self.participation:
-            parts.append(f"{self.participation} {unit} vote(s) of any kind (🤷 counts) "
+            parts.append(f"{self.participation} {unit}vote(s) of any kind (🤷 counts) "
                          "before a decision")
         if self.lazy_seconds:
             parts.append(f"lazy consensus: decided after {_duration(self.lazy_seconds)} "
