@@ -57,12 +57,14 @@ class Reminders:
         await self._poster.reply(
             ReplyTarget(RoomID(request.room_id), EventID(request.card_event_id),
                         EventID(request.thread_root)),
-            self.reminder(request, result, names), key=f"approval/{request.id}/reminder")
+            self.reminder(request, policy, result, names), key=f"approval/{request.id}/reminder")
         return True
 
-    def reminder(self, request: ApprovalRequest, result: Tally, names: list[str]) -> Reply:
+    def reminder(self, request: ApprovalRequest, policy: Policy, result: Tally,
+                 names: list[str]) -> Reply:
         mentioned = tuple(sorted(result.people_waited_for() & self._voters.mentions))
-        text = (f"⏰ Request #{request.id} ({request.plan_text.splitlines()[0]}) is decided "
+        closes = "is decided by lazy consensus" if policy.lazy_seconds else "expires"
+        text = (f"⏰ Request #{request.id} ({request.plan_text.splitlines()[0]}) {closes} "
                 f"at {when(request.expires_at)}. Not voted yet: {', '.join(names)}. "
                 f"Vote on the card, or `!approve {request.id}`, `!abstain {request.id}` or "
                 f"`!deny {request.id}`.")
