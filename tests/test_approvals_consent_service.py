@@ -39,6 +39,21 @@ async def test_lazy_consensus_passes_when_the_timer_finds_its_deadline(tmp_path:
             f"done: {status.removeprefix('passed by ')}"]
 
 
+async def test_lazy_consensus_never_passes_a_deadline_the_bot_did_not_watch(
+    tmp_path: Path,
+) -> None:
+    async with make_bench(tmp_path, LAZY) as bench:
+        request_id, card = await bench.open_request()
+        await vote(bench, CAROL, request_id, "$v1", True)
+        # Down from before the deadline until well after it: a block cast meanwhile would
+        # arrive late and not count, so lazy consensus cannot pass.
+        await bench.age(request_id, 3600 + 120)
+        assert await bench.approvals.expire_due() == 1
+        assert bench.runs == [] and await bench.state(request_id) == RequestState.EXPIRED
+        assert "time ran out while coopbot was not running" in bench.cards.texts[card]
+        assert await bench.closing_audit(request_id) == ["expired: not watched at the deadline"]
+
+
 async def test_lazy_consensus_with_too_few_taking_part_expires(tmp_path: Path) -> None:
     async with make_bench(tmp_path, {**LAZY, "participation": 2}) as bench:
         request_id, card = await bench.open_request()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -23,6 +24,11 @@ EXPIRY_CHECK_SECONDS = 2.0
 EXPIRED_STATUS = "expired without enough votes; ask again if still wanted"
 
 LAZY_FAILED_STATUS = "time ran out without consent: {why}; ask again if still wanted"
+# Lazy consensus passes only if the bot was watching when the time ran out: a block cast while
+# it was down would reach it after the deadline and not count, so then nothing passes.
+LAZY_GRACE_SECONDS = 60.0
+LAZY_UNWATCHED_STATUS = ("time ran out while coopbot was not running, so it cannot tell whether "
+                         "anyone blocked in time; ask again if still wanted")
 
 
 class Counts(Protocol):
@@ -66,10 +72,13 @@ class Expiry:
         if policy.lazy_seconds:
             # Only the votes that came before the deadline are stored: they decide.
             result = await self._counts.count(request, policy, deadline_passed=True)
-            if result.outcome == Outcome.LAZY:
+            watched = time.time() - request.expires_at <= LAZY_GRACE_SECONDS
+            if result.outcome == Outcome.LAZY and watched:
                 return await self._run.begin(request, policy, result)
             detail = "blocked" if result.no else f"{result.progress}"
             status = LAZY_FAILED_STATUS.format(why=detail)
+            if result.outcome == Outcome.LAZY:
+                detail, status = "not watched at the deadline", LAZY_UNWATCHED_STATUS
         if not await self._store.transition(request.id, OPEN, RequestState.EXPIRED, "expired"):
             return False
         closed = await self._store.get(request.id)
