@@ -1,4 +1,5 @@
-"""Approval commands: approve, deny, cancel, pending; and audit, the record of who did what."""
+"""Approval commands: approve, abstain (stand aside), deny, cancel, pending; and audit, the
+record of who did what."""
 
 from __future__ import annotations
 
@@ -33,16 +34,23 @@ class ApprovalCommands:
         request_id = Arg("id", help="the request number shown on its card", kind=REQUEST_ID)
         reason = Arg("reason", optional=True, rest=True, kind=TEXT)
         return [
-            CommandSpec("approve", "vote for a request (same as 👍 on its card)", self._member,
+            CommandSpec("approve", "consent to a request (same as 👍 on its card)", self._member,
                         self.approve, args=(request_id, reason),
                         details="Your role is checked again when votes are counted.",
                         examples=("!approve 3",)),
-            CommandSpec("deny", "vote against a request (same as 👎 on its card)", self._member,
+            CommandSpec("abstain", "stand aside on a request (same as 🤷 on its card): you "
+                        "take part without consenting or blocking", self._member,
+                        self.abstain, args=(request_id, reason), aliases=("standaside",),
+                        details="A stand aside counts towards the policy's participation, "
+                        "never as consent or block.",
+                        examples=("!abstain 3", "!standaside 3 fine by us, not our server")),
+            CommandSpec("deny", "block a request (same as 👎 on its card)", self._member,
                         self.deny, args=(request_id, reason),
                         examples=("!deny 3 not during the AGM",)),
             CommandSpec("cancel", "cancel an open request (its requester or an admin)",
                         self._member, self.cancel, args=(request_id,)),
-            CommandSpec("pending", "open requests in this room and their votes", self._member,
+            CommandSpec("pending", "open requests in this room, their votes and who has not "
+                        "voted yet", self._member,
                         self.pending),
             CommandSpec("audit", "who asked, approved and ran what, with results",
                         self._audit_role, self.audit,
@@ -52,6 +60,9 @@ class ApprovalCommands:
 
     async def approve(self, inv: Invocation) -> Reply:
         return await self._approvals.vote_command(inv, approve=True)
+
+    async def abstain(self, inv: Invocation) -> Reply:
+        return await self._approvals.vote_command(inv, approve=None)
 
     async def deny(self, inv: Invocation) -> Reply:
         return await self._approvals.vote_command(inv, approve=False)

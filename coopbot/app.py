@@ -8,6 +8,7 @@ import signal
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from coopbot.approvals.electorate import Voters
 from coopbot.approvals.policy import PolicyResolver
 from coopbot.approvals.service import Approvals
 from coopbot.backups import BackupService
@@ -309,6 +310,7 @@ def _approvals(config: Config, core: _Core, gateway: MatrixGateway,
         audit=core.audit, poster=gateway, execute=stages.executor.execute,
         statuses=stages.statuses, tasks=stages.tasks, prefix=config.matrix.command_prefix,
         bot_user_id=config.matrix.user_id, devices=gateway.device_trust,
+        voters=Voters.of(config),
     )
 
 

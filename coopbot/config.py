@@ -32,6 +32,7 @@ MXID = re.compile(r"^@[^:\s]+:[A-Za-z0-9.\-\[\]:]+$")
 ROOM_REF = re.compile(r"^(![^:\s]+(:[A-Za-z0-9.\-\[\]:]+)?|#[^:\s]+:[A-Za-z0-9.\-\[\]:]+)$")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+HOMESERVER = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
 
 
 class Strict(BaseModel):
@@ -157,6 +158,43 @@ class PolicyConfig(Strict):
     # Whether the command and the votes count only from devices their owner has cross-signed
     # (checked again when votes are counted); needs an encrypted room.
     verified_devices_only: bool | None = None
+    # Votes of any kind (consent, stand aside, block) needed before a decision.
+    participation: int | None = Field(default=None, ge=0, le=50)
+    # Who has one vote: each person, or each organisation (see `organisations`).
+    count: Literal["people", "organisations"] | None = None
+    # An organisation's vote: its latest member's, or its members' when they all agree
+    # (unanimous; else it counts as a stand aside).
+    organisation_rule: Literal["latest", "unanimous"] | None = None
+    # Lazy consensus: the request is decided when this time runs out (instead of `expires`):
+    # it passes with `approvals` consents and `participation` votes and no block.
+    lazy: Duration | None = None
+    # Remind the room who has not voted yet, once, this long before the deadline.
+    remind: Duration | None = None
+
+    @model_validator(mode="after")
+    def _remind_before_deadline(self) -> PolicyConfig:
+        deadline = self.lazy or self.expires
+        if self.remind is not None and deadline is not None and (
+                parse_duration(self.remind) >= parse_duration(deadline)):
+            key = "lazy" if self.lazy else "expires"
+            raise ValueError(f"remind: {self.remind} must be shorter than {key} ({deadline})")
+        return self
+
+
+class OrganisationConfig(Strict):
+    """A member organisation of a federation: its people by MXID or by homeserver name (a
+    listed MXID wins over a homeserver)."""
+
+    users: list[UserId] = []
+    servers: list[str] = []
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, value: list[str]) -> list[str]:
+        for server in value:
+            if not HOMESERVER.match(server):
+                raise ValueError(f"{server!r} is not a homeserver name like example.org")
+        return value
 
 
 class RoomConfig(Strict):
@@ -311,6 +349,10 @@ class Config(Strict):
     }
     # Per app name: policy overrides that win over the room's and the global ones.
     app_policies: dict[str, dict[str, PolicyConfig]] = {}
+    # Member organisations (for policies with `count: organisations`): each has one vote.
+    organisations: dict[str, OrganisationConfig] = {}
+    # People who want to be mentioned (pinged) by the reminder of who has not voted yet.
+    reminder_mentions: list[UserId] = []
     # Per command: the role it needs, overriding the command's default (e.g. audit: admin).
     command_roles: dict[str, str] = {}
     updates: UpdatesConfig = UpdatesConfig()
@@ -370,10 +412,31 @@ class Config(Strict):
                 if policy.approver_role is not None and policy.approver_role not in self.roles:
                     raise ValueError(f"{where}.{operation}.approver_role: unknown role "
                                      f"{policy.approver_role!r}")
+                if policy.count == "organisations" and not self.organisations:
+                    raise ValueError(f"{where}.{operation}.count: organisations needs the "
+                                     "`organisations` key")
+        self._check_organisations()
         for command, role in self.command_roles.items():
             if role not in self.roles:
                 raise ValueError(f"command_roles.{command}: unknown role {role!r}")
         return self
+
+    def _check_organisations(self) -> None:
+        users: dict[str, str] = {}
+        servers: dict[str, str] = {}
+        for name, organisation in self.organisations.items():
+            if not NAME.match(name):
+                raise ValueError(f"organisations: name {name!r} must be lowercase letters, "
+                                 "digits, - or _")
+            if not organisation.users and not organisation.servers:
+                raise ValueError(f"organisations.{name}: lists nobody: give users or servers")
+            for kind, seen, entries in (("users", users, organisation.users),
+                                        ("servers", servers, organisation.servers)):
+                for entry in entries:
+                    if entry in seen and seen[entry] != name:
+                        raise ValueError(f"organisations.{name}.{kind}: {entry} is already in "
+                                         f"organisation {seen[entry]!r}")
+                    seen[entry] = name
 
     def role_order(self) -> list[str]:
         return list(self.roles)
@@ -515,6 +578,11 @@ def summary(config: Config) -> list[str]:
     if config.role_homeservers is not None:
         lines.append(f"roles only for users of: {', '.join(config.role_homeservers)}")
     lines.append(f"bot admins: {', '.join(config.admins) or 'none'}")
+    for name, organisation in config.organisations.items():
+        parts = [f"{len(organisation.users)} listed user(s)"]
+        if organisation.servers:
+            parts.append(f"users of {', '.join(organisation.servers)}")
+        lines.append(f"organisation {name}: {', '.join(parts)}")
     for ref, room in config.rooms.items():
         parts = [f"servers {', '.join(room.servers) or 'none'}", f"apps {', '.join(room.apps)}"]
         if room.notifications:

@@ -25,6 +25,9 @@ class Reply:
     text: str
     html: str
     attachment: Attachment | None = None
+    # Who the message mentions (pings), sent as `m.mentions`; None sends no such key, and an
+    # empty tuple tells clients it pings nobody, even where a name appears in the text.
+    mentions: tuple[str, ...] | None = None
 
     @staticmethod
     def of(text: str) -> Reply:
@@ -39,7 +42,10 @@ class Reply:
         )
 
     def with_attachment(self, attachment: Attachment) -> Reply:
-        return Reply(self.text, self.html, attachment)
+        return Reply(self.text, self.html, attachment, self.mentions)
+
+    def mentioning(self, users: tuple[str, ...]) -> Reply:
+        return Reply(self.text, self.html, self.attachment, users)
 
 
 def _plain(text: str) -> str:
@@ -110,5 +116,5 @@ def with_prefix(reply: Reply, prefix: str) -> Reply:
     return Reply(
         text=_COMMAND_IN_TEXT.sub(lambda _: f"`{prefix}", reply.text),
         html=_COMMAND_IN_HTML.sub(lambda _: f"<code>{html.escape(prefix)}", reply.html),
-        attachment=reply.attachment,
+        attachment=reply.attachment, mentions=reply.mentions,
     )

@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from coopbot.approvals.electorate import Voters
 from coopbot.approvals.policy import PolicyResolver
 from coopbot.approvals.service import Approvals
 from coopbot.config import Config, RoomConfig
@@ -47,12 +49,14 @@ class Cards:
     """The Matrix side approvals talk to: posts and edits are recorded (or fail on demand)."""
 
     texts: dict[str, str] = field(default_factory=dict)
+    sent: list[tuple[ReplyTarget, Reply]] = field(default_factory=list)  # every reply posted
     fail_edits: bool = False
     levels: dict[str, int] = field(default_factory=lambda: {BOB: 50, CAROL: 50, DAVE: 50})
 
     async def reply(self, to: ReplyTarget, reply: Reply, *, key: str) -> EventID:
         event_id = EventID(f"$card{len(self.texts)}")
         self.texts[event_id] = reply.text
+        self.sent.append((to, reply))
         return event_id
 
     async def edit(self, room_id: RoomID, event_id: EventID, reply: Reply) -> None:
@@ -121,11 +125,21 @@ class Bench:
 
 @pytest.fixture
 async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
+    async with make_bench(tmp_path) as made:
+        yield made
+
+
+@asynccontextmanager
+async def make_bench(tmp_path: Path, policy: dict[str, object] | None = None,
+                     **config_keys: object) -> AsyncIterator[Bench]:
+    """A bench whose deploy policy and config keys (organisations, say) the test chooses."""
     config = Config.model_validate({
         "matrix": {"homeserver": "http://x", "user_id": "@bot:example.org", "password": "p"},
         "database": tmp_path / "bot.db",
-        "policies": {"deploy": {"approvals": 2, "approver_role": "operator", "expires": "1h"}},
+        "policies": {"deploy": policy or {"approvals": 2, "approver_role": "operator",
+                                          "expires": "1h"}},
         "rooms": {ROOM: {}},
+        **config_keys,
     })
     async with Database(config.database) as database:
         registry = CommandRegistry()
@@ -162,7 +176,7 @@ async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
             power=cards, rooms=RoomDirectory(config.rooms), registry=registry,
             operations=OperationStore(database), audit=audit, poster=cards,
             execute=execute, statuses=CommandStatuses(cards), tasks=tasks,
-            bot_user_id="@bot:example.org")
+            bot_user_id="@bot:example.org", voters=Voters.of(config))
         yield Bench(approvals, store, audit, cards, tasks, runs, executor, database, registry,
                     roles, planners)
         await tasks.drain(timeout=5)

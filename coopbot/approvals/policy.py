@@ -19,15 +19,37 @@ class Policy:
     veto: bool
     backup_first: bool
     auto_approve_autoupdates: bool
-    # Stored with each request; requests stored before this key existed read it as False.
+    # Stored with each request; requests stored before these keys existed read the defaults.
     verified_devices_only: bool = False
+    participation: int = 0
+    count: str = "people"  # or "organisations"
+    organisation_rule: str = "latest"  # or "unanimous"
+    lazy_seconds: int = 0  # lazy consensus: decided when this runs out (0: off)
+    remind_seconds: int = 0  # the reminder, this long before the deadline (0: none)
 
     @property
     def needs_votes(self) -> bool:
-        return self.approvals > 0
+        return self.approvals > 0 or self.participation > 0 or self.lazy_seconds > 0
+
+    @property
+    def deadline_seconds(self) -> int:
+        return self.lazy_seconds or self.expires_seconds
 
     def describe(self) -> str:
-        parts = [f"{self.approvals} approval(s) from {self.approver_role}"]
+        unit = "organisation " if self.count == "organisations" else ""
+        if self.count == "organisations":
+            rule = ("its members' common vote, or stand aside when they differ"
+                    if self.organisation_rule == "unanimous" else "its latest member's vote")
+            parts = [f"one vote per organisation ({rule}); consent from {self.approvals} "
+                     f"organisation(s), members holding {self.approver_role}"]
+        else:
+            parts = [f"{self.approvals} approval(s) from {self.approver_role}"]
+        if self.participation:
+            parts.append(f"{self.participation} {unit}vote(s) of any kind (🤷 counts) "
+                         "before a decision")
+        if self.lazy_seconds:
+            parts.append(f"lazy consensus: decided after {_duration(self.lazy_seconds)} "
+                         "(sooner once everyone has voted), passing if nobody blocks")
         parts.append("the requester's own vote counts" if self.self_vote
                      else "the requester's own vote does not count")
         if self.veto:
@@ -35,6 +57,13 @@ class Policy:
         if self.verified_devices_only:
             parts.append("only votes sent as commands from cross-signed devices count")
         return "; ".join(parts)
+
+
+def _duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 class PolicyResolver:
@@ -69,6 +98,11 @@ class PolicyResolver:
             backup_first=bool(final.backup_first),
             auto_approve_autoupdates=bool(final.auto_approve_autoupdates),
             verified_devices_only=bool(final.verified_devices_only),
+            participation=final.participation or 0,
+            count=final.count or "people",
+            organisation_rule=final.organisation_rule or "latest",
+            lazy_seconds=parse_duration(final.lazy) if final.lazy else 0,
+            remind_seconds=parse_duration(final.remind) if final.remind else 0,
         )
 
     def needs_backup(self, operation: str, room: RoomConfig | None, app: str | None) -> bool:

@@ -4,6 +4,7 @@ audit row), editing its card as the votes and the state change, and the row that
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
 from coopbot.approvals.card import render
@@ -19,10 +20,13 @@ from coopbot.store.audit import AuditLog, Decision
 
 log = logging.getLogger(__name__)
 
+CountOrNone = Callable[[ApprovalRequest, Policy], Awaitable[Tally | None]]
+
 
 class RequestRecord:
     def __init__(self, *, store: ApprovalStore, audit: AuditLog, poster: CardPoster,
-                 prefix: str) -> None:
+                 prefix: str, count: CountOrNone | None = None) -> None:
+        self._count = count
         self._store = store
         self._audit = audit
         self._poster = poster
@@ -35,10 +39,12 @@ class RequestRecord:
             thread_root=inv.reply_to.reply_thread_root, requester=inv.sender,
             command=inv.spec.name, args=inv.args, operation=policy.operation, app=planned.app,
             binding=planned.binding.text, plan_text="\n".join(planned.lines),
-            policy=asdict(policy), expires_in=policy.expires_seconds,
+            policy=asdict(policy), expires_in=policy.deadline_seconds,
         )
         status = "open" if replaces is None else f"open (replaces request #{replaces})"
-        card = render(request, policy, None, status, self._prefix)
+        # The first view already names who may vote (the tally of no votes).
+        first = await self._count(request, policy) if self._count is not None else None
+        card = render(request, policy, first, status, self._prefix)
         card_id = await self._poster.reply(inv.reply_to, card,
                                            key=f"approval/{request.id}/card")
         await self._store.set_card(request.id, card_id)

@@ -1,5 +1,5 @@
-"""The approval commands' answers: a vote by command, `!cancel` and `!pending`, each about a
-request of the room it is asked in."""
+"""The approval commands' answers: a vote by command (consent, stand aside, block), `!cancel`
+and `!pending`, each about a request of the room it is asked in."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from coopbot.approvals.card import when
 from coopbot.approvals.inflight import past_expiry
 from coopbot.approvals.policy import Policy
 from coopbot.approvals.record import RequestRecord
+from coopbot.approvals.tally import SYMBOL
 from coopbot.approvals.tallying import Evaluation, VoteCount
 from coopbot.approvals.votes import Votes
 from coopbot.echo import shown
@@ -16,7 +17,7 @@ from coopbot.errors import NotFound, UserError
 from coopbot.invocation import Invocation
 from coopbot.replies import Reply
 from coopbot.roles import RoleResolver
-from coopbot.store.approvals import OPEN, ApprovalRequest, ApprovalStore, RequestState
+from coopbot.store.approvals import OPEN, ApprovalRequest, ApprovalStore, Choice, RequestState
 
 
 class CommandReplies:
@@ -31,7 +32,7 @@ class CommandReplies:
         self._evaluation = evaluation
         self._prefix = prefix
 
-    async def vote_command(self, inv: Invocation, approve: bool) -> Reply:
+    async def vote_command(self, inv: Invocation, approve: bool | None) -> Reply:
         request = await self._request_in_room(inv)
         if request.state == OPEN and past_expiry(request):
             await self._evaluation.evaluate(request)  # expires it: the card says so
@@ -45,8 +46,8 @@ class CommandReplies:
                                          inv.args.get("reason", ""), "command")
         if not counted:
             return Reply.of(f"That vote on request #{request.id} was already counted.")
-        return Reply.of(f"Your {'👍' if approve else '👎'} on request #{request.id} is recorded; "
-                        "the card shows the count.")
+        return Reply.of(f"Your {SYMBOL[Choice.of(approve)]} on request #{request.id} is "
+                        "recorded; the card shows the count.")
 
     async def cancel(self, inv: Invocation) -> Reply:
         request = await self._request_in_room(inv)
@@ -74,8 +75,12 @@ class CommandReplies:
             policy = Policy(**request.policy)
             result = await self._counts.count(request, policy)
             expires = time.strftime("%H:%M UTC", time.gmtime(request.expires_at))
+            deadline = "decided" if policy.lazy_seconds else "expires"
+            waiting = (f"; not voted yet: {', '.join(result.waiting_for())}"
+                       if result.not_voted else "")
             lines.append(f"- #{request.id} {request.plan_text.splitlines()[0]} (by "
-                         f"{request.requester}; votes {result.progress}; expires {expires})")
+                         f"{request.requester}; votes {result.progress}{waiting}; "
+                         f"{deadline} {expires})")
         return Reply.of("\n".join(lines))
 
     async def _request_in_room(self, inv: Invocation) -> ApprovalRequest:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from coopbot.approvals.inflight import InFlight
 from coopbot.approvals.policy import Policy
 from coopbot.approvals.record import RequestRecord
-from coopbot.approvals.tally import Tally
+from coopbot.approvals.tally import Outcome, Tally
 from coopbot.errors import CoopbotError, PermissionDenied
 from coopbot.execution import Executed
 from coopbot.ids import EventID, RoomID, UserID
@@ -24,12 +24,16 @@ from coopbot.registry import CommandRegistry
 from coopbot.roles import RoleGrant, RoleResolver
 from coopbot.rooms import RoomDirectory
 from coopbot.status_message import CommandStatuses
-from coopbot.store.approvals import RUNNING, ApprovalRequest, ApprovalStore, RequestState
+from coopbot.store.approvals import OPEN, RUNNING, ApprovalRequest, ApprovalStore, RequestState
 from coopbot.tasks import TaskGroup
 
 log = logging.getLogger(__name__)
 
 Execute = Callable[[Invocation], Awaitable[Executed]]
+
+
+def passed_by(by: str) -> str:
+    return "passed by" if by.startswith("lazy consensus") else "approved by"
 
 
 @dataclass(frozen=True)
@@ -70,21 +74,30 @@ class ApprovedRun:
         self._prefix = prefix
         self._bot_user_id = bot_user_id
 
-    def start(self, request: ApprovalRequest, policy: Policy, result: Tally,
-              approvers: tuple[str, ...]) -> None:
-        """Run a request just moved to `running` (and marked as running here) in the
-        background."""
-        self._tasks.spawn(self._run(request, policy, result, approvers),
+    async def begin(self, request: ApprovalRequest, policy: Policy, result: Tally) -> bool:
+        """open -> running (the caller holds the request's lock), the card saying why it
+        passed before anything runs, then the run in the background. False: already moved."""
+        if not await self._store.transition(request.id, OPEN, RUNNING):
+            return False
+        running = await self._store.get(request.id)
+        assert running is not None
+        approvers = result.approvers
+        by = (f"lazy consensus ({result.progress}, nobody blocked)"
+              if result.outcome == Outcome.LAZY else ", ".join(approvers) or "policy")
+        self._inflight.started(running.id)
+        await self._record.edit_card(running, policy, result, f"{passed_by(by)} {by}: running")
+        self._tasks.spawn(self._run(running, policy, result, approvers, by),
                           name=f"approved request {request.id}")
+        return True
 
     async def _run(self, request: ApprovalRequest, policy: Policy, result: Tally,
-                   approvers: tuple[str, ...]) -> None:
+                   approvers: tuple[str, ...], by: str) -> None:
         """Plan again, compare, execute; whatever raises, the request is closed and audited."""
         progress = RunProgress(Closing(
             RequestState.FAILED, "internal error before it ran",
             "could not run: internal error (the details are in the bot's log)"))
         try:
-            await self._execute_approved(request, approvers, progress)
+            await self._execute_approved(request, approvers, by, progress)
         except asyncio.CancelledError:
             progress.closing = self.interrupted(request, "coopbot stopped while it ran")
             raise
@@ -104,10 +117,9 @@ class ApprovedRun:
                      request.id, fresh.id)
 
     async def _execute_approved(self, request: ApprovalRequest, approvers: tuple[str, ...],
-                                progress: RunProgress) -> None:
+                                by: str, progress: RunProgress) -> None:
         """Hand the request to the Executor with the binding it was approved with; the
         operation checks it under its lock (approvals never plan a second time)."""
-        by = ", ".join(approvers) or "policy"
         try:
             inv = await self._invocation(request, approvers)
         except CoopbotError as error:
@@ -124,7 +136,7 @@ class ApprovedRun:
         ok = executed.ok
         progress.closing = Closing(
             RequestState.DONE if ok else RequestState.FAILED, by,
-            f"approved by {by}: {'done' if ok else 'ran and failed'} (see the thread)")
+            f"{passed_by(by)} {by}: {'done' if ok else 'ran and failed'} (see the thread)")
 
     def interrupted(self, request: ApprovalRequest, detail: str) -> Closing:
         """Closing a request whose outcome this run cannot tell (the thread can)."""

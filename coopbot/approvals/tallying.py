@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from coopbot.approvals.electorate import Voters
 from coopbot.approvals.expiry import Expiry
 from coopbot.approvals.inflight import InFlight, past_expiry
 from coopbot.approvals.policy import Policy
@@ -17,7 +18,7 @@ from coopbot.ids import RoomID, server_of
 from coopbot.ports import DeviceCheck, PowerSource
 from coopbot.roles import RoleResolver
 from coopbot.rooms import RoomDirectory
-from coopbot.store.approvals import OPEN, RUNNING, ApprovalRequest, ApprovalStore, RequestState
+from coopbot.store.approvals import OPEN, ApprovalRequest, ApprovalStore, RequestState
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ class VoteCount:
     """The tally of a request's stored votes, with every voter's eligibility checked now."""
 
     def __init__(self, *, store: ApprovalStore, roles: RoleResolver, power: PowerSource,
-                 rooms: RoomDirectory, prefix: str, devices: DeviceCheck | None) -> None:
+                 rooms: RoomDirectory, prefix: str, devices: DeviceCheck | None,
+                 voters: Voters) -> None:
+        self._voters = voters
         self._store = store
         self._roles = roles
         self._power = power
@@ -34,7 +37,8 @@ class VoteCount:
         self._prefix = prefix
         self._devices = devices
 
-    async def count(self, request: ApprovalRequest, policy: Policy) -> Tally:
+    async def count(self, request: ApprovalRequest, policy: Policy, *,
+                    deadline_passed: bool = False) -> Tally:
         votes = await self._store.votes(request.id)
         room = self._rooms.get(RoomID(request.room_id))
         power = await self._power.power_info(RoomID(request.room_id))
@@ -58,7 +62,14 @@ class VoteCount:
                     hint = (f"; reactions are not encrypted, vote with `{self._prefix}approve "
                             f"{request.id}`" if vote.via == "reaction" else "")
                     ineligible[vote.voter] = f"vote {why}{hint}"
-        return tally(policy, request.requester, votes, ineligible)
+        room_config = room.config if room else None
+        electorate = self._voters.electorate(policy, request.requester, room_config, power,
+                                             self._roles)
+        organisations = self._voters.organisations
+        organisation_of: dict[str, str] = {v.voter: o for v in votes
+                           if (o := organisations.of(v.voter)) is not None}
+        return tally(policy, request.requester, votes, ineligible, electorate=electorate,
+                     organisation_of=organisation_of, deadline_passed=deadline_passed)
 
     async def count_or_none(self, request: ApprovalRequest, policy: Policy) -> Tally | None:
         """The votes for a closing card; without them if the room's power cannot be read."""
@@ -91,24 +102,23 @@ class Evaluation:
                 return
             policy = Policy(**current.policy)
             result = await self._counts.count(current, policy)
-            if result.outcome == Outcome.PENDING:
-                await self._record.edit_card(current, policy, result, "open")
-                return
+            await self._decide(current, policy, result)
+
+    async def _decide(self, current: ApprovalRequest, policy: Policy, result: Tally) -> None:
+        if result.outcome == Outcome.PENDING:
+            await self._record.edit_card(current, policy, result, "open")
+            return
+        if result.outcome in (Outcome.DENIED, Outcome.REJECTED):
             if result.outcome == Outcome.DENIED:
                 names = ", ".join(v.voter for v in result.no)
-                if await self._store.transition(current.id, OPEN, RequestState.DENIED,
-                                                f"denied by {names}"):
-                    closed = await self._store.get(current.id)
-                    assert closed is not None
-                    await self._record.edit_card(closed, policy, result, f"denied by {names}")
-                    await self._record.close_audit(closed, "denied", names)
-                return
-            if await self._store.transition(current.id, OPEN, RUNNING):
-                running = await self._store.get(current.id)
-                assert running is not None
-                approvers = tuple(v.voter for v in result.yes)
-                self._inflight.started(running.id)
-                await self._record.edit_card(
-                    running, policy, result,
-                    f"approved by {', '.join(approvers) or 'policy'}: running")
-                self._run.start(running, policy, result, approvers)
+                status, audit = f"denied by {names}", names
+            else:
+                audit = f"everyone has voted: {result.progress}"
+                status = f"not approved: {audit}"
+            if await self._store.transition(current.id, OPEN, RequestState.DENIED, status):
+                closed = await self._store.get(current.id)
+                assert closed is not None
+                await self._record.edit_card(closed, policy, result, status)
+                await self._record.close_audit(closed, "denied", audit)
+            return
+        await self._run.begin(current, policy, result)

@@ -1,15 +1,15 @@
-"""Vote intake: reactions on a card, `!approve` / `!deny`, and redacted reactions. Each vote
-is stored once (a vote event delivered twice counts once) and audited, then the request is
-evaluated again from the stored votes."""
+"""Vote intake: reactions on a card, `!approve` / `!abstain` / `!deny`, and redacted
+reactions. Each vote is stored once (a vote event delivered twice counts once) and audited,
+then the request is evaluated again from the stored votes."""
 
 from __future__ import annotations
 
-from coopbot.approvals.card import NO_KEYS, YES_KEYS
+from coopbot.approvals.card import ASIDE_KEYS, NO_KEYS, YES_KEYS
 from coopbot.approvals.inflight import past_expiry
 from coopbot.approvals.tallying import Evaluation
 from coopbot.ids import EventID, UserID
 from coopbot.messages import IncomingReaction, IncomingRedaction
-from coopbot.store.approvals import OPEN, ApprovalRequest, ApprovalStore, Vote
+from coopbot.store.approvals import OPEN, ApprovalRequest, ApprovalStore, Choice, Vote
 from coopbot.store.audit import AuditLog, Decision
 
 
@@ -21,10 +21,13 @@ class Votes:
         self._evaluation = evaluation
 
     async def reaction(self, reaction: IncomingReaction) -> None:
+        approve: bool | None
         if reaction.key in YES_KEYS:
             approve = True
         elif reaction.key in NO_KEYS:
             approve = False
+        elif reaction.key in ASIDE_KEYS:
+            approve = None  # stand aside
         else:
             return
         request = await self._store.by_card(reaction.relates_to)
@@ -49,21 +52,24 @@ class Votes:
             )
             await self._evaluation.evaluate(request)
 
-    async def cast(self, request: ApprovalRequest, voter: UserID, approve: bool,
+    async def cast(self, request: ApprovalRequest, voter: UserID, approve: bool | None,
                    event_id: EventID,
                    reason: str, via: str) -> bool:
         """Record a vote and evaluate; False when this vote event was already counted."""
         seq = await self._store.next_seq(event_id)
         if seq is None:
             return False  # the same vote event delivered twice
-        await self._store.record_vote(
-            request.id, Vote(voter, approve, event_id, seq, reason, via)
-        )
-        choice = "yes" if approve else f"no {reason}".strip()
+        vote = Vote(voter, approve, event_id, seq, reason, via)
+        await self._store.record_vote(request.id, vote)
+        # Earlier rows say yes / no: consent and block keep those words.
+        said = {Choice.CONSENT: "yes", Choice.BLOCK: "no",
+                Choice.STAND_ASIDE: "stand aside"}[vote.choice]
+        verb = {Choice.CONSENT: "approve", Choice.BLOCK: "deny",
+                Choice.STAND_ASIDE: "stand aside"}[vote.choice]
         await self._audit.append(
-            command=f"vote on #{request.id}", args=f"{request.app}: {choice}",
+            command=f"vote on #{request.id}", args=f"{request.app}: {said} {reason}".strip(),
             decision=Decision.RESULT, event_id=event_id, room_id=request.room_id, sender=voter,
-            result=f"{'approve' if approve else 'deny'} via {via}",
+            result=f"{verb} via {via}",
         )
         await self._evaluation.evaluate(request)
         return True

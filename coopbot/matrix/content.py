@@ -9,12 +9,15 @@ from coopbot.replies import Reply
 
 
 def notice(reply: Reply) -> dict[str, Any]:
-    return {
+    content: dict[str, Any] = {
         "msgtype": "m.notice",
         "body": reply.text,
         "format": "org.matrix.custom.html",
         "formatted_body": reply.html,
     }
+    if reply.mentions is not None:
+        content["m.mentions"] = {"user_ids": list(reply.mentions)}
+    return content
 
 
 def in_thread(content: dict[str, Any], root: EventID, reply_to: EventID) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def fit_to_event(reply: Reply, budget: int = CONTENT_BUDGET, *, attach: bool = T
     if line_end >= 0 and len(kept) - line_end <= _LINE_SLACK:
         kept = kept[:line_end]
     fitted = _cut(kept, note, preformatted)
-    return Reply(fitted.text, fitted.html, attachment if attach else None)
+    return Reply(fitted.text, fitted.html, attachment if attach else None, reply.mentions)
 
 
 def _cut(kept: str, note: str, preformatted: bool) -> Reply:

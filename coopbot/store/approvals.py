@@ -37,14 +37,34 @@ RUNNING = RequestState.RUNNING
 CLOSED_STATES = frozenset(RequestState) - {OPEN, RUNNING}
 
 
+class Choice(StrEnum):
+    CONSENT = "consent"  # 👍, `!approve`
+    STAND_ASIDE = "stand aside"  # 🤷, `!abstain`: takes part, neither consents nor blocks
+    BLOCK = "block"  # 👎, `!deny`
+
+    @staticmethod
+    def of(approve: bool | None) -> Choice:
+        if approve is None:
+            return Choice.STAND_ASIDE
+        return Choice.CONSENT if approve else Choice.BLOCK
+
+
+CHOICE_APPROVE: dict[Choice, bool | None] = {
+    Choice.CONSENT: True, Choice.STAND_ASIDE: None, Choice.BLOCK: False}
+
+
 @dataclass(frozen=True)
 class Vote:
     voter: UserID
-    approve: bool
+    approve: bool | None  # None: a stand aside
     event_id: EventID
     seq: int  # the bot's own receive order; sender timestamps are never trusted
     reason: str = ""
-    via: str = "command"  # "reaction" or "command" (!approve / !deny)
+    via: str = "command"  # "reaction" or "command" (!approve / !abstain / !deny)
+
+    @property
+    def choice(self) -> Choice:
+        return Choice.of(self.approve)
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,7 @@ class ApprovalRequest:
     state: str
     closed_at: float | None
     outcome: str
+    reminded_at: float | None = None  # when the reminder of who has not voted was posted
 
     @staticmethod
     def of_row(row: sqlite3.Row) -> ApprovalRequest:
@@ -82,7 +103,7 @@ class ApprovalRequest:
             binding=row["binding"], plan_text=row["plan_text"],
             policy=json.loads(row["policy"]), created_at=row["created_at"],
             expires_at=row["expires_at"], state=row["state"], closed_at=row["closed_at"],
-            outcome=row["outcome"],
+            outcome=row["outcome"], reminded_at=row["reminded_at"],
         )
 
 
@@ -151,6 +172,14 @@ class ApprovalStore:
         )
         return cursor.rowcount == 1
 
+    async def mark_reminded(self, request_id: int) -> bool:
+        """Claim the request's one reminder; False if it was already sent (or claimed)."""
+        cursor = await self._db.conn.execute(
+            "UPDATE approval_requests SET reminded_at = ? WHERE id = ? AND reminded_at IS NULL",
+            (time.time(), request_id),
+        )
+        return cursor.rowcount == 1
+
     async def next_seq(self, event_id: str) -> int | None:
         """The receive order of a vote event; None when this event was already counted."""
         cursor = await self._db.conn.execute(
@@ -161,13 +190,13 @@ class ApprovalStore:
     async def record_vote(self, request_id: int, vote: Vote) -> None:
         """One vote per user: a newer vote replaces the older one."""
         await self._db.conn.execute(
-            "INSERT INTO approval_votes(request_id, voter, approve, event_id, reason, seq, via)"
-            " VALUES(?, ?, ?, ?, ?, ?, ?) ON CONFLICT(request_id, voter) DO UPDATE SET"
-            " approve = excluded.approve, event_id = excluded.event_id,"
-            " reason = excluded.reason, seq = excluded.seq, via = excluded.via"
-            " WHERE excluded.seq > seq",
-            (request_id, vote.voter, int(vote.approve), vote.event_id, vote.reason, vote.seq,
-             vote.via),
+            "INSERT INTO approval_votes(request_id, voter, approve, event_id, reason, seq, via,"
+            " choice) VALUES(?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(request_id, voter) DO UPDATE"
+            " SET approve = excluded.approve, event_id = excluded.event_id,"
+            " reason = excluded.reason, seq = excluded.seq, via = excluded.via,"
+            " choice = excluded.choice WHERE excluded.seq > seq",
+            (request_id, vote.voter, int(vote.approve is True), vote.event_id, vote.reason,
+             vote.seq, vote.via, vote.choice.value),
         )
 
     async def retract(self, event_id: str) -> int | None:
@@ -184,11 +213,11 @@ class ApprovalStore:
 
     async def votes(self, request_id: int) -> list[Vote]:
         async with self._db.conn.execute(
-            "SELECT voter, approve, event_id, seq, reason, via FROM approval_votes"
+            "SELECT voter, choice, event_id, seq, reason, via FROM approval_votes"
             " WHERE request_id = ? ORDER BY seq", (request_id,)
         ) as cursor:
             rows = await cursor.fetchall()
-        return [Vote(voter=UserID(r["voter"]), approve=bool(r["approve"]),
+        return [Vote(voter=UserID(r["voter"]), approve=CHOICE_APPROVE[Choice(r["choice"])],
                      event_id=EventID(r["event_id"]), seq=int(r["seq"]), reason=r["reason"],
                      via=r["via"]) for r in rows]
 

@@ -136,4 +136,11 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE operations ADD COLUMN checkpoint TEXT NOT NULL DEFAULT '';
     """,
+    # 7: consent decisions: a vote is consent, stand aside or block (earlier votes were yes or
+    # no), and a request's one reminder of who has not voted.
+    """
+    ALTER TABLE approval_votes ADD COLUMN choice TEXT NOT NULL DEFAULT '';
+    UPDATE approval_votes SET choice = CASE approve WHEN 1 THEN 'consent' ELSE 'block' END;
+    ALTER TABLE approval_requests ADD COLUMN reminded_at REAL;
+    """,
 ]
