@@ -84,8 +84,40 @@ def test_paths_may_not_leave_the_volume() -> None:
 def test_shared_volume_is_backed_up_once() -> None:
     on = {"backupbot.backup": "true"}
     plan = plan_backup(STACK, [service(on, {"data": "/data"}, "app"),
-                               service(on, {"data": "/srv/data"}, "worker")])
+                               service({}, {"data": "/srv/data"}, "worker")])
     assert plan.backup_paths == ("/backup/data",)
+
+
+def test_the_label_on_one_service_backs_up_the_whole_stack() -> None:
+    # backup-bot-two's spec: the label enables the stack; volume labels may sit on any service.
+    plan = plan_backup(STACK, [
+        service({"backupbot.backup": "true", "backupbot.backup.volumes.cache": "false"},
+                {"files": "/srv/files"}, "app"),
+        service({"backupbot.backup.pre-hook": "mysqldump > /var/lib/mysql/dump.sql"},
+                {"mariadb": "/var/lib/mysql", "cache": "/cache"}, "db"),
+        service({}, {}, "web"),  # no volumes, no hooks: not part of the plan
+    ])
+    assert [s.short_name for s in plan.services] == ["app", "db"]
+    assert [v.name for v in plan.volumes] == ["files", "mariadb"]
+    assert plan.services[1].hooks.pre_backup == "mysqldump > /var/lib/mysql/dump.sql"
+
+
+def test_the_label_on_several_services_is_refused_naming_them() -> None:
+    on = {"backupbot.backup": "true"}
+    with pytest.raises(LabelError, match=r"set on services `app`, `db`; .* one service only"):
+        plan_backup(STACK, [service(on, {"files": "/srv"}, "app"),
+                            service({"backupbot.backup": "false"}, {"x": "/x"}, "cron"),
+                            service(on, {"mariadb": "/var/lib/mysql"}, "db")])
+
+
+def test_conflicting_volume_labels_are_refused() -> None:
+    with pytest.raises(LabelError, match=r"`app` and `db` give the label .*mariadb\.path"):
+        plan_backup(STACK, [
+            service({"backupbot.backup": "true",
+                     "backupbot.backup.volumes.mariadb.path": "a.sql"}, {}, "app"),
+            service({"backupbot.backup.volumes.mariadb.path": "b.sql"},
+                    {"mariadb": "/var/lib/mysql"}, "db"),
+        ])
 
 
 NODES = [
