@@ -5,6 +5,8 @@ BackupService."""
 from __future__ import annotations
 
 from coopbot.args import APP, SNAPSHOT
+from coopbot.backups import output
+from coopbot.backups.layout import BACKUP_BOT_TWO
 from coopbot.backups.results import human_bytes, when
 from coopbot.backups.service import BackupService
 from coopbot.invocation import Invocation
@@ -34,7 +36,8 @@ class BackupCommands:
                         "that every expected path is in the snapshot and that no dump is empty.",
                 examples=("!backup blog.example.org",)),
             CommandSpec(
-                "snapshots", "an app's backups, newest first: time, version, size",
+                "snapshots", "an app's backups, newest first: time, version, size "
+                "(backup-bot-two's too)",
                 self._read, self.snapshots, args=(app,),
                 examples=("!snapshots blog.example.org",)),
             CommandSpec(
@@ -42,7 +45,7 @@ class BackupCommands:
                 self._change, self.restore,
                 args=(app, Arg("snapshot", optional=True, kind=SNAPSHOT,
                                help="a snapshot id from `!snapshots` (default: the newest "
-                                    "verified one)")),
+                                    "verified one; backup-bot-two's by id only)")),
                 operation=Operation(OperationKind.RESTORE, self._plan_restore),
                 details="Backs up the current data first, runs the restore pre-hooks, stops "
                         "the services that use the volumes, replaces the snapshot's paths, "
@@ -75,6 +78,10 @@ class BackupCommands:
         rows = []
         for snapshot in found[:SNAPSHOTS_SHOWN]:
             size = snapshot.size
+            if output.MARK not in snapshot.tags:
+                rows.append(f"- `{snapshot.short_id}` {when(snapshot.time)}, made by "
+                            f"{BACKUP_BOT_TWO}, not verified by coopbot")
+                continue
             rows.append(
                 f"- `{snapshot.short_id}` {when(snapshot.time)}, "
                 f"{snapshot.tag('version') or 'unknown version'}, "

@@ -252,6 +252,55 @@ async def test_backup_change_restore_gives_back_the_same_bytes_over_ssh(
     await assert_secrets_nowhere(b, caplog)
 
 
+def backup_bot_two_snapshot(repository: Path, password_file: Path, stack: str) -> str:
+    """A snapshot as backup-bot-two makes it: restic run where the volumes live, on their
+    folders under /var/lib/docker/volumes, tagged with the stack; its short id."""
+    env = {"RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password_file),
+           "PATH": "/usr/bin:/bin"}
+    restic = ["restic", "--no-cache"]
+    if subprocess.run([*restic, "cat", "config"], env=env, capture_output=True).returncode:
+        subprocess.run([*restic, "init"], env=env, capture_output=True, check=True)
+    paths = [f"/var/lib/docker/volumes/{stack}_db/_data", f"/var/lib/docker/volumes/{stack}_files/_data"]
+    assert all(Path(p).is_dir() for p in paths), "the test dockerd keeps volumes elsewhere"
+    done = subprocess.run([*restic, "backup", "--json", "--tag", "backupbot", "--tag", stack, *paths],
+                          env=env, capture_output=True, check=True, text=True)
+    summary = [json.loads(line) for line in done.stdout.splitlines() if '"summary"' in line]
+    return str(summary[-1]["snapshot_id"])[:8]
+
+
+async def test_a_backup_bot_two_snapshot_is_listed_and_restored(
+    backup_room: BackupRoom, stacks: list[str]
+) -> None:
+    b = backup_room
+    domain = b.new_app("local")
+    await deploy(b, domain, stacks)
+    run_in(domain, f"cat {DB} > {DUMP}")  # backup-bot-two runs the pre-hook first too
+    original = {path: read(domain, path) for path in (DB, UPLOAD, README)}
+    theirs = backup_bot_two_snapshot(b.repository.path / "local", b.repository.password_file,
+                                     stack_of(domain))
+    run_in(domain, f"echo corrupted > {DB}; echo overwritten > {UPLOAD}; "
+                   "echo new > /srv/files/added-later.txt")
+
+    listing = await b.ask(b.carol, f"!snapshots {domain}")
+    assert re.search(rf"- `{theirs}` \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, made by backup-bot-two, "
+                     "not verified by coopbot", listing), listing
+    latest = await b.ask(b.bob, f"!restore {domain}")
+    assert "no verified snapshot to restore yet" in latest  # theirs is never picked implicitly
+
+    command = await b.send(b.bob, f"!restore {domain} {theirs}")
+    card = await b.answer(b.bob, command)
+    request = re.match(r"Request #(\d+):", card)
+    assert request is not None, card
+    assert "volumes replaced: `db`, `files`" in card
+    await b.ask(b.alice, f"!approve {request.group(1)}")
+    result = await b.answer(b.bob, command, text="restored")
+    assert "- volume `db`: restored" in result and "- volume `files`: restored" in result
+    for path, content in original.items():
+        assert read(domain, path) == content, path
+    listed = docker("exec", container_of(domain), "ls", "/srv/files").decode().split()
+    assert sorted(listed) == ["docs", "upload.bin"]
+
+
 def service_state(domain: str) -> dict[str, Any]:
     spec = json.loads(docker("service", "inspect", f"{stack_of(domain)}_app"))[0]["Spec"]
     return {"replicas": spec["Mode"]["Replicated"]["Replicas"],

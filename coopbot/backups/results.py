@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from coopbot.backups.layout import volumes_in
 from coopbot.backups.output import Snapshot
 from coopbot.backups.verify import VolumeStats
 from coopbot.operations.checkpoints import VolumeRestore, volume_lines
@@ -62,7 +63,7 @@ class RestorePlan:
         # The snapshot stands in the target version's place.
         binding = Binding(kind="restore", app=app.name, server=app.server,
                           from_version=deployed, to_version=f"snapshot {snapshot.id}")
-        volumes = sorted({p.removeprefix("/backup/").split("/", 1)[0] for p in snapshot.paths})
+        volumes = sorted(v.name for v in volumes_in(snapshot, app.stack_name))
         return RestorePlan(app.name, binding, (
             f"restore `{app.name}` on {app.server} from snapshot `{snapshot.short_id}` of "
             f"{when(snapshot.time)} ({snapshot.tag('version') or 'unknown version'}); "

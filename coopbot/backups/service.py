@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from coopbot.backups import output
 from coopbot.backups.backup import app_tags, take_backup
+from coopbot.backups.layout import BACKUP_BOT_TWO, maker
 from coopbot.backups.output import ForgetResult, Snapshot
 from coopbot.backups.password import PasswordReader, read_password
 from coopbot.backups.restic import Restic, Timeouts
@@ -171,8 +172,7 @@ class BackupService:
 
     async def snapshots(self, app_name: str, room: RoomConfig | None) -> list[Snapshot]:
         """The app's snapshots, newest first."""
-        app = await self._app(app_name, room)
-        return await self._restic_for(app.server).snapshots(app_tags(app.name))
+        return await self._snapshots_of(await self._app(app_name, room))
 
     async def restore(self, app_name: str, room: RoomConfig | None, requester: UserID,
                       progress: Progress, snapshot_id: str | None = None, *,
@@ -226,7 +226,7 @@ class BackupService:
 
     async def find_snapshot(self, app: App, snapshot_id: str | None) -> Snapshot:
         """Only this app's snapshots qualify: an id of another app's snapshot is refused."""
-        snapshots = await self._restic_for(app.server).snapshots(app_tags(app.name))
+        snapshots = await self._snapshots_of(app)
         if snapshot_id is None or snapshot_id == "latest":
             chosen = next((s for s in snapshots if s.verified), None)
             if chosen is None:
@@ -242,6 +242,14 @@ class BackupService:
         return matches[0]
 
     # --- plumbing ------------------------------------------------------------------------------
+
+    async def _snapshots_of(self, app: App) -> list[Snapshot]:
+        """coopbot's snapshots of the app (by its tags) and backup-bot-two's (by the paths of
+        the app's volumes), newest first, from one listing of the repository."""
+        everything = await self._restic_for(app.server).snapshots(())
+        own = set(app_tags(app.name))
+        return [s for s in everything
+                if own <= set(s.tags) or maker(s, app.stack_name) == BACKUP_BOT_TWO]
 
     async def _app(self, name: str, room: RoomConfig | None) -> App:
         app = await asyncio.to_thread(self._scope.get, name, room)
