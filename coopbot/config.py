@@ -223,8 +223,8 @@ class RetentionConfig(Strict):
 SCHEDULE = re.compile(r"^(hourly|daily( [0-2][0-9]:[0-5][0-9])?)$")
 
 
-class BackupConfig(Strict):
-    """Where one server's app backups go (a restic repository) and how they run."""
+class RepositoryConfig(Strict):
+    """A restic repository and what opens it."""
 
     # A path on that server, or `sftp:user@host:/path`, or `s3:https://host/bucket`.
     repository: str
@@ -233,11 +233,24 @@ class BackupConfig(Strict):
     password_env: str | None = None
     # Extra environment for restic (e.g. AWS_ACCESS_KEY_ID for s3:), one KEY=value per line.
     environment_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> RepositoryConfig:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("give exactly one of password_file, password_env")
+        return self
+
+
+class BackupConfig(RepositoryConfig):
+    """Where one server's app backups go (a restic repository) and how they run."""
+
     # The image that runs restic on the node holding the volumes.
     helper_image: str = "restic/restic:0.16.4"
     retention: RetentionConfig = RetentionConfig()
     # "hourly", "daily" or "daily HH:MM" (UTC); none: only on request and before operations.
     schedule: str | None = None
+    # More repositories (e.g. off-site) that receive a copy of each verified snapshot, by name.
+    copies: dict[str, RepositoryConfig] = {}
 
     @field_validator("schedule")
     @classmethod
@@ -246,11 +259,13 @@ class BackupConfig(Strict):
             raise ValueError("must be hourly, daily or daily HH:MM")
         return value
 
-    @model_validator(mode="after")
-    def _one_password(self) -> BackupConfig:
-        if (self.password_file is None) == (self.password_env is None):
-            raise ValueError("give exactly one of password_file, password_env")
-        return self
+    @field_validator("copies")
+    @classmethod
+    def _copy_names(cls, value: dict[str, RepositoryConfig]) -> dict[str, RepositoryConfig]:
+        for name in value:
+            if not NAME.match(name):
+                raise ValueError(f"copy name {name!r}: use lower-case letters, digits, _ and -")
+        return value
 
 
 class UpdatesConfig(Strict):

@@ -50,6 +50,7 @@ pytestmark = pytest.mark.real
 
 TIMEOUT = 150.0
 DB_SECRET = "hunter2-db-secret-value"
+OFFSITE_PASSWORD = "offsite-restic-password-value"
 
 
 def docker(*args: str, stdin: bytes | None = None) -> bytes:
@@ -90,6 +91,7 @@ class BackupRoom:
     carol: Member  # member (0)
     abra: AbraDir
     repository: ResticRepository
+    offsite_password_file: Path
 
     async def send(self, member: Member, body: str) -> str:
         return await member.send(self.room, body)
@@ -142,6 +144,11 @@ async def backup_room(
                "helper_image": restic_image}
         for name in servers
     }
+    # The local server's verified snapshots are also copied to an "off-site" repository.
+    offsite = tmp_path / "offsite-password"
+    offsite.write_text(OFFSITE_PASSWORD + "\n")
+    backups["local"]["copies"] = {"offsite": {
+        "repository": str(restic_repository.path / "offsite"), "password_file": str(offsite)}}
     # Default policies: restore needs one approval; upgrade and restore back up first.
     bot = await start_bot(
         rooms={room: {"servers": list(servers)}}, servers=servers, backups=backups,
@@ -151,7 +158,7 @@ async def backup_room(
     )
     await alice.invite(room, bot.user_id)
     await alice.wait_joined(room, bot.user_id)
-    return BackupRoom(bot, room, alice, bob, carol, abra_dir, restic_repository)
+    return BackupRoom(bot, room, alice, bob, carol, abra_dir, restic_repository, offsite)
 
 
 @pytest.fixture
@@ -174,7 +181,7 @@ async def assert_secrets_nowhere(b: BackupRoom, caplog: pytest.LogCaptureFixture
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert "restic" in logged, "no restic log lines were captured: the check would prove nothing"
     audit = "\n".join(json.dumps(row.__dict__) for row in await b.bot.audit(500))
-    for secret in (b.repository.password, DB_SECRET):
+    for secret in (b.repository.password, DB_SECRET, OFFSITE_PASSWORD):
         assert secret not in said
         assert secret not in logged
         assert secret not in audit
@@ -299,6 +306,47 @@ async def test_a_backup_bot_two_snapshot_is_listed_and_restored(
         assert read(domain, path) == content, path
     listed = docker("exec", container_of(domain), "ls", "/srv/files").decode().split()
     assert sorted(listed) == ["docs", "upload.bin"]
+
+
+def restic_json(repository: Path, password_file: Path, *args: str) -> Any:
+    env = {"RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password_file),
+           "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(["restic", "--no-cache", *args, "--json"], env=env,
+                          capture_output=True, check=True, text=True)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith(("{", "["))]
+
+
+async def test_verified_snapshots_are_copied_to_the_offsite_repository_and_verified_there(
+    backup_room: BackupRoom, stacks: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    b = backup_room
+    domain = b.new_app("local")
+    await deploy(b, domain, stacks)
+    answer = await b.ask(b.bob, f"!backup {domain}")
+    assert "- copy in `offsite`: verified" in answer, answer
+    snapshot = re.search(r"snapshot `([0-9a-f]{8})`", answer)
+    assert snapshot is not None
+
+    # The copy is in the other repository, with coopbot's tags, and holds the same files.
+    offsite = b.repository.path / "offsite"
+    [listing] = restic_json(offsite, b.offsite_password_file, "snapshots")
+    [copy] = [s for s in listing if f"app={domain}" in s["tags"]]
+    assert "verified" in copy["tags"]
+    nodes = restic_json(offsite, b.offsite_password_file, "ls", copy["id"])
+    paths = {n["path"] for n in nodes if n.get("struct_type") == "node"}
+    assert {"/backup/db/dump.sql", "/backup/files/upload.bin"} <= paths
+
+    # A copy that fails (its password changed under the bot) is said; the snapshot stays.
+    b.offsite_password_file.write_text("not-the-offsite-password\n")
+    answer = await b.ask(b.bob, f"!backup {domain}")
+    assert "verified: 3 file(s)" in answer, answer
+    assert ("- copy in `offsite` FAILED: could not copy the snapshot to offsite on server "
+            "local: the restic password does not open the repository") in answer, answer
+    rows = [r for r in (await b.ask(b.carol, f"!snapshots {domain}")).splitlines()
+            if r.startswith("- ")]
+    assert len(rows) == 2 and not any("not verified" in r for r in rows), rows
+    b.offsite_password_file.write_text(OFFSITE_PASSWORD + "\n")
+    await assert_secrets_nowhere(b, caplog)
 
 
 def service_state(domain: str) -> dict[str, Any]:

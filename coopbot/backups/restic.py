@@ -27,7 +27,7 @@ from coopbot.backups.output import (
 )
 from coopbot.backups.password import PasswordReader, read_environment
 from coopbot.backups.verify import Node
-from coopbot.config import BackupConfig, RetentionConfig
+from coopbot.config import BackupConfig, RepositoryConfig, RetentionConfig
 from coopbot.errors import ResticError
 from coopbot.redact import Redactor
 from coopbot.servers.containers import Bind, HelperRun
@@ -66,6 +66,21 @@ host="$1"; tags="$2"; shift 2
 restic backup --json --host "$host" --tag "$tags" -- "$@"
 restic ls --json latest --host "$host" --tag "$tags"
 """
+# A copy in another repository (`copies`): created on first use with the same chunker
+# parameters (so the copies deduplicate as the source does), the snapshot copied, then the
+# copy's listing read back for verification. restic keeps the tags, so they select it there.
+COPY_AND_LIST_SCRIPT = """set -e
+snapshot="$1"; tags="$2"
+if ! opened=$(restic cat config 2>&1 >/dev/null); then
+  case "$opened" in
+    *"Is there a repository at the following location?"*) restic init --copy-chunker-params >&2 ;;
+    *) echo "$opened" >&2; exit 1 ;;
+  esac
+fi
+restic copy "$snapshot" >&2
+restic ls --json latest --tag "$tags"
+"""
+COPY_MOUNT = "/copy"
 TAG_AND_LIST_SCRIPT = """set -e
 snapshot="$1"; tags="$2"; shift 2
 restic tag "$@" "$snapshot" >&2
@@ -108,9 +123,16 @@ class Restic:
     def server(self) -> str:
         return self._server
 
+    @property
+    def copies(self) -> tuple[str, ...]:
+        """The names of the repositories that receive a copy of each verified snapshot."""
+        return tuple(self._config.copies)
+
     def secret_values(self) -> list[str]:
-        """The password and the extra environment's values: to redact from anything logged."""
-        return [self._password(self._config), *read_environment(self._config).values()]
+        """The passwords and the extra environments' values (the copies' too): to redact
+        from anything logged."""
+        return [value for repository in (self._config, *self._config.copies.values())
+                for value in (self._password(repository), *read_environment(repository).values())]
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -140,6 +162,25 @@ class Restic:
                 raise self._failure("back up", run) from None
             raise self._failure("list the new snapshot", run)
         return NewSnapshot(parse_backup(run.stdout), parse_ls(run.stdout))
+
+    async def copy_and_list(self, copy: str, snapshot_id: str, tags: Sequence[str]
+                            ) -> list[Node]:
+        """Copy a snapshot into the copy repository `copy` and list the copy there."""
+        config = self._config.copies[copy]
+        source_env, source_mounts, source_network = self._environment(self._config)
+        env, mounts, network = self._environment(config, mount=COPY_MOUNT)
+        env.update({f"RESTIC_FROM_{key.removeprefix('RESTIC_')}": value
+                    for key, value in source_env.items()
+                    if key in ("RESTIC_REPOSITORY", "RESTIC_PASSWORD")})
+        env = {**{k: v for k, v in source_env.items() if not k.startswith("RESTIC_")}, **env}
+        run = await self._run_helper(
+            ["-c", COPY_AND_LIST_SCRIPT, "copy", snapshot_id, ",".join(tags)],
+            action=f"copy the snapshot to {copy}", env=env,
+            binds=[*source_mounts, *(m for m in mounts if m not in source_mounts)],
+            network="none" if {source_network, network} == {"none"} else "bridge",
+            entrypoint=("sh",), long=True,
+        )
+        return parse_ls(run.stdout)
 
     async def tag_and_list(self, snapshot_id: str, add: Sequence[str],
                            select: Sequence[str]) -> list[Snapshot]:
@@ -192,13 +233,21 @@ class Restic:
     async def _run(self, args: list[str], *, action: str, binds: Sequence[Bind] = (),
                    entrypoint: Sequence[str] = ("restic",), long: bool = False,
                    check: bool = True, repository: bool = True) -> HelperRun:
-        env, mounts, network = self._environment() if repository else ({}, [], "none")
+        env, mounts, network = (self._environment(self._config) if repository
+                                else ({}, [], "none"))
+        return await self._run_helper(args, action=action, env=env, binds=[*mounts, *binds],
+                                      network=network, entrypoint=entrypoint, long=long,
+                                      check=check)
+
+    async def _run_helper(self, args: list[str], *, action: str, env: dict[str, str],
+                          binds: Sequence[Bind], network: str, entrypoint: Sequence[str],
+                          long: bool, check: bool = True) -> HelperRun:
         timeout = self._timeouts.long if long else self._timeouts.quick
         for attempt in range(LOCK_RETRIES):
             async with self._lock:
                 run = await self._engine.containers.run_helper(
                     self._config.helper_image, entrypoint=entrypoint, args=args, env=env,
-                    binds=[*mounts, *binds], network=network, timeout=timeout,
+                    binds=binds, network=network, timeout=timeout,
                     label=action,
                 )
             if run.exit_code == 0 or LOCKED not in run.stderr or attempt == LOCK_RETRIES - 1:
@@ -210,13 +259,14 @@ class Restic:
             raise self._failure(action, run)
         return run
 
-    def _environment(self) -> tuple[dict[str, str], list[Bind], str]:
-        repository = self._config.repository
-        env = {**read_environment(self._config), "RESTIC_CACHE_DIR": CACHE_MOUNT}
+    def _environment(self, config: RepositoryConfig, *, mount: str = REPOSITORY_MOUNT
+                     ) -> tuple[dict[str, str], list[Bind], str]:
+        repository = config.repository
+        env = {**read_environment(config), "RESTIC_CACHE_DIR": CACHE_MOUNT}
         mounts = [Bind(CACHE_VOLUME, CACHE_MOUNT, read_only=False)]
         if repository.startswith("/"):
-            mounts.append(Bind(repository, REPOSITORY_MOUNT, read_only=False))
-            env["RESTIC_REPOSITORY"] = REPOSITORY_MOUNT
+            mounts.append(Bind(repository, mount, read_only=False))
+            env["RESTIC_REPOSITORY"] = mount
             network = "none"  # a local repository needs no network: the helper gets none
         elif repository.startswith(REMOTE_SCHEMES):
             env["RESTIC_REPOSITORY"] = repository
@@ -226,7 +276,7 @@ class Restic:
                 f"the restic repository of server {self._server} must be an absolute path on "
                 "that server, or an sftp:/s3: location"
             )
-        env["RESTIC_PASSWORD"] = self._password(self._config)
+        env["RESTIC_PASSWORD"] = self._password(config)
         return env, mounts, network
 
     def _failure(self, action: str, run: HelperRun) -> ResticError:

@@ -28,6 +28,20 @@ def when(moment: datetime) -> str:
 
 
 @dataclass(frozen=True)
+class CopyResult:
+    """A verified snapshot's copy in one of the server's copy repositories."""
+
+    repository: str  # its name under backups.<server>.copies
+    ok: bool
+    problem: str = ""  # room-safe
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"- copy in `{self.repository}`: verified"
+        return f"- copy in `{self.repository}` FAILED: {self.problem}"
+
+
+@dataclass(frozen=True)
 class BackupResult:
     app: str
     server: str
@@ -38,6 +52,12 @@ class BackupResult:
     bytes: int
     volumes: tuple[VolumeStats, ...]
     seconds: float
+    copies: tuple[CopyResult, ...] = ()
+
+    @property
+    def copied(self) -> bool:
+        """Every configured copy holds the snapshot, verified."""
+        return all(c.ok for c in self.copies)
 
     def describe(self) -> str:
         lines = [
@@ -47,6 +67,7 @@ class BackupResult:
         ]
         lines += [f"- volume `{v.name}`: {v.files} file(s), {human_bytes(v.bytes)}"
                   for v in self.volumes]
+        lines += [c.describe() for c in self.copies]
         return "\n".join(lines)
 
 

@@ -165,6 +165,13 @@ class BackupService:
                                    f"scheduled backup of `{app.name}` is done (snapshot "
                                    f"`{result.snapshot_id}`), but applying the retention "
                                    f"policy failed: {error}", result)
+        if not result.copied:
+            # Worth a word in the room: the off-site copy is the point of having one.
+            failed = "; ".join(f"`{c.repository}`: {c.problem}" for c in result.copies if not c.ok)
+            return ScheduledBackup(app.name, app.server, False,
+                                   f"scheduled backup of `{app.name}` is done (snapshot "
+                                   f"`{result.snapshot_id}`, verified), but copying it failed: "
+                                   f"{failed}", result, pruned=len(forgotten.removed))
         return ScheduledBackup(app.name, app.server, True, result.describe(), result,
                                pruned=len(forgotten.removed))
 
