@@ -220,6 +220,7 @@ class RetentionConfig(Strict):
     keep_monthly: int | None = Field(default=6, ge=1)
 
 
+EXPORTS_DIR = re.compile(r"^/[A-Za-z0-9._/-]*$")
 SCHEDULE = re.compile(r"^(hourly|daily( [0-2][0-9]:[0-5][0-9])?)$")
 
 
@@ -251,6 +252,8 @@ class BackupConfig(RepositoryConfig):
     schedule: str | None = None
     # More repositories (e.g. off-site) that receive a copy of each verified snapshot, by name.
     copies: dict[str, RepositoryConfig] = {}
+    # Where `!export` writes its tar.gz files on the server (created when missing).
+    exports_dir: str = "/var/lib/coopbot/exports"
 
     @field_validator("schedule")
     @classmethod
@@ -258,6 +261,13 @@ class BackupConfig(RepositoryConfig):
         if value is not None and not SCHEDULE.match(value):
             raise ValueError("must be hourly, daily or daily HH:MM")
         return value
+
+    @field_validator("exports_dir")
+    @classmethod
+    def _exports_dir(cls, value: str) -> str:
+        if not EXPORTS_DIR.match(value) or ".." in value.split("/"):
+            raise ValueError("must be an absolute path on the server (letters, digits, . _ - /)")
+        return value.rstrip("/") or "/"
 
     @field_validator("copies")
     @classmethod
@@ -319,7 +329,7 @@ class Config(Strict):
     recipes: RecipesConfig = RecipesConfig()
     # Per server name: its restic repository for app backups.
     backups: dict[str, BackupConfig] = {}
-    # Per operation (deploy, upgrade, rollback, undeploy, backup, restore): approval policy.
+    # Per operation (deploy, upgrade, rollback, undeploy, backup, restore, export): approval policy.
     policies: dict[str, PolicyConfig] = {
         "upgrade": PolicyConfig(approvals=0, backup_first=True),
         "restore": PolicyConfig(approvals=1, backup_first=True),

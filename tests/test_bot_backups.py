@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,6 +150,7 @@ async def backup_room(
     offsite.write_text(OFFSITE_PASSWORD + "\n")
     backups["local"]["copies"] = {"offsite": {
         "repository": str(restic_repository.path / "offsite"), "password_file": str(offsite)}}
+    backups["local"]["exports_dir"] = str(tmp_path / "exports")
     # Default policies: restore needs one approval; upgrade and restore back up first.
     bot = await start_bot(
         rooms={room: {"servers": list(servers)}}, servers=servers, backups=backups,
@@ -335,6 +337,20 @@ async def test_verified_snapshots_are_copied_to_the_offsite_repository_and_verif
     nodes = restic_json(offsite, b.offsite_password_file, "ls", copy["id"])
     paths = {n["path"] for n in nodes if n.get("struct_type") == "node"}
     assert {"/backup/db/dump.sql", "/backup/files/upload.bin"} <= paths
+
+    # The export: backup-bot-two's download layout, file by file, the bytes the app has.
+    answer = await b.ask(b.bob, f"!export {domain}")
+    where = re.search(r"is in `([^`]+\.tar\.gz)`", answer)
+    assert where is not None and f"snapshot `{snapshot.group(1)}`" in answer, answer
+    stack = stack_of(domain)
+    with tarfile.open(where.group(1)) as archive:
+        files = {m.name: archive.extractfile(m).read()  # type: ignore[union-attr]
+                 for m in archive.getmembers() if m.isfile()}
+    top = f"var/lib/docker/volumes/{stack}"
+    assert files == {f"{top}_db/_data/dump.sql": read(domain, DUMP),
+                     f"{top}_files/_data/upload.bin": read(domain, UPLOAD),
+                     f"{top}_files/_data/docs/readme.txt": read(domain, README)}
+    assert not list(Path(where.group(1)).parent.glob(".coopbot-export-*"))
 
     # A copy that fails (its password changed under the bot) is said; the snapshot stays.
     b.offsite_password_file.write_text("not-the-offsite-password\n")

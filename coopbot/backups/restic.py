@@ -81,6 +81,37 @@ restic copy "$snapshot" >&2
 restic ls --json latest --tag "$tags"
 """
 COPY_MOUNT = "/copy"
+# An export in backup-bot-two's download layout: the snapshot's volumes restored into a work
+# folder next to the file, moved to var/lib/docker/volumes/<volume>/_data, packed, and only
+# then renamed into place (a half-written export is never mistaken for one). Arguments after
+# the snapshot and the file: pairs of (where the snapshot keeps a volume, the volume's name),
+# of a charset checked before (no spaces, no shell metacharacters).
+EXPORT_MOUNT = "/export"
+EXPORTED = "coopbot: exported"
+EXPORT_SCRIPT = f"""set -e
+snapshot="$1"; out="$2"; shift 2
+work="${{out%/*}}/.coopbot-export-$$"
+pairs="$*"
+rm -rf "$work"; mkdir -p "$work/restored" "$work/tree/var/lib/docker/volumes"
+trap 'rm -rf "$work"' EXIT
+includes=""
+set -- $pairs
+while [ $# -gt 0 ]; do includes="$includes --include $1"; shift 2; done
+restic restore "$snapshot" --target "$work/restored" $includes >&2
+set -- $pairs
+while [ $# -gt 0 ]; do
+  mkdir -p "$work/tree/var/lib/docker/volumes/$2"
+  if [ -e "$work/restored$1" ]; then
+    mv "$work/restored$1" "$work/tree/var/lib/docker/volumes/$2/_data"
+  else
+    mkdir -p "$work/tree/var/lib/docker/volumes/$2/_data"
+  fi
+  shift 2
+done
+tar -czf "$out.partial" -C "$work/tree" var
+mv "$out.partial" "$out"
+echo "{EXPORTED} $(wc -c < "$out") $(tar -tzf "$out" | wc -l)"
+"""
 TAG_AND_LIST_SCRIPT = """set -e
 snapshot="$1"; tags="$2"; shift 2
 restic tag "$@" "$snapshot" >&2
@@ -181,6 +212,23 @@ class Restic:
             entrypoint=("sh",), long=True,
         )
         return parse_ls(run.stdout)
+
+    async def export(self, snapshot_id: str, volumes: Sequence[tuple[str, str]],
+                     file_name: str) -> tuple[int, int]:
+        """Write `file_name` into the exports folder: the snapshot's (root, volume) pairs in
+        backup-bot-two's layout. Its size in bytes and the number of entries in it."""
+        run = await self._run(
+            ["-c", EXPORT_SCRIPT, "export", snapshot_id, f"{EXPORT_MOUNT}/{file_name}",
+             *(part for pair in volumes for part in pair)],
+            action="export the snapshot", entrypoint=("sh",), long=True,
+            binds=[Bind(self._config.exports_dir, EXPORT_MOUNT, read_only=False)],
+        )
+        for line in run.stdout.splitlines():
+            if line.startswith(EXPORTED):
+                size, entries = line.removeprefix(EXPORTED).split()
+                if size.isascii() and size.isdigit() and entries.isascii() and entries.isdigit():
+                    return int(size), int(entries)
+        raise self._failure("export the snapshot", run)
 
     async def tag_and_list(self, snapshot_id: str, add: Sequence[str],
                            select: Sequence[str]) -> list[Snapshot]:

@@ -98,6 +98,50 @@ class RestorePlan:
 
 
 @dataclass(frozen=True)
+class ExportPlan:
+    """An export as approvers see it."""
+
+    app: str
+    binding: Binding
+    lines: tuple[str, ...]
+
+    @staticmethod
+    def of(app: App, snapshot: Snapshot, exports_dir: str) -> ExportPlan:
+        binding = Binding(kind="export", app=app.name, server=app.server,
+                          to_version=f"snapshot {snapshot.id}")
+        volumes = sorted(v.name for v in volumes_in(snapshot, app.stack_name))
+        return ExportPlan(app.name, binding, (
+            f"export snapshot `{snapshot.short_id}` of `{app.name}` ({when(snapshot.time)}, "
+            f"{snapshot.tag('version') or 'unknown version'}) to a tar.gz in {exports_dir} "
+            f"on {app.server}",
+            f"volumes: {', '.join(f'`{v}`' for v in volumes)}",
+        ))
+
+    def planned(self) -> PlannedChange:
+        return PlannedChange(binding=self.binding, lines=list(self.lines), app=self.app)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    app: str
+    server: str
+    snapshot: Snapshot
+    path: str  # on the server
+    bytes: int
+    entries: int
+    seconds: float
+
+    def describe(self) -> str:
+        return (
+            f"**`{self.app}` exported** on {self.server}: snapshot `{self.snapshot.short_id}` "
+            f"of {when(self.snapshot.time)} ({self.snapshot.tag('version') or 'unknown version'})"
+            f" is in `{self.path}` ({human_bytes(self.bytes)}, {self.entries} entries, in "
+            f"{self.seconds:.0f} s), laid out as backup-bot-two's download: "
+            "`var/lib/docker/volumes/<volume>/_data/`."
+        )
+
+
+@dataclass(frozen=True)
 class RestoreResult:
     app: str
     server: str

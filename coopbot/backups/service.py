@@ -7,18 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from coopbot.backups import output
 from coopbot.backups.backup import app_tags, take_backup
-from coopbot.backups.layout import BACKUP_BOT_TWO, maker
+from coopbot.backups.labels import volume_name
+from coopbot.backups.layout import BACKUP_BOT_TWO, maker, volumes_in
 from coopbot.backups.output import ForgetResult, Snapshot
 from coopbot.backups.password import PasswordReader, read_password
 from coopbot.backups.restic import Restic, Timeouts
 from coopbot.backups.restore import restore_snapshot
 from coopbot.backups.results import (
     BackupResult,
+    ExportPlan,
+    ExportResult,
     RestorePlan,
     RestoreResult,
     ScheduledBackup,
@@ -40,6 +46,7 @@ log = logging.getLogger(__name__)
 SCHEDULER = UserID("coopbot (schedule)")
 DEFAULT_HOOK_TIMEOUT = 3600.0
 SNAPSHOT_ID_MIN = 4
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")  # what an export's shell script may be given
 # A helper that finished this long ago (seconds) belongs to no live operation: a running bot
 # reads a helper's output and removes it the moment it ends.
 HELPER_ABANDONED_AFTER = 600.0
@@ -230,6 +237,55 @@ class BackupService:
         snapshot = await self.find_snapshot(app, snapshot_id)
         target = await self._target(app)
         return RestorePlan.of(app, snapshot, target.version)
+
+    async def export(self, app_name: str, room: RoomConfig | None, requester: UserID,
+                     progress: Progress, snapshot_id: str | None = None, *,
+                     room_id: RoomID | None = None, event_id: EventID | None = None,
+                     approvers: tuple[str, ...] = (),
+                     expected_binding: Binding | None = None) -> ExportResult:
+        """A tar.gz of a snapshot's volumes (default: the newest verified one) on the server,
+        in backup-bot-two's download layout, for moving an app or reading its data."""
+        app = await self._app(app_name, room)
+        say = Throttle(progress).say
+        started = time.monotonic()
+        async with self._operation(app, "export", requester, room_id, event_id,
+                                   approvers) as operation_id:
+            snapshot = await self.find_snapshot(app, snapshot_id)
+            exports_dir = self._config(app.server).exports_dir
+            PlanChanged.check(expected_binding,
+                              ExportPlan.of(app, snapshot, exports_dir).planned())
+            volumes = await self._export_volumes(app, snapshot)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            file_name = f"{app.stack_name}-{snapshot.short_id}-{stamp}.tar.gz"
+            await say(f"export `{app.name}`: restoring snapshot `{snapshot.short_id}` into a "
+                      "tar.gz on the server...")
+            size, entries = await self._restic_for(app.server).export(
+                snapshot.id, volumes, file_name)
+            path = f"{exports_dir.rstrip('/')}/{file_name}"
+            await self._operations.finish(operation_id, "ok",
+                                          f"exported snapshot {snapshot.short_id} to {path}")
+            return ExportResult(app.name, app.server, snapshot, path, size, entries,
+                                time.monotonic() - started)
+
+    async def plan_export(self, app_name: str, room: RoomConfig | None,
+                          snapshot_id: str | None) -> ExportPlan:
+        app = await self._app(app_name, room)
+        snapshot = await self.find_snapshot(app, snapshot_id)
+        return ExportPlan.of(app, snapshot, self._config(app.server).exports_dir)
+
+    async def _export_volumes(self, app: App, snapshot: Snapshot) -> list[tuple[str, str]]:
+        """(Where the snapshot keeps it, the Docker volume) per volume: the deployed app's
+        volume names where it runs (external volumes keep theirs), else the stack's."""
+        mounts = await self._pool.get(app.server).containers.service_mounts(app.stack_name)
+        by_name = {volume_name(m.source, app.stack_name): m.source
+                   for s in mounts for m in s.mounts}
+        pairs = [(v.root, v.volume or by_name.get(v.name, f"{app.stack_name}_{v.name}"))
+                 for v in volumes_in(snapshot, app.stack_name)]
+        for root, volume in pairs:
+            if not (SAFE_PATH.match(root) and SAFE_PATH.match(volume)):
+                raise OperationFailed(f"snapshot `{snapshot.short_id}` names a volume or path "
+                                      "that cannot be exported safely")
+        return pairs
 
     async def find_snapshot(self, app: App, snapshot_id: str | None) -> Snapshot:
         """Only this app's snapshots qualify: an id of another app's snapshot is refused."""
