@@ -261,11 +261,16 @@ async def test_backup_change_restore_gives_back_the_same_bytes_over_ssh(
     await assert_secrets_nowhere(b, caplog)
 
 
+def restic_env(repository: Path, password_file: Path) -> dict[str, str]:
+    """restic run by the test itself, on the host, against a repository the bot uses."""
+    return {"RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password_file),
+            "PATH": "/usr/bin:/bin"}
+
+
 def backup_bot_two_snapshot(repository: Path, password_file: Path, stack: str) -> str:
     """A snapshot as backup-bot-two makes it: restic run where the volumes live, on their
     folders under /var/lib/docker/volumes, tagged with the stack; its short id."""
-    env = {"RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password_file),
-           "PATH": "/usr/bin:/bin"}
+    env = restic_env(repository, password_file)
     restic = ["restic", "--no-cache"]
     if subprocess.run([*restic, "cat", "config"], env=env, capture_output=True).returncode:
         subprocess.run([*restic, "init"], env=env, capture_output=True, check=True)
@@ -311,9 +316,8 @@ async def test_a_backup_bot_two_snapshot_is_listed_and_restored(
 
 
 def restic_json(repository: Path, password_file: Path, *args: str) -> Any:
-    env = {"RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password_file),
-           "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(["restic", "--no-cache", *args, "--json"], env=env,
+    done = subprocess.run(["restic", "--no-cache", *args, "--json"],
+                          env=restic_env(repository, password_file),
                           capture_output=True, check=True, text=True)
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith(("{", "["))]
 

@@ -72,12 +72,20 @@ class BackupResult:
 
 
 @dataclass(frozen=True)
-class RestorePlan:
-    """A restore as approvers see it; `binding` changes whenever the snapshot or app does."""
+class SnapshotPlan:
+    """An operation on a snapshot as approvers see it; `binding` changes whenever the
+    snapshot or app does."""
 
     app: str
     binding: Binding
     lines: tuple[str, ...]
+
+    def planned(self) -> PlannedChange:
+        return PlannedChange(binding=self.binding, lines=list(self.lines), app=self.app)
+
+
+@dataclass(frozen=True)
+class RestorePlan(SnapshotPlan):
 
     @staticmethod
     def of(app: App, snapshot: Snapshot, deployed: str | None) -> RestorePlan:
@@ -93,18 +101,8 @@ class RestorePlan:
         ))
 
 
-    def planned(self) -> PlannedChange:
-        return PlannedChange(binding=self.binding, lines=list(self.lines), app=self.app)
-
-
 @dataclass(frozen=True)
-class ExportPlan:
-    """An export as approvers see it."""
-
-    app: str
-    binding: Binding
-    lines: tuple[str, ...]
-
+class ExportPlan(SnapshotPlan):
     @staticmethod
     def of(app: App, snapshot: Snapshot, exports_dir: str) -> ExportPlan:
         binding = Binding(kind="export", app=app.name, server=app.server,
@@ -116,9 +114,6 @@ class ExportPlan:
             f"on {app.server}",
             f"volumes: {', '.join(f'`{v}`' for v in volumes)}",
         ))
-
-    def planned(self) -> PlannedChange:
-        return PlannedChange(binding=self.binding, lines=list(self.lines), app=self.app)
 
 
 @dataclass(frozen=True)
