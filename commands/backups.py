@@ -1,10 +1,12 @@
-"""Backup commands: backup, snapshots (read) and restore. Parsing, roles, approvals and error
-reporting are the pipeline's; this module declares the commands and hands each to the
-BackupService."""
+"""Backup commands: backup, snapshots (read), restore and export. Parsing, roles, approvals
+and error reporting are the pipeline's; this module declares the commands and hands each to
+the BackupService."""
 
 from __future__ import annotations
 
 from coopbot.args import APP, SNAPSHOT
+from coopbot.backups import output
+from coopbot.backups.layout import BACKUP_BOT_TWO
 from coopbot.backups.results import human_bytes, when
 from coopbot.backups.service import BackupService
 from coopbot.invocation import Invocation
@@ -34,7 +36,8 @@ class BackupCommands:
                         "that every expected path is in the snapshot and that no dump is empty.",
                 examples=("!backup blog.example.org",)),
             CommandSpec(
-                "snapshots", "an app's backups, newest first: time, version, size",
+                "snapshots", "an app's backups, newest first: time, version, size "
+                "(backup-bot-two's too)",
                 self._read, self.snapshots, args=(app,),
                 examples=("!snapshots blog.example.org",)),
             CommandSpec(
@@ -42,7 +45,7 @@ class BackupCommands:
                 self._change, self.restore,
                 args=(app, Arg("snapshot", optional=True, kind=SNAPSHOT,
                                help="a snapshot id from `!snapshots` (default: the newest "
-                                    "verified one)")),
+                                    "verified one; backup-bot-two's by id only)")),
                 operation=Operation(OperationKind.RESTORE, self._plan_restore),
                 details="Backs up the current data first, runs the restore pre-hooks, stops "
                         "the services that use the volumes, replaces the snapshot's paths, "
@@ -50,7 +53,30 @@ class BackupCommands:
                         "app is healthy. If it fails midway it says which volume is in which "
                         "state.",
                 examples=("!restore blog.example.org", "!restore blog.example.org 1a2b3c4d")),
+            CommandSpec(
+                "export", "write a snapshot of an app to a tar.gz on its server",
+                self._change, self.export,
+                args=(app, Arg("snapshot", optional=True, kind=SNAPSHOT,
+                               help="a snapshot id from `!snapshots` (default: the newest "
+                                    "verified one)")),
+                operation=Operation(OperationKind.EXPORT, self._plan_export),
+                details="Restores the snapshot's volumes into a tar.gz in the server's "
+                        "exports folder (`backups.<server>.exports_dir`), laid out as "
+                        "backup-bot-two's download: `var/lib/docker/volumes/<volume>/_data/`. "
+                        "The app is not touched. The answer gives the file's path.",
+                examples=("!export blog.example.org", "!export blog.example.org 1a2b3c4d")),
         ]
+
+    async def _plan_export(self, inv: Invocation) -> PlannedChange:
+        plan = await self._backups.plan_export(inv.args["app"], inv.room, inv.arg("snapshot"))
+        return plan.planned()
+
+    async def export(self, inv: Invocation) -> Reply:
+        result = await self._backups.export(
+            inv.args["app"], inv.room, inv.sender, inv.progress, inv.arg("snapshot"),
+            room_id=inv.room_id, event_id=inv.event_id, approvers=inv.approvers,
+            expected_binding=inv.expected_binding)
+        return Reply.of(result.describe())
 
     async def _plan_restore(self, inv: Invocation) -> PlannedChange:
         plan = await self._backups.plan_restore(inv.args["app"], inv.room, inv.arg("snapshot"))
@@ -75,6 +101,10 @@ class BackupCommands:
         rows = []
         for snapshot in found[:SNAPSHOTS_SHOWN]:
             size = snapshot.size
+            if output.MARK not in snapshot.tags:
+                rows.append(f"- `{snapshot.short_id}` {when(snapshot.time)}, made by "
+                            f"{BACKUP_BOT_TWO}, not verified by coopbot")
+                continue
             rows.append(
                 f"- `{snapshot.short_id}` {when(snapshot.time)}, "
                 f"{snapshot.tag('version') or 'unknown version'}, "

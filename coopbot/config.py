@@ -258,11 +258,12 @@ class RetentionConfig(Strict):
     keep_monthly: int | None = Field(default=6, ge=1)
 
 
+EXPORTS_DIR = re.compile(r"^/[A-Za-z0-9._/-]*$")
 SCHEDULE = re.compile(r"^(hourly|daily( [0-2][0-9]:[0-5][0-9])?)$")
 
 
-class BackupConfig(Strict):
-    """Where one server's app backups go (a restic repository) and how they run."""
+class RepositoryConfig(Strict):
+    """A restic repository and what opens it."""
 
     # A path on that server, or `sftp:user@host:/path`, or `s3:https://host/bucket`.
     repository: str
@@ -271,11 +272,26 @@ class BackupConfig(Strict):
     password_env: str | None = None
     # Extra environment for restic (e.g. AWS_ACCESS_KEY_ID for s3:), one KEY=value per line.
     environment_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> RepositoryConfig:
+        if (self.password_file is None) == (self.password_env is None):
+            raise ValueError("give exactly one of password_file, password_env")
+        return self
+
+
+class BackupConfig(RepositoryConfig):
+    """Where one server's app backups go (a restic repository) and how they run."""
+
     # The image that runs restic on the node holding the volumes.
     helper_image: str = "restic/restic:0.16.4"
     retention: RetentionConfig = RetentionConfig()
     # "hourly", "daily" or "daily HH:MM" (UTC); none: only on request and before operations.
     schedule: str | None = None
+    # More repositories (e.g. off-site) that receive a copy of each verified snapshot, by name.
+    copies: dict[str, RepositoryConfig] = {}
+    # Where `!export` writes its tar.gz files on the server (created when missing).
+    exports_dir: str = "/var/lib/coopbot/exports"
 
     @field_validator("schedule")
     @classmethod
@@ -284,11 +300,20 @@ class BackupConfig(Strict):
             raise ValueError("must be hourly, daily or daily HH:MM")
         return value
 
-    @model_validator(mode="after")
-    def _one_password(self) -> BackupConfig:
-        if (self.password_file is None) == (self.password_env is None):
-            raise ValueError("give exactly one of password_file, password_env")
-        return self
+    @field_validator("exports_dir")
+    @classmethod
+    def _exports_dir(cls, value: str) -> str:
+        if not EXPORTS_DIR.match(value) or ".." in value.split("/"):
+            raise ValueError("must be an absolute path on the server (letters, digits, . _ - /)")
+        return value.rstrip("/") or "/"
+
+    @field_validator("copies")
+    @classmethod
+    def _copy_names(cls, value: dict[str, RepositoryConfig]) -> dict[str, RepositoryConfig]:
+        for name in value:
+            if not NAME.match(name):
+                raise ValueError(f"copy name {name!r}: use lower-case letters, digits, _ and -")
+        return value
 
 
 class UpdatesConfig(Strict):
@@ -342,7 +367,7 @@ class Config(Strict):
     recipes: RecipesConfig = RecipesConfig()
     # Per server name: its restic repository for app backups.
     backups: dict[str, BackupConfig] = {}
-    # Per operation (deploy, upgrade, rollback, undeploy, backup, restore): approval policy.
+    # Per operation (deploy, upgrade, rollback, undeploy, backup, restore, export): approval policy.
     policies: dict[str, PolicyConfig] = {
         "upgrade": PolicyConfig(approvals=0, backup_first=True),
         "restore": PolicyConfig(approvals=1, backup_first=True),

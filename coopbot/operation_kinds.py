@@ -16,3 +16,4 @@ class OperationKind(StrEnum):
     UNDEPLOY = "undeploy"
     BACKUP = "backup"
     RESTORE = "restore"
+    EXPORT = "export"

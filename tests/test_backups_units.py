@@ -7,12 +7,14 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from coopbot.backups.hooks import unwrap
 from coopbot.backups.labels import LabelError, plan_backup
-from coopbot.backups.output import parse_backup, parse_forget, parse_ls, parse_snapshots
+from coopbot.backups.layout import SnapshotVolume, maker, volumes_in
+from coopbot.backups.output import Snapshot, parse_backup, parse_forget, parse_ls, parse_snapshots
 from coopbot.backups.restic import retention_args
-from coopbot.backups.restore import snapshot_volumes
 from coopbot.backups.schedule import next_run
 from coopbot.backups.verify import Node, verify
 from coopbot.config import RetentionConfig
@@ -84,8 +86,40 @@ def test_paths_may_not_leave_the_volume() -> None:
 def test_shared_volume_is_backed_up_once() -> None:
     on = {"backupbot.backup": "true"}
     plan = plan_backup(STACK, [service(on, {"data": "/data"}, "app"),
-                               service(on, {"data": "/srv/data"}, "worker")])
+                               service({}, {"data": "/srv/data"}, "worker")])
     assert plan.backup_paths == ("/backup/data",)
+
+
+def test_the_label_on_one_service_backs_up_the_whole_stack() -> None:
+    # backup-bot-two's spec: the label enables the stack; volume labels may sit on any service.
+    plan = plan_backup(STACK, [
+        service({"backupbot.backup": "true", "backupbot.backup.volumes.cache": "false"},
+                {"files": "/srv/files"}, "app"),
+        service({"backupbot.backup.pre-hook": "mysqldump > /var/lib/mysql/dump.sql"},
+                {"mariadb": "/var/lib/mysql", "cache": "/cache"}, "db"),
+        service({}, {}, "web"),  # no volumes, no hooks: not part of the plan
+    ])
+    assert [s.short_name for s in plan.services] == ["app", "db"]
+    assert [v.name for v in plan.volumes] == ["files", "mariadb"]
+    assert plan.services[1].hooks.pre_backup == "mysqldump > /var/lib/mysql/dump.sql"
+
+
+def test_the_label_on_several_services_is_refused_naming_them() -> None:
+    on = {"backupbot.backup": "true"}
+    with pytest.raises(LabelError, match=r"set on services `app`, `db`; .* one service only"):
+        plan_backup(STACK, [service(on, {"files": "/srv"}, "app"),
+                            service({"backupbot.backup": "false"}, {"x": "/x"}, "cron"),
+                            service(on, {"mariadb": "/var/lib/mysql"}, "db")])
+
+
+def test_conflicting_volume_labels_are_refused() -> None:
+    with pytest.raises(LabelError, match=r"`app` and `db` give the label .*mariadb\.path"):
+        plan_backup(STACK, [
+            service({"backupbot.backup": "true",
+                     "backupbot.backup.volumes.mariadb.path": "a.sql"}, {}, "app"),
+            service({"backupbot.backup.volumes.mariadb.path": "b.sql"},
+                    {"mariadb": "/var/lib/mysql"}, "db"),
+        ])
 
 
 NODES = [
@@ -192,11 +226,50 @@ def test_next_run(schedule: str, now: str, expected: str) -> None:
 
 def test_restore_replaces_whole_volumes_and_narrowed_paths() -> None:
     [snapshot, _] = parse_snapshots(SNAPSHOTS_OUT)
-    assert snapshot_volumes(snapshot) == {"db": ["/backup/db/dump.sql"],
-                                          "files": ["/backup/files/"]}
+    assert volumes_in(snapshot, STACK) == [
+        SnapshotVolume("db", "/backup/db", ("/backup/db/dump.sql",)),
+        SnapshotVolume("files", "/backup/files", ("/backup/files/",)),
+    ]
     foreign = parse_snapshots(SNAPSHOTS_OUT.replace("/backup/files", "/home/x"))[0]
-    with pytest.raises(OperationFailed, match="was not made by coopbot"):
-        snapshot_volumes(foreign)
+    with pytest.raises(OperationFailed, match="holds none of this app's volumes"):
+        volumes_in(foreign, STACK)
+
+
+def bb2_snapshot(*paths: str) -> Snapshot:
+    return Snapshot("ab12cd34ef", "ab12cd34", datetime(2026, 11, 30, tzinfo=UTC), paths,
+                    ("backupbot", STACK))
+
+
+def test_backup_bot_two_snapshots_restore_only_this_apps_volumes() -> None:
+    volumes = "/var/lib/docker/volumes"
+    snapshot = bb2_snapshot(
+        f"{volumes}/{STACK}_mariadb/_data/dump.sql.gz",
+        f"{volumes}/{STACK}_files/_data",
+        f"{volumes}/other_example_org_files/_data",  # another app in the same snapshot
+        f"{volumes}/{STACK}_odd/not-data",  # not a volume's data folder
+    )
+    assert maker(snapshot, STACK) == "backup-bot-two"
+    assert maker(snapshot, "nothing_here") is None
+    assert volumes_in(snapshot, STACK) == [
+        SnapshotVolume("mariadb", f"{volumes}/{STACK}_mariadb/_data",
+                       (f"{volumes}/{STACK}_mariadb/_data/dump.sql.gz",), f"{STACK}_mariadb"),
+        SnapshotVolume("files", f"{volumes}/{STACK}_files/_data",
+                       (f"{volumes}/{STACK}_files/_data/",), f"{STACK}_files"),
+    ]
+    with pytest.raises(OperationFailed, match="holds none of this app's volumes"):
+        volumes_in(snapshot, "blog_example_com")
+
+
+@given(st.lists(st.text(alphabet="/_abcdefg.", max_size=40), max_size=6))
+def test_any_snapshot_paths_give_volumes_inside_their_roots_or_a_refusal(paths: list[str]
+                                                                         ) -> None:
+    try:
+        found = volumes_in(bb2_snapshot(*paths), STACK)
+    except OperationFailed:
+        return
+    for volume in found:
+        assert volume.clear and all(c == f"{volume.root}/" or c.startswith(f"{volume.root}/")
+                                    for c in volume.clear)
 
 
 def test_hooks_are_unwrapped_like_backup_bot_two() -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import subprocess
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ pytestmark = pytest.mark.real
 
 TIMEOUT = 150.0
 DB_SECRET = "hunter2-db-secret-value"
+OFFSITE_PASSWORD = "offsite-restic-password-value"
 
 
 def docker(*args: str, stdin: bytes | None = None) -> bytes:
@@ -90,6 +92,7 @@ class BackupRoom:
     carol: Member  # member (0)
     abra: AbraDir
     repository: ResticRepository
+    offsite_password_file: Path
 
     async def send(self, member: Member, body: str) -> str:
         return await member.send(self.room, body)
@@ -142,6 +145,12 @@ async def backup_room(
                "helper_image": restic_image}
         for name in servers
     }
+    # The local server's verified snapshots are also copied to an "off-site" repository.
+    offsite = tmp_path / "offsite-password"
+    offsite.write_text(OFFSITE_PASSWORD + "\n")
+    backups["local"]["copies"] = {"offsite": {
+        "repository": str(restic_repository.path / "offsite"), "password_file": str(offsite)}}
+    backups["local"]["exports_dir"] = str(tmp_path / "exports")
     # Default policies: restore needs one approval; upgrade and restore back up first.
     bot = await start_bot(
         rooms={room: {"servers": list(servers)}}, servers=servers, backups=backups,
@@ -151,7 +160,7 @@ async def backup_room(
     )
     await alice.invite(room, bot.user_id)
     await alice.wait_joined(room, bot.user_id)
-    return BackupRoom(bot, room, alice, bob, carol, abra_dir, restic_repository)
+    return BackupRoom(bot, room, alice, bob, carol, abra_dir, restic_repository, offsite)
 
 
 @pytest.fixture
@@ -174,7 +183,7 @@ async def assert_secrets_nowhere(b: BackupRoom, caplog: pytest.LogCaptureFixture
     logged = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert "restic" in logged, "no restic log lines were captured: the check would prove nothing"
     audit = "\n".join(json.dumps(row.__dict__) for row in await b.bot.audit(500))
-    for secret in (b.repository.password, DB_SECRET):
+    for secret in (b.repository.password, DB_SECRET, OFFSITE_PASSWORD):
         assert secret not in said
         assert secret not in logged
         assert secret not in audit
@@ -249,6 +258,114 @@ async def test_backup_change_restore_gives_back_the_same_bytes_over_ssh(
     assert history[0].approvers == b.alice.user_id
     helpers_after = set(docker("ps", "-aq", "--filter", f"label={HELPER_LABEL}").split())
     assert helpers_after - helpers_before == set(), "a restic helper container was left behind"
+    await assert_secrets_nowhere(b, caplog)
+
+
+def restic_env(repository: Path, password_file: Path) -> dict[str, str]:
+    """restic run by the test itself, on the host, against a repository the bot uses."""
+    return {"RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD_FILE": str(password_file),
+            "PATH": "/usr/bin:/bin"}
+
+
+def backup_bot_two_snapshot(repository: Path, password_file: Path, stack: str) -> str:
+    """A snapshot as backup-bot-two makes it: restic run where the volumes live, on their
+    folders under /var/lib/docker/volumes, tagged with the stack; its short id."""
+    env = restic_env(repository, password_file)
+    restic = ["restic", "--no-cache"]
+    if subprocess.run([*restic, "cat", "config"], env=env, capture_output=True).returncode:
+        subprocess.run([*restic, "init"], env=env, capture_output=True, check=True)
+    paths = [f"/var/lib/docker/volumes/{stack}_db/_data", f"/var/lib/docker/volumes/{stack}_files/_data"]
+    assert all(Path(p).is_dir() for p in paths), "the test dockerd keeps volumes elsewhere"
+    done = subprocess.run([*restic, "backup", "--json", "--tag", "backupbot", "--tag", stack, *paths],
+                          env=env, capture_output=True, check=True, text=True)
+    summary = [json.loads(line) for line in done.stdout.splitlines() if '"summary"' in line]
+    return str(summary[-1]["snapshot_id"])[:8]
+
+
+async def test_a_backup_bot_two_snapshot_is_listed_and_restored(
+    backup_room: BackupRoom, stacks: list[str]
+) -> None:
+    b = backup_room
+    domain = b.new_app("local")
+    await deploy(b, domain, stacks)
+    run_in(domain, f"cat {DB} > {DUMP}")  # backup-bot-two runs the pre-hook first too
+    original = {path: read(domain, path) for path in (DB, UPLOAD, README)}
+    theirs = backup_bot_two_snapshot(b.repository.path / "local", b.repository.password_file,
+                                     stack_of(domain))
+    run_in(domain, f"echo corrupted > {DB}; echo overwritten > {UPLOAD}; "
+                   "echo new > /srv/files/added-later.txt")
+
+    listing = await b.ask(b.carol, f"!snapshots {domain}")
+    assert re.search(rf"- `{theirs}` \d{{4}}-\d\d-\d\d \d\d:\d\d UTC, made by backup-bot-two, "
+                     "not verified by coopbot", listing), listing
+    latest = await b.ask(b.bob, f"!restore {domain}")
+    assert "no verified snapshot to restore yet" in latest  # theirs is never picked implicitly
+
+    command = await b.send(b.bob, f"!restore {domain} {theirs}")
+    card = await b.answer(b.bob, command)
+    request = re.match(r"Request #(\d+):", card)
+    assert request is not None, card
+    assert "volumes replaced: `db`, `files`" in card
+    await b.ask(b.alice, f"!approve {request.group(1)}")
+    result = await b.answer(b.bob, command, text="restored")
+    assert "- volume `db`: restored" in result and "- volume `files`: restored" in result
+    for path, content in original.items():
+        assert read(domain, path) == content, path
+    listed = docker("exec", container_of(domain), "ls", "/srv/files").decode().split()
+    assert sorted(listed) == ["docs", "upload.bin"]
+
+
+def restic_json(repository: Path, password_file: Path, *args: str) -> Any:
+    done = subprocess.run(["restic", "--no-cache", *args, "--json"],
+                          env=restic_env(repository, password_file),
+                          capture_output=True, check=True, text=True)
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith(("{", "["))]
+
+
+async def test_verified_snapshots_are_copied_to_the_offsite_repository_and_verified_there(
+    backup_room: BackupRoom, stacks: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    b = backup_room
+    domain = b.new_app("local")
+    await deploy(b, domain, stacks)
+    answer = await b.ask(b.bob, f"!backup {domain}")
+    assert "- copy in `offsite`: verified" in answer, answer
+    snapshot = re.search(r"snapshot `([0-9a-f]{8})`", answer)
+    assert snapshot is not None
+
+    # The copy is in the other repository, with coopbot's tags, and holds the same files.
+    offsite = b.repository.path / "offsite"
+    [listing] = restic_json(offsite, b.offsite_password_file, "snapshots")
+    [copy] = [s for s in listing if f"app={domain}" in s["tags"]]
+    assert "verified" in copy["tags"]
+    nodes = restic_json(offsite, b.offsite_password_file, "ls", copy["id"])
+    paths = {n["path"] for n in nodes if n.get("struct_type") == "node"}
+    assert {"/backup/db/dump.sql", "/backup/files/upload.bin"} <= paths
+
+    # The export: backup-bot-two's download layout, file by file, the bytes the app has.
+    answer = await b.ask(b.bob, f"!export {domain}")
+    where = re.search(r"is in `([^`]+\.tar\.gz)`", answer)
+    assert where is not None and f"snapshot `{snapshot.group(1)}`" in answer, answer
+    stack = stack_of(domain)
+    with tarfile.open(where.group(1)) as archive:
+        files = {m.name: archive.extractfile(m).read()  # type: ignore[union-attr]
+                 for m in archive.getmembers() if m.isfile()}
+    top = f"var/lib/docker/volumes/{stack}"
+    assert files == {f"{top}_db/_data/dump.sql": read(domain, DUMP),
+                     f"{top}_files/_data/upload.bin": read(domain, UPLOAD),
+                     f"{top}_files/_data/docs/readme.txt": read(domain, README)}
+    assert not list(Path(where.group(1)).parent.glob(".coopbot-export-*"))
+
+    # A copy that fails (its password changed under the bot) is said; the snapshot stays.
+    b.offsite_password_file.write_text("not-the-offsite-password\n")
+    answer = await b.ask(b.bob, f"!backup {domain}")
+    assert "verified: 3 file(s)" in answer, answer
+    assert ("- copy in `offsite` FAILED: could not copy the snapshot to offsite on server "
+            "local: the restic password does not open the repository") in answer, answer
+    rows = [r for r in (await b.ask(b.carol, f"!snapshots {domain}")).splitlines()
+            if r.startswith("- ")]
+    assert len(rows) == 2 and not any("not verified" in r for r in rows), rows
+    b.offsite_password_file.write_text(OFFSITE_PASSWORD + "\n")
     await assert_secrets_nowhere(b, caplog)
 
 

@@ -14,9 +14,9 @@ from coopbot.backups.hooks import run_hook
 from coopbot.backups.labels import ServiceTarget
 from coopbot.backups.output import BackupSummary
 from coopbot.backups.restic import NewSnapshot
-from coopbot.backups.results import BackupResult
+from coopbot.backups.results import BackupResult, CopyResult
 from coopbot.backups.target import AppTarget
-from coopbot.backups.verify import verify
+from coopbot.backups.verify import Verification, verify
 from coopbot.errors import CoopbotError, OperationFailed, UserError
 from coopbot.servers.containers import Bind, RunningTask
 
@@ -57,6 +57,8 @@ async def take_backup(target: AppTarget, operation_id: str, reason: str, say: Sa
             + f". The snapshot `{summary.snapshot_id}` was discarded; earlier snapshots are kept."
         )
     snapshot_id = await _mark_verified(target, summary, checked.files, checked.bytes, tags)
+    copies = [await _copy(target, name, snapshot_id, tags, checked, say)
+              for name in target.restic.copies]
     if post_error is not None:
         raise OperationFailed(f"{post_error} The snapshot `{snapshot_id}` itself was verified "
                               "and is kept.")
@@ -65,8 +67,32 @@ async def take_backup(target: AppTarget, operation_id: str, reason: str, say: Sa
     return BackupResult(
         app=app.name, server=app.server, snapshot_id=snapshot_id, version=target.version,
         reason=reason, files=checked.files, bytes=checked.bytes, volumes=checked.volumes,
-        seconds=time.monotonic() - started,
+        seconds=time.monotonic() - started, copies=tuple(copies),
     )
+
+
+async def _copy(target: AppTarget, name: str, snapshot_id: str, tags: list[str],
+                checked: Verification, say: Say) -> CopyResult:
+    """Copy the verified snapshot into the copy repository `name`, then verify the copy as
+    the snapshot was (same paths, files and bytes). A failed copy leaves the snapshot itself
+    verified and kept: it is reported, not raised."""
+    plan = target.plan
+    await say(f"backup `{target.app.name}`: copying snapshot `{snapshot_id}` to `{name}`...")
+    try:
+        nodes = await target.restic.copy_and_list(name, snapshot_id, tags)
+    except CoopbotError as error:
+        log.warning("copy of snapshot %s of %s to %s failed: %s (%s)", snapshot_id,
+                    target.app.name, name, error, error.detail)
+        return CopyResult(name, False, str(error))
+    copied = verify(nodes, plan.backup_paths, plan.named_files)
+    if not copied.ok or (copied.files, copied.bytes) != (checked.files, checked.bytes):
+        problems = "; ".join(copied.problems) or (
+            f"it holds {copied.files} file(s), {copied.bytes} bytes instead of "
+            f"{checked.files}, {checked.bytes}")
+        log.warning("copy of snapshot %s of %s in %s failed verification: %s", snapshot_id,
+                    target.app.name, name, problems)
+        return CopyResult(name, False, f"the copy failed verification: {problems}")
+    return CopyResult(name, True)
 
 
 async def _hooks_and_snapshot(target: AppTarget, tasks: dict[str, RunningTask], tags: list[str],

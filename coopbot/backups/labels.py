@@ -1,11 +1,15 @@
 """What to back up, from backup-bot-two's labels on the services' specs. Pure.
 
-    backupbot.backup=true                          the service's volumes are backed up
-    backupbot.backup.path=/a/b[,/c]                v1: only these paths (inside the container)
+    backupbot.backup=true                          on ONE service: the whole stack is backed up
+    backupbot.backup.path=/a/b[,/c]                v1: only these paths of this service's volumes
     backupbot.backup.volumes.<vol>.path=x[,y]      v2: only these paths of <vol> (inside it)
     backupbot.backup.volumes.<vol>=false           v2: not this volume
     backupbot.backup.pre-hook / .post-hook         run in the service's container around it
     backupbot.restore.pre-hook / .post-hook        run in it around a restore
+
+As backup-bot-two's spec has it, `backupbot.backup` enables the stack, not the service: every
+service's volumes are backed up unless excluded, and setting it on several services is an
+error (it was meant once). Volume labels (v2) name their volume, so any service may carry them.
 
 Each volume lands in the snapshot at /backup/<vol>/ (<vol> as the recipe names it), so a
 snapshot restores into the same app under another stack name too.
@@ -110,17 +114,30 @@ def volume_name(source: str, stack: str) -> str:
 
 
 def plan_backup(stack: str, services: Iterable[ServiceMounts]) -> BackupPlan:
-    """Services labelled `backupbot.backup=true`, each with what to back up of its volumes."""
+    """What to back up of the stack, if one service is labelled `backupbot.backup=true`: every
+    service that has volumes or hooks, each with what to back up of its volumes."""
+    services = list(services)
+    enabled = [s for s in services if _truthy(s.labels.get(ENABLE, ""))]
+    if not enabled:
+        return BackupPlan(stack, ())
+    if len(enabled) > 1:
+        names = ", ".join(f"`{s.short_name}`" for s in enabled)
+        raise LabelError(
+            f"the label {ENABLE} is set on services {names}; it enables backups of the whole "
+            "stack and must be set on one service only (backup-bot-two's spec), so nothing "
+            "is backed up until the recipe keeps it on one"
+        )
+    volume_labels = _volume_labels(services)
     targets = []
     for service in services:
         labels = service.labels
-        if labels.get(ENABLE, "").strip().strip("\"'").lower() not in TRUE:
-            continue
-        volumes = _volumes(stack, service)
+        volumes = _volumes(stack, service, volume_labels)
         hooks = Hooks(
             pre_backup=_hook(labels, PRE_BACKUP), post_backup=_hook(labels, POST_BACKUP),
             pre_restore=_hook(labels, PRE_RESTORE), post_restore=_hook(labels, POST_RESTORE),
         )
+        if not volumes and hooks == Hooks():
+            continue
         targets.append(ServiceTarget(
             service=service.name, short_name=service.short_name, volumes=volumes, hooks=hooks,
             named_files=_named_files(volumes, hooks.pre_backup),
@@ -128,7 +145,29 @@ def plan_backup(stack: str, services: Iterable[ServiceMounts]) -> BackupPlan:
     return BackupPlan(stack, tuple(targets))
 
 
-def _volumes(stack: str, service: ServiceMounts) -> tuple[VolumeTarget, ...]:
+def _truthy(value: str) -> bool:
+    return value.strip().strip("\"'").lower() in TRUE
+
+
+def _volume_labels(services: list[ServiceMounts]) -> dict[str, str]:
+    """The stack's `backupbot.backup.volumes.*` labels, from whichever service carries them;
+    two services giving one key different values is refused rather than guessed."""
+    found: dict[str, tuple[str, str]] = {}  # key -> (value, service)
+    for service in services:
+        for key, value in service.labels.items():
+            if not key.startswith(VOLUMES):
+                continue
+            earlier = found.setdefault(key, (value, service.short_name))
+            if earlier[0].strip() != value.strip():
+                raise LabelError(
+                    f"services `{earlier[1]}` and `{service.short_name}` give the label {key} "
+                    "different values, so it is unclear what to back up"
+                )
+    return {key: value for key, (value, _) in found.items()}
+
+
+def _volumes(stack: str, service: ServiceMounts,
+             volume_labels: Mapping[str, str]) -> tuple[VolumeTarget, ...]:
     labels = service.labels
     v1 = [_clean_v1(service, p) for p in _split(labels.get(V1_PATH, ""))]
     claimed: dict[str, list[str]] = {}  # volume source -> v1 paths inside it
@@ -144,9 +183,10 @@ def _volumes(stack: str, service: ServiceMounts) -> tuple[VolumeTarget, ...]:
     for mount in service.mounts:
         name = volume_name(mount.source, stack)
         key = f"{VOLUMES}{name}"
-        if labels.get(key, "").strip().lower() == "false":
+        if volume_labels.get(key, "").strip().lower() == "false":
             continue
-        v2 = [_clean_v2(service, key, p) for p in _split(labels.get(f"{key}.path", ""))]
+        v2 = [_clean_v2(service, key, p)
+              for p in _split(volume_labels.get(f"{key}.path", ""))]
         if v1 and mount.source not in claimed and not v2:
             continue  # v1 paths narrow the service to the volumes they name
         paths = [*claimed.get(mount.source, []), *v2]

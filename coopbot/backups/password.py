@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from coopbot.config import BackupConfig
+from coopbot.config import RepositoryConfig
 from coopbot.errors import ResticError
 
-PasswordReader = Callable[[BackupConfig], str]
+PasswordReader = Callable[[RepositoryConfig], str]
 
 
-def read_password(config: BackupConfig) -> str:
+def read_password(config: RepositoryConfig) -> str:
     if config.password_file is not None:
         try:
             value = config.password_file.read_text(encoding="utf-8").strip()
@@ -28,7 +28,7 @@ def read_password(config: BackupConfig) -> str:
     return value
 
 
-def read_environment(config: BackupConfig) -> dict[str, str]:
+def read_environment(config: RepositoryConfig) -> dict[str, str]:
     """`KEY=value` lines of the environment file (blank lines and `#` comments skipped)."""
     if config.environment_file is None:
         return {}

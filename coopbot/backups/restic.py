@@ -27,7 +27,7 @@ from coopbot.backups.output import (
 )
 from coopbot.backups.password import PasswordReader, read_environment
 from coopbot.backups.verify import Node
-from coopbot.config import BackupConfig, RetentionConfig
+from coopbot.config import BackupConfig, RepositoryConfig, RetentionConfig
 from coopbot.errors import ResticError
 from coopbot.redact import Redactor
 from coopbot.servers.containers import Bind, HelperRun
@@ -65,6 +65,52 @@ BACKUP_AND_LIST_SCRIPT = """set -e
 host="$1"; tags="$2"; shift 2
 restic backup --json --host "$host" --tag "$tags" -- "$@"
 restic ls --json latest --host "$host" --tag "$tags"
+"""
+# A copy in another repository (`copies`): created on first use with the same chunker
+# parameters (so the copies deduplicate as the source does), the snapshot copied, then the
+# copy's listing read back for verification. restic keeps the tags, so they select it there.
+COPY_AND_LIST_SCRIPT = """set -e
+snapshot="$1"; tags="$2"
+if ! opened=$(restic cat config 2>&1 >/dev/null); then
+  case "$opened" in
+    *"Is there a repository at the following location?"*) restic init --copy-chunker-params >&2 ;;
+    *) echo "$opened" >&2; exit 1 ;;
+  esac
+fi
+restic copy "$snapshot" >&2
+restic ls --json latest --tag "$tags"
+"""
+COPY_MOUNT = "/copy"
+# An export in backup-bot-two's download layout: the snapshot's volumes restored into a work
+# folder next to the file, moved to var/lib/docker/volumes/<volume>/_data, packed, and only
+# then renamed into place (a half-written export is never mistaken for one). Arguments after
+# the snapshot and the file: pairs of (where the snapshot keeps a volume, the volume's name),
+# of a charset checked before (no spaces, no shell metacharacters).
+EXPORT_MOUNT = "/export"
+EXPORTED = "coopbot: exported"
+EXPORT_SCRIPT = f"""set -e
+snapshot="$1"; out="$2"; shift 2
+work="${{out%/*}}/.coopbot-export-$$"
+pairs="$*"
+rm -rf "$work"; mkdir -p "$work/restored" "$work/tree/var/lib/docker/volumes"
+trap 'rm -rf "$work"' EXIT
+includes=""
+set -- $pairs
+while [ $# -gt 0 ]; do includes="$includes --include $1"; shift 2; done
+restic restore "$snapshot" --target "$work/restored" $includes >&2
+set -- $pairs
+while [ $# -gt 0 ]; do
+  mkdir -p "$work/tree/var/lib/docker/volumes/$2"
+  if [ -e "$work/restored$1" ]; then
+    mv "$work/restored$1" "$work/tree/var/lib/docker/volumes/$2/_data"
+  else
+    mkdir -p "$work/tree/var/lib/docker/volumes/$2/_data"
+  fi
+  shift 2
+done
+tar -czf "$out.partial" -C "$work/tree" var
+mv "$out.partial" "$out"
+echo "{EXPORTED} $(wc -c < "$out") $(tar -tzf "$out" | wc -l)"
 """
 TAG_AND_LIST_SCRIPT = """set -e
 snapshot="$1"; tags="$2"; shift 2
@@ -108,9 +154,16 @@ class Restic:
     def server(self) -> str:
         return self._server
 
+    @property
+    def copies(self) -> tuple[str, ...]:
+        """The names of the repositories that receive a copy of each verified snapshot."""
+        return tuple(self._config.copies)
+
     def secret_values(self) -> list[str]:
-        """The password and the extra environment's values: to redact from anything logged."""
-        return [self._password(self._config), *read_environment(self._config).values()]
+        """The passwords and the extra environments' values (the copies' too): to redact
+        from anything logged."""
+        return [value for repository in (self._config, *self._config.copies.values())
+                for value in (self._password(repository), *read_environment(repository).values())]
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -140,6 +193,42 @@ class Restic:
                 raise self._failure("back up", run) from None
             raise self._failure("list the new snapshot", run)
         return NewSnapshot(parse_backup(run.stdout), parse_ls(run.stdout))
+
+    async def copy_and_list(self, copy: str, snapshot_id: str, tags: Sequence[str]
+                            ) -> list[Node]:
+        """Copy a snapshot into the copy repository `copy` and list the copy there."""
+        config = self._config.copies[copy]
+        source_env, source_mounts, source_network = self._environment(self._config)
+        env, mounts, network = self._environment(config, mount=COPY_MOUNT)
+        env.update({f"RESTIC_FROM_{key.removeprefix('RESTIC_')}": value
+                    for key, value in source_env.items()
+                    if key in ("RESTIC_REPOSITORY", "RESTIC_PASSWORD")})
+        env = {**{k: v for k, v in source_env.items() if not k.startswith("RESTIC_")}, **env}
+        run = await self._run_helper(
+            ["-c", COPY_AND_LIST_SCRIPT, "copy", snapshot_id, ",".join(tags)],
+            action=f"copy the snapshot to {copy}", env=env,
+            binds=[*source_mounts, *(m for m in mounts if m not in source_mounts)],
+            network="none" if {source_network, network} == {"none"} else "bridge",
+            entrypoint=("sh",), long=True,
+        )
+        return parse_ls(run.stdout)
+
+    async def export(self, snapshot_id: str, volumes: Sequence[tuple[str, str]],
+                     file_name: str) -> tuple[int, int]:
+        """Write `file_name` into the exports folder: the snapshot's (root, volume) pairs in
+        backup-bot-two's layout. Its size in bytes and the number of entries in it."""
+        run = await self._run(
+            ["-c", EXPORT_SCRIPT, "export", snapshot_id, f"{EXPORT_MOUNT}/{file_name}",
+             *(part for pair in volumes for part in pair)],
+            action="export the snapshot", entrypoint=("sh",), long=True,
+            binds=[Bind(self._config.exports_dir, EXPORT_MOUNT, read_only=False)],
+        )
+        for line in run.stdout.splitlines():
+            if line.startswith(EXPORTED):
+                size, entries = line.removeprefix(EXPORTED).split()
+                if size.isascii() and size.isdigit() and entries.isascii() and entries.isdigit():
+                    return int(size), int(entries)
+        raise self._failure("export the snapshot", run)
 
     async def tag_and_list(self, snapshot_id: str, add: Sequence[str],
                            select: Sequence[str]) -> list[Snapshot]:
@@ -192,13 +281,21 @@ class Restic:
     async def _run(self, args: list[str], *, action: str, binds: Sequence[Bind] = (),
                    entrypoint: Sequence[str] = ("restic",), long: bool = False,
                    check: bool = True, repository: bool = True) -> HelperRun:
-        env, mounts, network = self._environment() if repository else ({}, [], "none")
+        env, mounts, network = (self._environment(self._config) if repository
+                                else ({}, [], "none"))
+        return await self._run_helper(args, action=action, env=env, binds=[*mounts, *binds],
+                                      network=network, entrypoint=entrypoint, long=long,
+                                      check=check)
+
+    async def _run_helper(self, args: list[str], *, action: str, env: dict[str, str],
+                          binds: Sequence[Bind], network: str, entrypoint: Sequence[str],
+                          long: bool, check: bool = True) -> HelperRun:
         timeout = self._timeouts.long if long else self._timeouts.quick
         for attempt in range(LOCK_RETRIES):
             async with self._lock:
                 run = await self._engine.containers.run_helper(
                     self._config.helper_image, entrypoint=entrypoint, args=args, env=env,
-                    binds=[*mounts, *binds], network=network, timeout=timeout,
+                    binds=binds, network=network, timeout=timeout,
                     label=action,
                 )
             if run.exit_code == 0 or LOCKED not in run.stderr or attempt == LOCK_RETRIES - 1:
@@ -210,13 +307,14 @@ class Restic:
             raise self._failure(action, run)
         return run
 
-    def _environment(self) -> tuple[dict[str, str], list[Bind], str]:
-        repository = self._config.repository
-        env = {**read_environment(self._config), "RESTIC_CACHE_DIR": CACHE_MOUNT}
+    def _environment(self, config: RepositoryConfig, *, mount: str = REPOSITORY_MOUNT
+                     ) -> tuple[dict[str, str], list[Bind], str]:
+        repository = config.repository
+        env = {**read_environment(config), "RESTIC_CACHE_DIR": CACHE_MOUNT}
         mounts = [Bind(CACHE_VOLUME, CACHE_MOUNT, read_only=False)]
         if repository.startswith("/"):
-            mounts.append(Bind(repository, REPOSITORY_MOUNT, read_only=False))
-            env["RESTIC_REPOSITORY"] = REPOSITORY_MOUNT
+            mounts.append(Bind(repository, mount, read_only=False))
+            env["RESTIC_REPOSITORY"] = mount
             network = "none"  # a local repository needs no network: the helper gets none
         elif repository.startswith(REMOTE_SCHEMES):
             env["RESTIC_REPOSITORY"] = repository
@@ -226,7 +324,7 @@ class Restic:
                 f"the restic repository of server {self._server} must be an absolute path on "
                 "that server, or an sftp:/s3: location"
             )
-        env["RESTIC_PASSWORD"] = self._password(self._config)
+        env["RESTIC_PASSWORD"] = self._password(config)
         return env, mounts, network
 
     def _failure(self, action: str, run: HelperRun) -> ResticError:

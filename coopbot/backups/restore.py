@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from coopbot.backups.backup import Say
 from coopbot.backups.hooks import run_hook
-from coopbot.backups.labels import ROOT, volume_name
+from coopbot.backups.labels import volume_name
+from coopbot.backups.layout import volumes_in
 from coopbot.backups.output import Snapshot
 from coopbot.backups.restic import RestoreFailed
 from coopbot.backups.results import RestoreResult
@@ -31,30 +32,15 @@ Checkpoint = Callable[[RestoreProgress], Awaitable[None]]
 
 @dataclass
 class _Volume:
-    name: str  # its folder under /backup
+    name: str  # as the recipe names it
     volume: str  # the Docker volume
-    clear: list[str]  # what to empty first: `dir/` = the folder's contents
+    root: str  # where the snapshot keeps it, and the helper mounts it
+    clear: tuple[str, ...]  # what to empty first: `dir/` = the folder's contents
     state: VolumeState = "unchanged"
     note: str = ""
 
     def report(self) -> VolumeRestore:
         return VolumeRestore(self.name, self.state, self.note)
-
-
-def snapshot_volumes(snapshot: Snapshot) -> dict[str, list[str]]:
-    """Volume folder -> the paths a restore replaces in it (`/backup/x/` = all of it). Pure."""
-    found: dict[str, list[str]] = {}
-    for path in snapshot.paths:
-        if not path.startswith(f"{ROOT}/"):
-            raise OperationFailed(
-                f"snapshot `{snapshot.short_id}` holds paths outside {ROOT}/, so it was not made "
-                "by coopbot and cannot be restored by it"
-            )
-        name, _, inside = path[len(ROOT) + 1:].partition("/")
-        found.setdefault(name, []).append(f"{ROOT}/{name}/{inside}" if inside
-                                          else f"{ROOT}/{name}/")
-    return {name: [f"{ROOT}/{name}/"] if f"{ROOT}/{name}/" in paths else paths
-            for name, paths in found.items()}
 
 
 async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
@@ -66,8 +52,9 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
     started = time.monotonic()
     by_name = {volume_name(m.source, app.stack_name): m.source
                for s in target.services for m in s.mounts}
-    work = [_Volume(name, by_name.get(name, f"{app.stack_name}_{name}"), clear)
-            for name, clear in snapshot_volumes(snapshot).items()]
+    work = [_Volume(v.name, v.volume or by_name.get(v.name, f"{app.stack_name}_{v.name}"),
+                    v.root, v.clear)
+            for v in volumes_in(snapshot, app.stack_name)]
     await target.check_volumes([w.volume for w in work])
     users = _users(target.services, {w.volume for w in work})
     stopped: dict[str, int] = {}
@@ -113,12 +100,12 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
 
     for volume in work:
         await say(f"restore `{app.name}`: volume `{volume.name}` from `{snapshot.short_id}`...")
-        bind = Bind(volume.volume, f"{ROOT}/{volume.name}", read_only=False)
+        bind = Bind(volume.volume, volume.root, read_only=False)
         try:
             volume.state, volume.note = "incomplete", "the bot stopped while restoring it"
             await note()
             volume.note = "emptying it failed midway"
-            await target.restic.replace(snapshot.id, bind, volume.clear, f"{ROOT}/{volume.name}")
+            await target.restic.replace(snapshot.id, bind, volume.clear, volume.root)
             volume.state, volume.note = "restored", ""
             await note()
         except CoopbotError as error:

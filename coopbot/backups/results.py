@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from coopbot.backups.layout import volumes_in
 from coopbot.backups.output import Snapshot
 from coopbot.backups.verify import VolumeStats
 from coopbot.operations.checkpoints import VolumeRestore, volume_lines
@@ -27,6 +28,20 @@ def when(moment: datetime) -> str:
 
 
 @dataclass(frozen=True)
+class CopyResult:
+    """A verified snapshot's copy in one of the server's copy repositories."""
+
+    repository: str  # its name under backups.<server>.copies
+    ok: bool
+    problem: str = ""  # room-safe
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"- copy in `{self.repository}`: verified"
+        return f"- copy in `{self.repository}` FAILED: {self.problem}"
+
+
+@dataclass(frozen=True)
 class BackupResult:
     app: str
     server: str
@@ -37,6 +52,12 @@ class BackupResult:
     bytes: int
     volumes: tuple[VolumeStats, ...]
     seconds: float
+    copies: tuple[CopyResult, ...] = ()
+
+    @property
+    def copied(self) -> bool:
+        """Every configured copy holds the snapshot, verified."""
+        return all(c.ok for c in self.copies)
 
     def describe(self) -> str:
         lines = [
@@ -46,23 +67,32 @@ class BackupResult:
         ]
         lines += [f"- volume `{v.name}`: {v.files} file(s), {human_bytes(v.bytes)}"
                   for v in self.volumes]
+        lines += [c.describe() for c in self.copies]
         return "\n".join(lines)
 
 
 @dataclass(frozen=True)
-class RestorePlan:
-    """A restore as approvers see it; `binding` changes whenever the snapshot or app does."""
+class SnapshotPlan:
+    """An operation on a snapshot as approvers see it; `binding` changes whenever the
+    snapshot or app does."""
 
     app: str
     binding: Binding
     lines: tuple[str, ...]
+
+    def planned(self) -> PlannedChange:
+        return PlannedChange(binding=self.binding, lines=list(self.lines), app=self.app)
+
+
+@dataclass(frozen=True)
+class RestorePlan(SnapshotPlan):
 
     @staticmethod
     def of(app: App, snapshot: Snapshot, deployed: str | None) -> RestorePlan:
         # The snapshot stands in the target version's place.
         binding = Binding(kind="restore", app=app.name, server=app.server,
                           from_version=deployed, to_version=f"snapshot {snapshot.id}")
-        volumes = sorted({p.removeprefix("/backup/").split("/", 1)[0] for p in snapshot.paths})
+        volumes = sorted(v.name for v in volumes_in(snapshot, app.stack_name))
         return RestorePlan(app.name, binding, (
             f"restore `{app.name}` on {app.server} from snapshot `{snapshot.short_id}` of "
             f"{when(snapshot.time)} ({snapshot.tag('version') or 'unknown version'}); "
@@ -71,8 +101,39 @@ class RestorePlan:
         ))
 
 
-    def planned(self) -> PlannedChange:
-        return PlannedChange(binding=self.binding, lines=list(self.lines), app=self.app)
+@dataclass(frozen=True)
+class ExportPlan(SnapshotPlan):
+    @staticmethod
+    def of(app: App, snapshot: Snapshot, exports_dir: str) -> ExportPlan:
+        binding = Binding(kind="export", app=app.name, server=app.server,
+                          to_version=f"snapshot {snapshot.id}")
+        volumes = sorted(v.name for v in volumes_in(snapshot, app.stack_name))
+        return ExportPlan(app.name, binding, (
+            f"export snapshot `{snapshot.short_id}` of `{app.name}` ({when(snapshot.time)}, "
+            f"{snapshot.tag('version') or 'unknown version'}) to a tar.gz in {exports_dir} "
+            f"on {app.server}",
+            f"volumes: {', '.join(f'`{v}`' for v in volumes)}",
+        ))
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    app: str
+    server: str
+    snapshot: Snapshot
+    path: str  # on the server
+    bytes: int
+    entries: int
+    seconds: float
+
+    def describe(self) -> str:
+        return (
+            f"**`{self.app}` exported** on {self.server}: snapshot `{self.snapshot.short_id}` "
+            f"of {when(self.snapshot.time)} ({self.snapshot.tag('version') or 'unknown version'})"
+            f" is in `{self.path}` ({human_bytes(self.bytes)}, {self.entries} entries, in "
+            f"{self.seconds:.0f} s), laid out as backup-bot-two's download: "
+            "`var/lib/docker/volumes/<volume>/_data/`."
+        )
 
 
 @dataclass(frozen=True)

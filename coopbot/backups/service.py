@@ -7,17 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from coopbot.backups import output
 from coopbot.backups.backup import app_tags, take_backup
+from coopbot.backups.labels import volume_name
+from coopbot.backups.layout import BACKUP_BOT_TWO, maker, volumes_in
 from coopbot.backups.output import ForgetResult, Snapshot
 from coopbot.backups.password import PasswordReader, read_password
 from coopbot.backups.restic import Restic, Timeouts
 from coopbot.backups.restore import restore_snapshot
 from coopbot.backups.results import (
     BackupResult,
+    ExportPlan,
+    ExportResult,
     RestorePlan,
     RestoreResult,
     ScheduledBackup,
@@ -39,6 +46,7 @@ log = logging.getLogger(__name__)
 SCHEDULER = UserID("coopbot (schedule)")
 DEFAULT_HOOK_TIMEOUT = 3600.0
 SNAPSHOT_ID_MIN = 4
+SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")  # what an export's shell script may be given
 # A helper that finished this long ago (seconds) belongs to no live operation: a running bot
 # reads a helper's output and removes it the moment it ends.
 HELPER_ABANDONED_AFTER = 600.0
@@ -164,6 +172,13 @@ class BackupService:
                                    f"scheduled backup of `{app.name}` is done (snapshot "
                                    f"`{result.snapshot_id}`), but applying the retention "
                                    f"policy failed: {error}", result)
+        if not result.copied:
+            # Worth a word in the room: the off-site copy is the point of having one.
+            failed = "; ".join(f"`{c.repository}`: {c.problem}" for c in result.copies if not c.ok)
+            return ScheduledBackup(app.name, app.server, False,
+                                   f"scheduled backup of `{app.name}` is done (snapshot "
+                                   f"`{result.snapshot_id}`, verified), but copying it failed: "
+                                   f"{failed}", result, pruned=len(forgotten.removed))
         return ScheduledBackup(app.name, app.server, True, result.describe(), result,
                                pruned=len(forgotten.removed))
 
@@ -171,8 +186,7 @@ class BackupService:
 
     async def snapshots(self, app_name: str, room: RoomConfig | None) -> list[Snapshot]:
         """The app's snapshots, newest first."""
-        app = await self._app(app_name, room)
-        return await self._restic_for(app.server).snapshots(app_tags(app.name))
+        return await self._snapshots_of(await self._app(app_name, room))
 
     async def restore(self, app_name: str, room: RoomConfig | None, requester: UserID,
                       progress: Progress, snapshot_id: str | None = None, *,
@@ -224,9 +238,58 @@ class BackupService:
         target = await self._target(app)
         return RestorePlan.of(app, snapshot, target.version)
 
+    async def export(self, app_name: str, room: RoomConfig | None, requester: UserID,
+                     progress: Progress, snapshot_id: str | None = None, *,
+                     room_id: RoomID | None = None, event_id: EventID | None = None,
+                     approvers: tuple[str, ...] = (),
+                     expected_binding: Binding | None = None) -> ExportResult:
+        """A tar.gz of a snapshot's volumes (default: the newest verified one) on the server,
+        in backup-bot-two's download layout, for moving an app or reading its data."""
+        app = await self._app(app_name, room)
+        say = Throttle(progress).say
+        started = time.monotonic()
+        async with self._operation(app, "export", requester, room_id, event_id,
+                                   approvers) as operation_id:
+            snapshot = await self.find_snapshot(app, snapshot_id)
+            exports_dir = self._config(app.server).exports_dir
+            PlanChanged.check(expected_binding,
+                              ExportPlan.of(app, snapshot, exports_dir).planned())
+            volumes = await self._export_volumes(app, snapshot)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            file_name = f"{app.stack_name}-{snapshot.short_id}-{stamp}.tar.gz"
+            await say(f"export `{app.name}`: restoring snapshot `{snapshot.short_id}` into a "
+                      "tar.gz on the server...")
+            size, entries = await self._restic_for(app.server).export(
+                snapshot.id, volumes, file_name)
+            path = f"{exports_dir.rstrip('/')}/{file_name}"
+            await self._operations.finish(operation_id, "ok",
+                                          f"exported snapshot {snapshot.short_id} to {path}")
+            return ExportResult(app.name, app.server, snapshot, path, size, entries,
+                                time.monotonic() - started)
+
+    async def plan_export(self, app_name: str, room: RoomConfig | None,
+                          snapshot_id: str | None) -> ExportPlan:
+        app = await self._app(app_name, room)
+        snapshot = await self.find_snapshot(app, snapshot_id)
+        return ExportPlan.of(app, snapshot, self._config(app.server).exports_dir)
+
+    async def _export_volumes(self, app: App, snapshot: Snapshot) -> list[tuple[str, str]]:
+        """(Where the snapshot keeps it, the Docker volume) per volume: the deployed app's
+        volume names where it runs (external volumes keep theirs), else the stack's."""
+        mounts = await self._pool.get(app.server).containers.service_mounts(app.stack_name)
+        by_name = {volume_name(m.source, app.stack_name): m.source
+                   for s in mounts for m in s.mounts}
+        pairs = [(v.root, v.volume or by_name.get(v.name, f"{app.stack_name}_{v.name}"))
+                 for v in volumes_in(snapshot, app.stack_name)]
+        for root, volume in pairs:
+            if not (SAFE_PATH.match(root) and SAFE_PATH.match(volume)):
+                raise OperationFailed(f"snapshot `{snapshot.short_id}` names a volume or path "
+                                      "that cannot be exported safely")
+        return pairs
+
     async def find_snapshot(self, app: App, snapshot_id: str | None) -> Snapshot:
         """Only this app's snapshots qualify: an id of another app's snapshot is refused."""
-        snapshots = await self._restic_for(app.server).snapshots(app_tags(app.name))
+        snapshots = await self._snapshots_of(app)
         if snapshot_id is None or snapshot_id == "latest":
             chosen = next((s for s in snapshots if s.verified), None)
             if chosen is None:
@@ -242,6 +305,14 @@ class BackupService:
         return matches[0]
 
     # --- plumbing ------------------------------------------------------------------------------
+
+    async def _snapshots_of(self, app: App) -> list[Snapshot]:
+        """coopbot's snapshots of the app (by its tags) and backup-bot-two's (by the paths of
+        the app's volumes), newest first, from one listing of the repository."""
+        everything = await self._restic_for(app.server).snapshots(())
+        own = set(app_tags(app.name))
+        return [s for s in everything
+                if own <= set(s.tags) or maker(s, app.stack_name) == BACKUP_BOT_TWO]
 
     async def _app(self, name: str, room: RoomConfig | None) -> App:
         app = await asyncio.to_thread(self._scope.get, name, room)
