@@ -3,6 +3,8 @@ pipeline parses, checks roles and asks for votes; this module declares the comma
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from coopbot.args import APP, SERVICE, VERSION, WORD, Text
 from coopbot.errors import PermissionDenied, UserError
 from coopbot.invocation import Invocation
@@ -20,7 +22,9 @@ _VERSION = Arg("version", kind=VERSION, help="e.g. v2")
 ACTIONS: dict[str, tuple[Arg, ...]] = {
     "": (),
     "generate": (_WHICH,),
-    "insert": (_NAME, _VERSION, Arg("value", rest=True, secret=True, kind=Text(limit=8000))),
+    # Never echoed in a usage error: a mistyped insert may carry the value in any place.
+    "insert": (replace(_NAME, secret=True), replace(_VERSION, secret=True),
+               Arg("value", rest=True, secret=True, kind=Text(limit=8000))),
     "rotate": (_NAME,),
     "rm": (_NAME, _VERSION),
 }

@@ -12,24 +12,27 @@ from pathlib import Path
 import pytest
 from coopbot.commands.apps import mask_values
 from coopbot.commands.secrets import mask_insert
+from pydantic import ValidationError
 
-from coopbot.config import RoomConfig
-from coopbot.errors import NotFound, UserError
+from coopbot.config import Config, RoomConfig
+from coopbot.errors import NotFound, UsageError, UserError
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.operations.app_files import AppFiles, EnvEdit, Requested
 from coopbot.operations.app_runtime import abra_functions
+from coopbot.operations.deployer import Deployer
 from coopbot.operations.plan import OperationRequest, PlanChanged
+from coopbot.operations.preflight import Preflight
 from coopbot.operations.scope import AppScope
 from coopbot.operations.secret_ops import ALL, SecretService
 from coopbot.recipes.app_secrets import DEFAULT_LENGTH, generate, next_version
-from coopbot.recipes.apps import AppCatalog
+from coopbot.recipes.apps import App, AppCatalog
 from coopbot.recipes.apps_history import AppsHistory
 from coopbot.recipes.repo import RecipeStore
 from coopbot.replies import Reply
 from coopbot.store.database import Database
 from coopbot.store.operations import OperationStore
 from tests.fakes import FakeEngine, FakePool
-from tests.harness.apps import stack_of, unique_domain
+from tests.harness.apps import app_env, stack_of, unique_domain
 from tests.harness.recipes import AbraDir, tree_of_testapp
 
 BOB = UserID("@bob:example.org")
@@ -217,3 +220,45 @@ def test_abra_sh_functions_and_audit_masks() -> None:
 
 async def _ignore(update: Reply) -> None:
     return None
+
+
+async def test_a_deploys_type_rewrite_is_committed_with_the_requester(
+        life: Life, tmp_path: Path, testapp_recipe: Path) -> None:
+    domain = unique_domain()
+    env_path = app_env(life.abra, "local", domain)
+    life.engine.secrets.add(f"{stack_of(domain)}_db_password_v1")
+    scope = AppScope(AppCatalog(life.abra.path))
+    recipes = RecipeStore(tmp_path / "cache2", "/nonexistent/{recipe}.git",
+                          {"testapp": str(testapp_recipe)})
+
+    async def env_written(app: App, requester: str, subject: str) -> None:
+        await life.files.commit(app.env_path, subject, requester)
+
+    deployer = Deployer(scope, recipes, FakePool({"local": life.engine}),  # type: ignore[arg-type]
+                        life.operations, Preflight({"local": False}), env_written=env_written)
+    await deployer.run(OperationRequest(kind="deploy", app_name=domain, version="1.0.0+v1",
+                                        requester=BOB), None, _ignore)
+    assert "TYPE=testapp:1.0.0+v1\n" in env_path.read_text()
+    assert life.git("log", "-1", "--format=%s|%b").strip() == (
+        f"deploy {domain}: TYPE 1.0.0+v1|Requested-by: {BOB}")
+
+
+def test_check_config_knows_the_lifecycle_policies() -> None:
+    base = {"matrix": {"homeserver": "http://127.0.0.1:1", "user_id": "@bot:localhost",
+                       "password": "x"}}
+    config = Config.model_validate({**base, "policies": {
+        kind: {"approvals": 1} for kind in ("new", "config", "secret", "restart", "cmd",
+                                            "remove")}})
+    assert set(config.policies) == {"new", "config", "secret", "restart", "cmd", "remove"}
+    with pytest.raises(ValidationError, match="unknown operation 'secrets'"):
+        Config.model_validate({**base, "policies": {"secrets": {"approvals": 1}}})
+
+
+def test_an_insert_mistyped_never_echoes_its_words() -> None:
+    from coopbot.commands.secrets import ACTIONS
+
+    from coopbot.subcommands import bind_action
+
+    with pytest.raises(UsageError) as caught:
+        bind_action("secret", "member", ACTIONS, (), "insert", "db_pass/word!x", maxsplit=2)
+    assert "db_pass/word!x" not in str(caught.value)

@@ -23,12 +23,12 @@ from coopbot.recipes.app_secrets import (
     check_name,
     generate,
     next_version,
-    raw_secret_names,
+    raw_secrets,
     secret_specs,
     versions_on_swarm,
 )
 from coopbot.recipes.apps import App
-from coopbot.recipes.compose import deploy_env, load_compose
+from coopbot.recipes.compose import deploy_env
 from coopbot.recipes.envedit import edit_env_file
 from coopbot.replies import Reply
 from coopbot.servers.pool import ServerPool
@@ -53,10 +53,12 @@ class SecretService:
     async def specs(self, app: App) -> list[SecretSpec]:
         async with self._files.checkout(app) as checkout:
             env = deploy_env(app, checkout)
-            compose = await asyncio.to_thread(load_compose, checkout.path, app.compose_files,
-                                              env)
-            raw = await asyncio.to_thread(raw_secret_names, checkout.path, app.compose_files)
-        return secret_specs(compose, raw, app.env, app.modifiers)
+            raw = await asyncio.to_thread(raw_secrets, checkout.path, app.compose_files)
+        try:
+            return secret_specs(raw, env, app.modifiers)
+        except CoopbotError as error:
+            raise UserError(f"`{app.name}`'s secret names cannot be worked out: {error}") \
+                from None
 
     async def _spec(self, app: App, name: str) -> SecretSpec:
         for spec in await self.specs(app):

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from coopbot.errors import UserError
+from coopbot.recipes.interpolation import substitute
 
 # Docker's limit on secret and config names, and their characters.
 SECRET_NAME_LIMIT = 64
@@ -47,38 +48,41 @@ class SecretSpec:
         return f"{stack}_{self.name}_{version}"
 
 
-def raw_secret_names(checkout: Path, compose_files: tuple[str, ...]) -> dict[str, str]:
-    """compose key -> the raw `name:` template, over the app's compose files (later wins)."""
-    names: dict[str, str] = {}
+def raw_secrets(checkout: Path, compose_files: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """The top-level `secrets:` entries of the app's compose files, not interpolated (later
+    files win per key): naming secrets needs only their own `name:`, so a required variable
+    elsewhere (`${GREETING:?}` not set yet) does not stop `!secret generate`."""
+    entries: dict[str, dict[str, Any]] = {}
     for file in compose_files:
         try:
             data = yaml.safe_load((checkout / file).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
-            continue  # load_compose already reported what is wrong with it
+            continue  # a deploy's preflight reports what is wrong with the file
         section = data.get("secrets") if isinstance(data, dict) else None
-        for key, entry in (section or {}).items():
-            if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-                names[str(key)] = entry["name"]
-    return names
+        for key, entry in (section if isinstance(section, dict) else {}).items():
+            if isinstance(entry, dict):
+                entries[str(key)] = {**entries.get(str(key), {}), **entry}
+    return entries
 
 
-def secret_specs(compose: Mapping[str, Any], raw_names: Mapping[str, str],
-                 env: Mapping[str, str],
+def secret_specs(raw: Mapping[str, Mapping[str, Any]], env: Mapping[str, str],
                  modifiers: Mapping[str, Mapping[str, str]]) -> list[SecretSpec]:
-    """The external secrets of the interpolated `compose`, in file order."""
+    """The external secrets the compose declares, in file order, named as the deploy will."""
     found: list[SecretSpec] = []
-    for key, entry in (compose.get("secrets") or {}).items():
-        entry = entry or {}
-        if not entry.get("external"):
+    for key, entry in raw.items():
+        external = entry.get("external")
+        if not external:
             continue
-        swarm_name = str(entry.get("name") or key)
-        variables = [v for v in _VARIABLE.findall(raw_names.get(key, "")) if v != "STACK_NAME"]
+        legacy = external.get("name") if isinstance(external, dict) else None
+        template = str(entry.get("name") or legacy or key)
+        swarm_name = substitute(template, env.get)
+        variables = [v for v in _VARIABLE.findall(template) if v != "STACK_NAME"]
         version_key = variables[-1] if variables else None
         length = None
         if version_key is not None:
             text = (modifiers.get(version_key) or {}).get("length")
             length = int(text) if text and text.isascii() and text.isdigit() else None
-        found.append(SecretSpec(str(key), swarm_name, version_key,
+        found.append(SecretSpec(key, swarm_name, version_key,
                                 env.get(version_key) if version_key else None, length))
     return found
 

@@ -284,10 +284,10 @@ class DockerEngine:
 
         def update(api: Any) -> None:
             current = api.inspect_service(service)
-            template = current["Spec"].get("TaskTemplate") or {}
-            counter = int(template.get("ForceUpdate") or 0) + 1
-            api.update_service(service, current["Version"]["Index"], fetch_current_spec=True,
-                               force_update=counter)
+            template = dict(current["Spec"].get("TaskTemplate") or {})
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+            api.update_service(service, current["Version"]["Index"], task_template=template,
+                               fetch_current_spec=True)
 
         await self._call(f"restart service {service}", update)
 
