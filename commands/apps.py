@@ -47,6 +47,7 @@ class AppCommands:
                         help="one key; `--force` first for a key the recipe does not set"),),
             "unset": (Arg("KEY", rest=True, kind=Text(limit=1000), help="one or more keys"),),
             "history": (),
+            "show": (),
         }
 
     def specs(self) -> list[CommandSpec]:

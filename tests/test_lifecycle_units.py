@@ -132,6 +132,8 @@ async def test_config_show_hides_values_and_edits_keep_bytes(life: Life) -> None
     assert changed and "Committed" in note
     after = app.env_path.read_text()
     assert after == before.replace("GREETING=hello", 'GREETING="bonjour tout le monde"')
+    shown = "\n".join(await life.files.show(domain, None))
+    assert "`GREETING` = (hidden) (differs from .env.sample)" in shown
     subject = life.git("log", "-1", "--format=%s")
     assert subject.strip() == f"config {domain}: set GREETING"
     assert "bonjour" not in life.git("log", "--format=%B")
