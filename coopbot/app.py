@@ -210,7 +210,7 @@ def build(config: Config) -> Bot:
                               join=gateway.join),
         statuses=core.statuses,
         recovery=Recovery(core.operations, core.audit, core.statuses, swarm.scope, swarm.pool,
-                          gateway),
+                          gateway, env_written=swarm.files.env_written),
     )
 
 
@@ -290,14 +290,11 @@ def _swarm(config: Config, core: _Core) -> _Swarm:
     files = AppFiles(scope, recipes, pool, core.operations, AppsHistory(config.apps_dir),
                      public_keys=tuple(config.public_env_keys))
 
-    async def env_written(app: App, requester: str, subject: str) -> None:
-        await files.commit(app.env_path, subject, requester)
-
     deployer = Deployer(
         scope, recipes, pool, core.operations,
         Preflight({name: s.check_images for name, s in config.servers.items()}),
         pre_backup=backups.before_operation if backups is not None else None,
-        needs_backup=needs_backup, env_written=env_written,
+        needs_backup=needs_backup, env_written=files.env_written,
     )
     secrets = SecretService(files, pool, core.operations, deployer.run)
     runtime = AppRuntime(files, secrets, deployer, pool, core.operations,

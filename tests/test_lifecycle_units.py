@@ -18,14 +18,14 @@ from coopbot.config import Config, RoomConfig
 from coopbot.errors import NotFound, UsageError, UserError
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.operations.app_files import AppFiles, EnvEdit, Requested
-from coopbot.operations.app_runtime import abra_functions
+from coopbot.operations.app_runtime import _output_reply, abra_functions
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.plan import OperationRequest, PlanChanged
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.scope import AppScope
 from coopbot.operations.secret_ops import ALL, SecretService
 from coopbot.recipes.app_secrets import DEFAULT_LENGTH, generate, next_version
-from coopbot.recipes.apps import App, AppCatalog
+from coopbot.recipes.apps import AppCatalog
 from coopbot.recipes.apps_history import AppsHistory
 from coopbot.recipes.repo import RecipeStore
 from coopbot.replies import Reply
@@ -233,11 +233,9 @@ async def test_a_deploys_type_rewrite_is_committed_with_the_requester(
     recipes = RecipeStore(tmp_path / "cache2", "/nonexistent/{recipe}.git",
                           {"testapp": str(testapp_recipe)})
 
-    async def env_written(app: App, requester: str, subject: str) -> None:
-        await life.files.commit(app.env_path, subject, requester)
-
     deployer = Deployer(scope, recipes, FakePool({"local": life.engine}),  # type: ignore[arg-type]
-                        life.operations, Preflight({"local": False}), env_written=env_written)
+                        life.operations, Preflight({"local": False}),
+                        env_written=life.files.env_written)
     await deployer.run(OperationRequest(kind="deploy", app_name=domain, version="1.0.0+v1",
                                         requester=BOB), None, _ignore)
     assert "TYPE=testapp:1.0.0+v1\n" in env_path.read_text()
@@ -264,3 +262,13 @@ def test_an_insert_mistyped_never_echoes_its_words() -> None:
     with pytest.raises(UsageError) as caught:
         bind_action("secret", "member", ACTIONS, (), "insert", "db_pass/word!x", maxsplit=2)
     assert "db_pass/word!x" not in str(caught.value)
+
+
+def test_long_cmd_output_is_attached_and_the_room_sees_its_tail() -> None:
+    short = _output_reply("**`greet`**: ok", "hello\n", "x.txt")
+    assert short.attachment is None and "hello" in short.text
+    output = "".join(f"line {n}\n" for n in range(100))
+    long = _output_reply("**`dump`**: ok", output, "app-dump.txt")
+    assert long.attachment is not None and long.attachment.data == output.encode()
+    assert "line 99" in long.text and "line 10\n" not in long.text
+    assert "The last 20 of 100 lines" in long.text

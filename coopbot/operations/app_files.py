@@ -98,6 +98,10 @@ class AppFiles:
             return f" Note: {error}."
         return f" Committed to the apps dir's history as `{commit[:10]}`." if commit else ""
 
+    async def env_written(self, app: App, requester: str, subject: str) -> None:
+        """A deploy or a recovery rewrote the app's TYPE: into the history, too."""
+        await self.commit(app.env_path, subject, requester)
+
     # ---- !new --------------------------------------------------------------------------------
 
     def server_for(self, room: RoomConfig | None, server: str | None, name: str) -> str:
