@@ -114,16 +114,16 @@ class AppCommands:
         return server, secrets, chaos
 
     async def _plan_new(self, inv: Invocation) -> PlannedChange:
-        server, _, chaos = self._new_options(inv)
+        server, with_secrets, chaos = self._new_options(inv)
         planned, _ = await self._files.plan_new(inv.args["recipe"], inv.args["app"], server,
-                                                inv.room, chaos)
+                                                inv.room, chaos, with_secrets)
         return planned
 
     async def new(self, inv: Invocation) -> Reply:
         server_arg, with_secrets, chaos = self._new_options(inv)
         recipe, name = inv.args["recipe"], inv.args["app"]
         app, made_from, note = await self._files.create(recipe, name, server_arg, inv.room,
-                                                        chaos=chaos,
+                                                        chaos=chaos, with_secrets=with_secrets,
                                                         request=requested(inv))
         server = app.server
         lines = [f"**`{name}` created** on {server} from {recipe} {made_from}: "

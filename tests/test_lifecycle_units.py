@@ -272,3 +272,16 @@ def test_long_cmd_output_is_attached_and_the_room_sees_its_tail() -> None:
     assert long.attachment is not None and long.attachment.data == output.encode()
     assert "line 99" in long.text and "line 10\n" not in long.text
     assert "The last 20 of 100 lines" in long.text
+
+
+async def test_new_with_secrets_is_a_plan_of_its_own(life: Life) -> None:
+    domain = unique_domain()
+    plain, _ = await life.files.plan_new("testapp", domain, "local", None, False)
+    with_secrets, _ = await life.files.plan_new("testapp", domain, "local", None, False, True)
+    assert "generate every secret it needs" in with_secrets.lines[0]
+    assert plain.binding != with_secrets.binding  # votes for one never run the other
+    with pytest.raises(PlanChanged):
+        await life.files.create("testapp", domain, "local", None, chaos=False,
+                                with_secrets=True, request=Requested(
+                                    BOB, None, None, expected_binding=plain.binding))
+    assert not (life.abra.path / "servers" / "local" / f"{domain}.env").exists()

@@ -123,14 +123,13 @@ class AppFiles:
             existing = self._scope.catalog.get(name)
         except NotFound:
             return
-        except UserError:
-            pass
-        else:
-            raise UserError(f"App `{name}` exists already (on {existing.server}).")
-        raise UserError(f"App `{name}` exists already.")
+        except UserError:  # on several servers, or a file that does not parse: it exists
+            raise UserError(f"App `{name}` exists already.") from None
+        raise UserError(f"App `{name}` exists already (on {existing.server}).")
 
     async def plan_new(self, recipe: str, name: str, server: str | None,
-                       room: RoomConfig | None, chaos: bool) -> tuple[PlannedChange, str]:
+                       room: RoomConfig | None, chaos: bool,
+                       with_secrets: bool = False) -> tuple[PlannedChange, str]:
         server = self.server_for(room, server, name)
         await asyncio.to_thread(self._refuse_existing, name)
         await self._recipes.fetch(recipe)
@@ -138,18 +137,21 @@ class AppFiles:
             version = str(checkout.version) if checkout.version else None
             commit = checkout.commit
         what = version or f"chaos commit {commit[:8]}"
+        # Approvers of `new --secrets` approve making the secrets too: the card and the
+        # binding say so (the `new` policy governs them then, not `secret`).
+        secrets = " and generate every secret it needs" if with_secrets else ""
         planned = PlannedChange(
             binding=Binding(kind="new", app=name, server=server, to_version=version,
-                            commit=commit),
-            lines=[f"new `{name}` on {server} from {recipe} {what}"], app=name)
+                            commit=commit, compose_digest="with secrets" if secrets else None),
+            lines=[f"new `{name}` on {server} from {recipe} {what}{secrets}"], app=name)
         return planned, server
 
     async def create(self, recipe: str, name: str, server: str | None,
-                     room: RoomConfig | None, *, chaos: bool,
-                     request: Requested) -> tuple[App, str, str]:
+                     room: RoomConfig | None, *, chaos: bool, request: Requested,
+                     with_secrets: bool = False) -> tuple[App, str, str]:
         """Write `servers/<server>/<name>.env` from the recipe's `.env.sample` with TYPE and
         DOMAIN set, as planned; (the app, what it was made from, the history sentence)."""
-        planned, server = await self.plan_new(recipe, name, server, room, chaos)
+        planned, server = await self.plan_new(recipe, name, server, room, chaos, with_secrets)
         async with self._operations.running(
                 kind="new", app=name, server=server, requester=request.requester,
                 room_id=request.room_id, event_id=request.event_id,
