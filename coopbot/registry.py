@@ -160,9 +160,11 @@ class CommandRegistry:
         return self._aliases.get(close[0], close[0]) if close else None
 
     def audited(self, name: str, words: tuple[str, ...]) -> tuple[str, ...]:
-        """The words of command `name` as the audit log may keep them."""
+        """The words of command `name` as the audit log may keep them; a mistyped name is
+        masked as the command it is closest to (`!secrte <app> insert ...` holds a value
+        too)."""
         key = self._aliases.get(name, name)
-        spec = self._specs.get(key)
+        spec = self._specs.get(key) or self._specs.get(self.suggest(name) or "")
         return spec.audited(words) if spec is not None else words
 
     def all(self) -> list[CommandSpec]:

@@ -285,3 +285,16 @@ async def test_new_with_secrets_is_a_plan_of_its_own(life: Life) -> None:
                                 with_secrets=True, request=Requested(
                                     BOB, None, None, expected_binding=plain.binding))
     assert not (life.abra.path / "servers" / "local" / f"{domain}.env").exists()
+
+
+def test_the_audit_masks_a_mistyped_secret_command_too() -> None:
+    from coopbot.commands.secrets import SecretCommands
+
+    from coopbot.registry import CommandRegistry
+
+    registry = CommandRegistry(SecretCommands(None, None, read_role="member",  # type: ignore[arg-type]
+                                              change_role="operator").specs())
+    words = ("blog", "insert", "db", "v2", "s3cr3t")
+    assert registry.audited("secret", words)[-1] == "[value]"
+    assert registry.audited("secrte", words)[-1] == "[value]"
+    assert registry.audited("ping", ("a", "b")) == ("a", "b")
