@@ -41,7 +41,7 @@ class RuntimeCommands:
                 args=(app, Arg("service", kind=SERVICE),
                       Arg("function", kind=FUNCTION, help="a function abra.sh defines"),
                       Arg("args", optional=True, rest=True, kind=Text(limit=1000),
-                          help="words passed to the function as its arguments")),
+                          help="words passed to the function as its arguments, one per word")),
                 operation=Operation(OperationKind.CMD, self._plan_cmd),
                 details="Like `abra app cmd`: abra.sh is sourced inside the service's running "
                         "container and the function called with the words as arguments "
