@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from coopbot.approvals.electorate import Voters
@@ -14,9 +15,12 @@ from coopbot.approvals.service import Approvals
 from coopbot.backups import BackupService
 from coopbot.backups.schedule import BackupScheduler
 from coopbot.commands.approvals import ApprovalCommands
+from coopbot.commands.apps import AppCommands
 from coopbot.commands.backups import BackupCommands
 from coopbot.commands.core import CoreCommands
 from coopbot.commands.notify import NotifyCommands
+from coopbot.commands.runtime import RuntimeCommands
+from coopbot.commands.secrets import SecretCommands
 from coopbot.commands.swarm import SwarmCommands
 from coopbot.config import Config, SSHServer, parse_duration
 from coopbot.errors import MatrixError
@@ -32,14 +36,18 @@ from coopbot.notify.notifier import Notifier
 from coopbot.notify.targets import NotificationTargets
 from coopbot.notify.updates import UpdateChecker
 from coopbot.observe import Observers
+from coopbot.operations.app_files import AppFiles
+from coopbot.operations.app_runtime import AppRuntime, LatestBackup
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.recovery import Recovery
 from coopbot.operations.scope import AppScope
+from coopbot.operations.secret_ops import SecretService
 from coopbot.operations.status import StatusViews
 from coopbot.parser import CommandParser
 from coopbot.pipeline import Pipeline, PipelineSettings
-from coopbot.recipes.apps import AppCatalog
+from coopbot.recipes.apps import App, AppCatalog
+from coopbot.recipes.apps_history import AppsHistory
 from coopbot.recipes.repo import RecipeStore
 from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.roles import RoleResolver
@@ -185,7 +193,7 @@ def build(config: Config) -> Bot:
     stages = _stages(core, gateway)
     approvals = _approvals(config, core, gateway, stages)
     news = _notifications(config, core, gateway, swarm)
-    _register_commands(config, core, swarm, approvals, news)
+    _register_commands(config, core, gateway, swarm, approvals, news)
     return Bot(
         config=config, database=core.database, gateway=gateway,
         pipeline=_pipeline(config, core, gateway, stages, approvals),
@@ -203,7 +211,7 @@ def build(config: Config) -> Bot:
                               join=gateway.join),
         statuses=core.statuses,
         recovery=Recovery(core.operations, core.audit, core.statuses, swarm.scope, swarm.pool,
-                          gateway),
+                          gateway, env_written=swarm.files.env_written),
     )
 
 
@@ -264,6 +272,9 @@ class _Swarm:
     deployer: Deployer
     status: StatusViews
     backups: BackupService | None
+    files: AppFiles
+    secrets: SecretService
+    runtime: AppRuntime
 
 
 def _swarm(config: Config, core: _Core) -> _Swarm:
@@ -276,13 +287,37 @@ def _swarm(config: Config, core: _Core) -> _Swarm:
     backups = (BackupService(pool, scope, core.operations, config.backups,
                              needs_backup=needs_backup)
                if config.backups else None)
+    # The one writer of app env files: each change goes into the apps dir's git history.
+    files = AppFiles(scope, recipes, pool, core.operations, AppsHistory(config.apps_dir),
+                     public_keys=tuple(config.public_env_keys))
+
     deployer = Deployer(
         scope, recipes, pool, core.operations,
         Preflight({name: s.check_images for name, s in config.servers.items()}),
         pre_backup=backups.before_operation if backups is not None else None,
-        needs_backup=needs_backup,
+        needs_backup=needs_backup, env_written=files.env_written,
     )
-    return _Swarm(pool, recipes, scope, deployer, StatusViews(scope, recipes, pool), backups)
+    secrets = SecretService(files, pool, core.operations, deployer.run)
+    runtime = AppRuntime(files, secrets, deployer, pool, core.operations,
+                         cmd_timeout=config.cmd_timeout_seconds,
+                         latest_backup=_latest_backup(backups))
+    return _Swarm(pool, recipes, scope, deployer, StatusViews(scope, recipes, pool), backups,
+                  files, secrets, runtime)
+
+
+def _latest_backup(backups: BackupService | None) -> LatestBackup | None:
+    """When an app's newest verified snapshot was taken (for `!remove --volumes`)."""
+    if backups is None:
+        return None
+    service = backups
+
+    async def latest(app: App) -> datetime | None:
+        if not service.configured(app.server):
+            return None
+        verified = [s for s in await service.snapshots(app.name, None) if s.verified]
+        return verified[0].time if verified else None
+
+    return latest
 
 
 @dataclass(frozen=True)
@@ -335,14 +370,18 @@ def _notifications(config: Config, core: _Core, gateway: MatrixGateway,
     return _Notifications(targets, notices, notifier, watcher)
 
 
-def _register_commands(config: Config, core: _Core, swarm: _Swarm, approvals: Approvals,
-                       news: _Notifications) -> None:
+def _register_commands(config: Config, core: _Core, gateway: MatrixGateway, swarm: _Swarm,
+                       approvals: Approvals, news: _Notifications) -> None:
     read, change = core.lowest_role, core.change_role
     watcher = news.watcher
     # In this order in `!help` and the member guide.
     families: list[CommandFamily] = [
         CoreCommands(core.registry, config.matrix.command_prefix, lowest_role=read),
         SwarmCommands(swarm.deployer, swarm.status, read_role=read, change_role=change),
+        AppCommands(swarm.files, swarm.secrets, swarm.runtime, read_role=read,
+                    change_role=change),
+        SecretCommands(swarm.secrets, gateway, read_role=read, change_role=change),
+        RuntimeCommands(swarm.runtime, change_role=change, cmd_role=core.roles.order[-1]),
         *([BackupCommands(swarm.backups, read_role=read, change_role=change)]
           if swarm.backups is not None else []),
         ApprovalCommands(approvals, core.audit, member_role=read, audit_role=change),

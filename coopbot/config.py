@@ -367,11 +367,18 @@ class Config(Strict):
     recipes: RecipesConfig = RecipesConfig()
     # Per server name: its restic repository for app backups.
     backups: dict[str, BackupConfig] = {}
-    # Per operation (deploy, upgrade, rollback, undeploy, backup, restore, export): approval policy.
+    # Per operation (deploy, upgrade, rollback, undeploy, backup, restore, export, new,
+    # config, secret, restart, cmd, remove): approval policy.
     policies: dict[str, PolicyConfig] = {
         "upgrade": PolicyConfig(approvals=0, backup_first=True),
         "restore": PolicyConfig(approvals=1, backup_first=True),
+        "remove": PolicyConfig(approvals=1),
     }
+    # App env keys whose values `!config` shows (besides TYPE, DOMAIN and the like, and the
+    # keys a recipe's .env.sample marks `# public=true`); every other value stays hidden.
+    public_env_keys: list[str] = []
+    # How long `!cmd` may run a recipe function before it is given up on.
+    cmd_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
     # Per app name: policy overrides that win over the room's and the global ones.
     app_policies: dict[str, dict[str, PolicyConfig]] = {}
     # Member organisations (for policies with `count: organisations`): each has one vote.

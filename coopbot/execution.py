@@ -67,7 +67,8 @@ class Executor:
         plan_changed: PlanChanged | None = None
         # Long work shows a typing indicator for as long as it runs.
         typing = (asyncio.create_task(self._keep_typing(invocation.room_id))
-                  if spec.operation is not None else None)
+                  if spec.operation is not None and spec.operation.changes(invocation.args)
+                  else None)
         try:
             reply = await spec.handler(invocation)
             outcome = "ok"
@@ -100,7 +101,7 @@ class Executor:
             await self._audit.record(
                 event_id=invocation.event_id, room_id=invocation.room_id,
                 sender=invocation.sender, command=spec.name,
-                words=tuple(invocation.args.values()), decision=Decision.RESULT,
+                words=spec.audited(tuple(invocation.args.values())), decision=Decision.RESULT,
                 result=f"{outcome} ({took:.2f} s)")
             # After the answer, never before it: the status message then says how it ended.
             await invocation.progress.close(outcome == "ok")

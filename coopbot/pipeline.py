@@ -144,7 +144,9 @@ class Pipeline:
 
     async def _approve_and_run(self, message: IncomingMessage, parsed: ParsedCommand,
                                invocation: Invocation) -> None:
-        if self._approval is not None and invocation.spec.operation is not None:
+        operation = invocation.spec.operation
+        if self._approval is not None and operation is not None \
+                and operation.changes(invocation.args):
             try:
                 run_now = await self._approval(invocation)
             except UserError as error:
@@ -164,4 +166,5 @@ class Pipeline:
                       decision: Decision, result: str = "") -> None:
         await self._audit.record(event_id=message.event_id, room_id=message.room_id,
                                  sender=message.sender, command=parsed.name,
-                                 words=parsed.words, decision=decision, result=result)
+                                 words=self._registry.audited(parsed.name, parsed.words),
+                                 decision=decision, result=result)

@@ -7,6 +7,7 @@ MatrixGateway implements every one; tests use small fakes).
     RoomPoster    a message into a room, e.g. a notification
     PowerSource   the power levels and creators of a room
     DeviceCheck   whether an event came from a cross-signed device (approvals)
+    PrivateRooms  whether a room is a direct, encrypted one with a member; redacting there
 """
 
 from __future__ import annotations
@@ -47,3 +48,11 @@ class DeviceCheck(Protocol):
     DeviceTrust): None if it did, else a short reason for the room."""
 
     async def unsigned(self, room_id: str, event_id: str, sender: str) -> str | None: ...
+
+
+class PrivateRooms(Protocol):
+    """For values that may only come by a private channel (`!secret insert`)."""
+
+    def is_direct_encrypted(self, room_id: RoomID, member: str) -> bool: ...
+
+    async def redact(self, room_id: RoomID, event_id: EventID, reason: str) -> bool: ...

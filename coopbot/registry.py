@@ -35,6 +35,12 @@ class Operation:
 
     kind: OperationKind
     planner: Planner
+    # For a command whose subcommands differ (`!config <app>` reads, `!config <app> set`
+    # changes): whether these bound arguments only read. Those skip the approval stage.
+    reads: Callable[[dict[str, str]], bool] | None = None
+
+    def changes(self, args: dict[str, str]) -> bool:
+        return self.reads is None or not self.reads(args)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class Arg:
     optional: bool = False
     rest: bool = False  # takes every remaining word (e.g. a reason)
     kind: ArgKind = TEXT  # what the value must look like; checked by CommandSpec.bind
+    secret: bool = False  # a value never repeated back (in an error or anywhere else)
 
     @staticmethod
     def number(name: str, low: int, high: int, *, help: str = "", optional: bool = False,
@@ -60,6 +67,8 @@ class Arg:
         try:
             return self.kind.parse(value)
         except InvalidArg as rule:
+            if self.secret:
+                raise UsageError(f"`{command}`: {self.name} must be {rule}.", usage) from None
             raise UsageError(f"`{command}`: {self.name} must be {rule}; "
                              f"`{shown(value)}` is not.", usage) from None
 
@@ -79,6 +88,12 @@ class CommandSpec:
     examples: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     operation: Operation | None = None  # None: reads only, never needs a vote
+    # What the audit log may keep of the command's words (e.g. keys, never values); all of
+    # them when None.
+    audit_words: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None
+
+    def audited(self, words: tuple[str, ...]) -> tuple[str, ...]:
+        return self.audit_words(words) if self.audit_words is not None else words
 
     def usage(self, prefix: str = "!") -> str:
         return " ".join([f"{prefix}{self.name}", *(a.usage() for a in self.args)])
@@ -143,6 +158,14 @@ class CommandRegistry:
     def suggest(self, name: str) -> str | None:
         close = difflib.get_close_matches(name, [*self._specs, *self._aliases], n=1, cutoff=0.6)
         return self._aliases.get(close[0], close[0]) if close else None
+
+    def audited(self, name: str, words: tuple[str, ...]) -> tuple[str, ...]:
+        """The words of command `name` as the audit log may keep them; a mistyped name is
+        masked as the command it is closest to (`!secrte <app> insert ...` holds a value
+        too)."""
+        key = self._aliases.get(name, name)
+        spec = self._specs.get(key) or self._specs.get(self.suggest(name) or "")
+        return spec.audited(words) if spec is not None else words
 
     def all(self) -> list[CommandSpec]:
         return list(self._specs.values())

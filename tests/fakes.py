@@ -124,6 +124,7 @@ class FakeEngine:
     failing_log: tuple[str, ...] = ()
     deployed: list[tuple[str, str | None]] = field(default_factory=list)  # (stack, version)
     removed: list[str] = field(default_factory=list)
+    secret_values: dict[str, bytes] = field(default_factory=dict)
 
     def run(self, stack: str, version: str, image: str = "app:1") -> None:
         """Make `stack` run `version` already (as if deployed before the test)."""
@@ -167,6 +168,14 @@ class FakeEngine:
         self.stacks.pop(stack, None)
         self.removed.append(stack)
 
+    async def create_secret(self, name: str, data: bytes) -> None:
+        assert name not in self.secrets, f"secret {name} exists (swarm secrets are immutable)"
+        self.secrets.add(name)
+        self.secret_values[name] = data
+
+    async def remove_secret(self, name: str) -> None:
+        self.secrets.discard(name)
+
 
 def _service(stack: str, image: str, labels: Mapping[str, str]) -> ServiceState:
     return ServiceState(
@@ -180,6 +189,10 @@ class FakePool:
     """A ServerPool of FakeEngines, by server name."""
 
     engines: dict[str, FakeEngine]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.engines)
 
     def get(self, server: str) -> FakeEngine:
         return self.engines[server]

@@ -15,6 +15,7 @@ the crypto store (nio's).
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,8 @@ from coopbot.observe import Observers
 from coopbot.replies import Reply
 from coopbot.roles import PowerInfo
 from coopbot.store.kv import KeyValueStore
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SYNC_TOKEN_KEY", "MatrixGateway", "SyncListener"]
 
@@ -148,6 +151,24 @@ class MatrixGateway:
 
     async def typing(self, room_id: RoomID, active: bool) -> None:
         await self.sender.typing(room_id, active)
+
+    def is_direct_encrypted(self, room_id: RoomID, member: str) -> bool:
+        """The room is encrypted and holds (joined or invited) only the bot and `member`."""
+        room = self.client.rooms.get(room_id)
+        return bool(room is not None and room.encrypted
+                    and set(room.users) == {self._config.user_id, member})
+
+    async def redact(self, room_id: RoomID, event_id: EventID, reason: str) -> bool:
+        """Redact an event; False (logged) when the homeserver refused."""
+        try:
+            response = await self.client.room_redact(room_id, event_id, reason=reason)
+        except Exception as error:  # nio raises transport errors of several libraries
+            log.warning("could not redact %s in %s: %r", event_id, room_id, error)
+            return False
+        if isinstance(response, nio.RoomRedactError):
+            log.warning("could not redact %s in %s: %s", event_id, room_id, response.message)
+            return False
+        return True
 
     async def _send_verification(self, room: RoomID, kind: str, content: dict[str, Any]) -> None:
         await self.sender.send(room, content, key=f"verification/{uuid.uuid4()}",

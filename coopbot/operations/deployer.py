@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 NeedsBackup = Callable[[str, RoomConfig | None, str], bool]
 # A backup run before a risky operation: (app, operation id, kind, progress); raises to stop it.
 PreBackup = Callable[[App, OperationID, str, Progress], Awaitable[None]]
+# Told when a deploy rewrote an app's env file (TYPE): (app, requester, what happened).
+EnvWritten = Callable[[App, str, str], Awaitable[None]]
 LOG_LINES_IN_ROOM = 8
 LOG_LINE_WIDTH = 200
 
@@ -60,6 +62,7 @@ class Deployer:
         *,
         pre_backup: PreBackup | None = None,
         needs_backup: NeedsBackup | None = None,
+        env_written: EnvWritten | None = None,
     ) -> None:
         self._scope = scope
         self._recipes = recipes
@@ -69,6 +72,7 @@ class Deployer:
         self._pre_backup = pre_backup
         # Whether the policy (global, room, app) asks for a verified backup first.
         self._needs_backup = needs_backup or (lambda kind, room, app: kind == "upgrade")
+        self._env_written = env_written
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -143,7 +147,10 @@ class Deployer:
 
         took = time.monotonic() - started
         if result.ok:
-            await asyncio.to_thread(write_type_version, app.env_path, app.recipe, target.version)
+            if await asyncio.to_thread(write_type_version, app.env_path, app.recipe,
+                                       target.version) and self._env_written is not None:
+                await self._env_written(app, request.requester,
+                                        f"{request.kind} {app.name}: TYPE {target.version}")
             summary = f"{plan.describe()}: ok in {took:.0f} s"
             await self._operations.finish(operation_id, "ok", summary)
             return self._success_reply(plan, took)
@@ -252,18 +259,39 @@ class Deployer:
 
     async def _deploy_and_wait(self, app: App, engine: DockerEngine, checkout: Checkout,
                                plan: Plan, progress: Throttle) -> ConvergenceResult:
-        timeout = plan.timeout
+        converging = self.converging_progress(f"{plan.kind} `{app.name}` to {plan.to_version}",
+                                              plan.timeout, progress)
+        return await self._stack_deploy(app, engine, checkout, plan.timeout, converging)
+
+    @staticmethod
+    def converging_progress(what: str, timeout: float, progress: Throttle) -> ProgressCallback:
+        """The status line while a stack converges (deploys, restarts)."""
 
         async def converging(state: ConvergenceProgress) -> None:
             done = len(state.services) - len(state.pending)
             waiting = f" (waiting for {', '.join(state.pending)})" if state.pending else ""
             await progress.say(
-                f"{plan.kind} `{app.name}` to {plan.to_version}: converging, {done}/"
-                f"{len(state.services)} services ready{waiting}, {state.elapsed:.0f} s of "
-                f"{timeout:.0f} s"
+                f"{what}: converging, {done}/{len(state.services)} services ready{waiting}, "
+                f"{state.elapsed:.0f} s of {timeout:.0f} s"
             )
 
-        return await self._stack_deploy(app, engine, checkout, timeout, converging)
+        return converging
+
+    async def converge(self, app: App, engine: DockerEngine, what: str, timeout: float,
+                       progress: Throttle) -> ConvergenceResult:
+        """Wait for the app's stack as a deploy does (for a change made another way, e.g. a
+        restart), with the same progress lines."""
+        return await engine.wait_converged(
+            app.stack_name, timeout, self.converging_progress(what, timeout, progress))
+
+    async def timeout_of(self, app: App) -> float:
+        """The app's convergence timeout: the recipe's label at the version it runs."""
+        current = deployed_version(await self._pool.get(app.server).services(app.stack_name),
+                                   app.stack_name)
+        async with self._recipes.checkout(app.recipe, current or app.version) as checkout:
+            compose = await asyncio.to_thread(load_compose, checkout.path, app.compose_files,
+                                              deploy_env(app, checkout))
+        return convergence_timeout(app, compose)
 
     @staticmethod
     async def _stack_deploy(app: App, engine: DockerEngine, checkout: Checkout, timeout: float,
@@ -297,6 +325,10 @@ class Deployer:
             return f"Returned to {previous}: running now is {now}, converged and healthy."
         return (f"Returning to {previous} did not converge either; running now is {now}. "
                 + self._describe_failure(app, result))
+
+    def describe_failure(self, app: App, result: ConvergenceResult) -> str:
+        """Which service failed and why, with its redacted log tail, as a deploy reports it."""
+        return self._describe_failure(app, result)
 
     def _describe_failure(self, app: App, result: ConvergenceResult) -> str:
         redact = Redactor.for_env(app.env)

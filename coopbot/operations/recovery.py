@@ -30,6 +30,7 @@ from coopbot.errors import CoopbotError
 from coopbot.ids import EventID
 from coopbot.messages import ReplyTarget
 from coopbot.operations.checkpoints import RestoreProgress, volume_lines
+from coopbot.operations.deployer import EnvWritten
 from coopbot.operations.scope import AppScope
 from coopbot.ports import RoomReplies
 from coopbot.recipes.apps import App
@@ -63,8 +64,10 @@ class Outcome:
 class Recovery:
     def __init__(self, operations: OperationStore, audit: AuditLog, statuses: StatusMessages,
                  scope: AppScope, pool: ServerPool, poster: RoomReplies, *,
-                 started_at: float | None = None) -> None:
+                 started_at: float | None = None,
+                 env_written: EnvWritten | None = None) -> None:
         self._started_at = time.time() if started_at is None else started_at
+        self._env_written = env_written
         self._operations = operations
         self._audit = audit
         self._statuses = statuses
@@ -179,12 +182,12 @@ class Recovery:
         if target is None:  # the target is recorded before anything changes
             return Outcome("interrupted", f"{STOPPED}, before it changed anything; {now}")
         if running == target and running == target and steady and target != previous:
-            await self._align_type(app, target)
+            await self._align_type(app, target, record.requester)
             return Outcome("ok", f"{change}: finished by the swarm while the bot was down",
                            (f"**`{app.name}` {VERBS[record.kind]}**: {change} on {app.server}, "
                             "converged and healthy.",))
         if running is not None and running == previous:
-            await self._align_type(app, running)
+            await self._align_type(app, running, record.requester)
             what = ("the swarm rolled it back" if rolled_back
                     else "was interrupted" if target == previous else "did not happen")
             return Outcome("interrupted", f"{STOPPED}: {change}: {what}; {now}")
@@ -239,12 +242,15 @@ class Recovery:
             summary = f"{STOPPED}: the restore from snapshot {progress.snapshot} is incomplete"
         return Outcome("interrupted", summary, (*lines, retry))
 
-    async def _align_type(self, app: App, version: str) -> None:
+    async def _align_type(self, app: App, version: str, requester: str) -> None:
         """abra reads the deployed version from TYPE: make it say what runs."""
         try:
             if await asyncio.to_thread(write_type_version, app.env_path, app.recipe, version):
                 log.info("env file of %s: TYPE set to %s:%s after a restart", app.name,
                          app.recipe, version)
+                if self._env_written is not None:
+                    await self._env_written(app, requester,
+                                            f"recovery {app.name}: TYPE {version}")
         except CoopbotError as error:
             log.warning("could not record %s in the env file of %s: %s", version, app.name,
                         error)

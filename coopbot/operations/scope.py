@@ -22,6 +22,16 @@ class AppScope:
             fnmatch.fnmatchcase(app.name, pattern) for pattern in room.apps
         )
 
+    @staticmethod
+    def controls_name(room: RoomConfig | None, server: str, name: str) -> bool:
+        """Whether the room would control an app `name` on `server` (one not made yet)."""
+        return room is None or (server in room.servers and any(
+            fnmatch.fnmatchcase(name, pattern) for pattern in room.apps))
+
+    @property
+    def catalog(self) -> AppCatalog:
+        return self._catalog
+
     def apps(self, room: RoomConfig | None, server: str | None = None) -> list[App]:
         servers = [server] if server else (room.servers if room is not None else None)
         return [app for app in self._catalog.list(servers) if self.controls(room, app)]

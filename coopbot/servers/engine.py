@@ -262,6 +262,35 @@ class DockerEngine:
 
         return await self._call(f"scale service {service} to {replicas}", scale)
 
+    async def create_secret(self, name: str, data: bytes) -> None:
+        """A swarm secret (immutable: a new value is a new name). The value never leaves this
+        call: not in an error, not in the log."""
+
+        def create(api: Any) -> None:
+            api.create_secret(name, data)
+
+        await self._call(f"create secret {name}", create)
+
+    async def remove_secret(self, name: str) -> None:
+        await self._call(f"remove secret {name}", lambda api: api.remove_secret(name))
+
+    async def remove_volume(self, name: str) -> None:
+        await self._call(f"remove volume {name}", lambda api: api.remove_volume(name))
+
+    async def force_update(self, service: str) -> None:
+        """Restart a service's tasks the way `docker service update --force` does: the spec
+        (replicas included) stays, only its force counter moves, so swarm replaces every task
+        following the service's update_config (start-first, rollback on failure)."""
+
+        def update(api: Any) -> None:
+            current = api.inspect_service(service)
+            template = dict(current["Spec"].get("TaskTemplate") or {})
+            template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+            api.update_service(service, current["Version"]["Index"], task_template=template,
+                               fetch_current_spec=True)
+
+        await self._call(f"restart service {service}", update)
+
 
     # --- plumbing --------------------------------------------------------------------------------
 
