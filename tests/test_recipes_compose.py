@@ -194,7 +194,10 @@ def test_overlay_merge_follows_stack_deploy(tmp_path: Path) -> None:
     assert app["command"] == ["serve", "--new"]
     assert app["environment"] == {"A": "1", "B": "overridden", "PASSTHROUGH": None, "C": "3"}
     assert app["labels"] == {"base.label": "yes", "overlay.label": "1"}
-    assert app["ports"] == ["80:80", "443:443"]
+    assert app["ports"] == [  # long form, one per published port, as docker merges them
+        {"mode": "ingress", "target": 80, "published": 80, "protocol": "tcp"},
+        {"mode": "ingress", "target": 443, "published": 443, "protocol": "tcp"},
+    ]
     assert app["volumes"] == ["data:/data", "other:/etc/app", "logs:/var/log"]
     assert app["secrets"] == [
         {"source": "db_password", "target": "/run/secrets/pw"},

@@ -25,6 +25,10 @@ class Preflight:
         # Per server: whether images must already be on the node (no registry reachable).
         self._check_images = dict(check_images)
 
+    def checks_images(self, server: str) -> bool:
+        """Whether `server`'s images must be on the node already (no registry reachable)."""
+        return bool(self._check_images.get(server))
+
     async def check(self, app: App, engine: DockerEngine, checkout: Checkout,
                     compose: dict[str, Any]) -> None:
         problems: list[str] = []
