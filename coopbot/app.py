@@ -227,6 +227,11 @@ class _Core:
         return self.roles.order[0]
 
     @property
+    def highest_role(self) -> str:
+        """Deploying an untagged recipe tree needs the last role (admin by default)."""
+        return self.roles.order[-1]
+
+    @property
     def change_role(self) -> str:
         """Changing a swarm needs the second role (operator by default) when there is one."""
         order = self.roles.order
@@ -340,7 +345,8 @@ def _register_commands(config: Config, core: _Core, swarm: _Swarm, approvals: Ap
     # In this order in `!help` and the member guide.
     families: list[CommandFamily] = [
         CoreCommands(core.registry, config.matrix.command_prefix, lowest_role=read),
-        SwarmCommands(swarm.deployer, swarm.status, read_role=read, change_role=change),
+        SwarmCommands(swarm.deployer, swarm.status, read_role=read, change_role=change,
+                      chaos_role=core.highest_role),
         *([BackupCommands(swarm.backups, read_role=read, change_role=change)]
           if swarm.backups is not None else []),
         ApprovalCommands(approvals, core.audit, member_role=read, audit_role=change),

@@ -115,6 +115,9 @@ class Deployer:
         """The one way to a version change's plan, for a vote and for the run alike: what the
         swarm runs, the recipe fetched, the target resolved, release notes, the target checked
         out into a private tree (kept while the body runs) and preflight."""
+        if request.chaos is not None and (request.kind != "deploy" or request.version):
+            raise UserError("A chaos deploy takes a commit or branch after `--chaos`, not a "
+                            f"version: `!deploy {app.name} --chaos [ref]`.")
         services = await engine.services(app.stack_name)
         await self._recipes.fetch(app.recipe)
         releases = await self._recipes.versions(app.recipe)
