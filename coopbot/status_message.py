@@ -147,16 +147,16 @@ class Throttle:
             await asyncio.sleep(max(self._tick - (time.monotonic() - self._last), 0.1))
             if self._line is not None and time.monotonic() - self._last >= self._tick:
                 self._pending = self._line
-                await self._show()
+                await self._show(ticked=True)
 
-    async def _show(self) -> None:
+    async def _show(self, *, ticked: bool = False) -> None:
         async with self._sending:
             text, self._pending = self._pending, None
             if text is None or self._closed:
                 return
             self._last = time.monotonic()
             elapsed = self._last - self._started
-            suffix = f" · {elapsed:.0f} s" if elapsed >= 1 else ""
+            suffix = f" · {elapsed:.0f} s" if elapsed >= 1 or ticked else ""
             try:
                 await self.sink(Reply.of(f"⏳ {text}{suffix}"))
             except CoopbotError as error:
