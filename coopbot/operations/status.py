@@ -188,7 +188,8 @@ def _stack_state(services: list[ServiceState]) -> str:
                if (s.update_failed and not _runs_after_rollback(s)) or s.health == "unhealthy"]
     if failing:
         return f"failing: {', '.join(failing)}"
-    pending = [s.short_name for s in services if not s.converged]
+    pending = [s.short_name for s in services
+               if not s.converged and not _runs_after_rollback(s)]
     if pending:
         return f"converging: {', '.join(pending)}"
     return "running"
