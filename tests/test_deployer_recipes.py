@@ -6,13 +6,17 @@ in-memory FakeEngine for the swarm. tests/test_bot_recipes.py runs them on a rea
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
+from coopbot.config import RoomConfig
 from coopbot.errors import OperationFailed, UserError
 from coopbot.ids import EventID, RoomID, UserID
+from coopbot.notify.notifier import Notifier
+from coopbot.notify.targets import NotificationTargets
+from coopbot.observe import Observers
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.plan import OperationRequest
 from coopbot.operations.preflight import Preflight, PreflightFailed
@@ -21,7 +25,9 @@ from coopbot.recipes.apps import AppCatalog
 from coopbot.recipes.labels import label
 from coopbot.recipes.repo import RecipeStore
 from coopbot.replies import Reply
+from coopbot.rooms import RoomDirectory
 from coopbot.store.database import Database
+from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
 from tests.fakes import FakeEngine, FakePool
 from tests.harness.apps import stack_of, unique_domain
@@ -37,6 +43,7 @@ class Shapes:
     operations: OperationStore
     abra: AbraDir
     recipes: RecipeStore
+    posted: Posted
 
     def app(self, recipe: str, version: str | None = None, **extra: str) -> str:
         domain = unique_domain()
@@ -72,18 +79,36 @@ class Shapes:
         self.engine.stacks[stack] = [replace(service, labels={label(stack, key): value})]
 
 
+@dataclass
+class Posted:
+    """Notification rooms (a recording fake of the Matrix side)."""
+
+    texts: list[str] = field(default_factory=list)
+
+    async def post(self, room_id: RoomID, reply: Reply, *, key: str,
+                   thread_root: EventID | None = None) -> EventID:
+        self.texts.append(reply.text)
+        return EventID(f"$n{len(self.texts)}")
+
+
 @pytest.fixture
 async def shapes(tmp_path: Path, abra_dir: AbraDir,
                  recipe_shapes: dict[str, Path]) -> AsyncIterator[Shapes]:
-    engine = FakeEngine()
+    engine, posted = FakeEngine(), Posted()
     recipes = RecipeStore(tmp_path / "cache", "/nonexistent/{recipe}.git",
                           {name: str(path) for name, path in recipe_shapes.items()})
     async with Database(tmp_path / "bot.db") as database:
-        operations = OperationStore(database)
+        observers = Observers()
+        news = RoomID("!news:x")
+        notifier = Notifier(NotificationTargets(RoomDirectory({
+            news: RoomConfig(servers=["local"], notifications=True)})), posted,
+            NoticeStore(database))
+        observers.subscribe(notifier.on_event)
+        operations = OperationStore(database, observers=observers)
         deployer = Deployer(AppScope(AppCatalog(abra_dir.path)), recipes,
                             FakePool({"local": engine}), operations, Preflight({"local": False}),
                             needs_backup=lambda kind, room, app: False)
-        yield Shapes(deployer, engine, operations, abra_dir, recipes)
+        yield Shapes(deployer, engine, operations, abra_dir, recipes, posted)
 
 
 async def test_v_tags_with_plus_labels_deploy_redeploy_and_recover(shapes: Shapes) -> None:
@@ -189,3 +214,15 @@ async def test_undeploy_of_a_stack_that_never_ran_says_so(shapes: Shapes) -> Non
     reply = await shapes.run("undeploy", domain)
     assert "(1.0.0+missing was deployed but never ran)" in reply.text
     assert "it ran" not in reply.text
+
+
+async def test_a_refused_upgrade_is_not_announced_but_a_chaos_deploy_is(shapes: Shapes) -> None:
+    domain = shapes.app("oldscheme")
+    shapes.runs_label(domain, "app.version", "2.4.8+v2")
+    with pytest.raises(UserError, match="already runs the newest version"):
+        await shapes.run("upgrade", domain)
+    assert shapes.posted.texts == [], "a refusal changed nothing: only its requester is told"
+    reply = await shapes.run("deploy", domain, chaos="")
+    short = reply.text.split("chaos ")[1][:8]
+    [news] = shapes.posted.texts
+    assert f"deploy `{domain}` on local: 2.4.8+v2 -> chaos {short}: ok" in news
