@@ -26,7 +26,6 @@ class Deployed:
     release: RecipeVersion | None  # the release that runs (a chaos deploy's last release)
     chaos: str | None  # the short commit of a chaos deploy
     source: str  # where the release was found: label, env file, operation store, or ""
-    ran: bool  # some task ran: a stack whose tasks never started ran no version
 
     @property
     def text(self) -> str:
@@ -45,15 +44,14 @@ async def find_deployed(app: App, services: list[ServiceState], releases: list[R
     if not services:
         return None
     label = version_label(services, app.stack_name)
-    ran = any(s.replicas_running > 0 for s in services) or any(s.converged for s in services)
     chaos = chaos_commit(services, app.stack_name)
     found = [(match_release(releases, label) if label else None, "label")]
     found.append((match_release(releases, app.version) if app.version else None, "env file"))
     for release, source in found:
         if release is not None:
-            return Deployed(label, release, chaos, source, ran)
+            return Deployed(label, release, chaos, source)
     for version in await operations.deployed_versions(app.name):
         release = match_release(releases, version)
         if release is not None:
-            return Deployed(label, release, chaos, "operation store", ran)
-    return Deployed(label, None, chaos, "", ran)
+            return Deployed(label, release, chaos, "operation store")
+    return Deployed(label, None, chaos, "")
