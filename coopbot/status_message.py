@@ -127,6 +127,11 @@ class Throttle:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._later = self._ticker = None
 
+    async def relay(self, update: Reply) -> None:
+        """A Progress for work done inside this one (a backup before an upgrade): its lines
+        go through this throttle, so the ticker shows them, not this operation's older one."""
+        await self.say(update.text.removeprefix("⏳ "))
+
     async def say(self, text: str) -> None:
         if self._closed:
             return

@@ -92,3 +92,18 @@ async def test_leaving_the_throttle_cancels_the_line_waiting_for_its_interval() 
     assert shown == ["⏳ one"]
     assert all(task.done() for task in asyncio.all_tasks() if task is not asyncio.current_task()
                and "_show_after" in repr(task.get_coro()))
+
+
+async def test_work_inside_an_operation_relays_its_lines_through_the_operations_throttle() -> None:
+    shown: list[str] = []
+
+    async def sink(update: Reply) -> None:
+        shown.append(update.text)
+
+    async with Throttle(sink, interval=0.05, tick=0.3) as throttle:
+        await throttle.say("upgrade: reading the recipe")
+        await asyncio.sleep(0.1)
+        await throttle.relay(Reply.of("⏳ backing up `data`"))  # a backup's own throttled line
+        await asyncio.sleep(0.5)
+    assert shown[1] == "⏳ backing up `data`"
+    assert all("backing up" in line for line in shown[1:]), "the ticker shows the newest line"

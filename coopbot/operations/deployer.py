@@ -188,7 +188,7 @@ class Deployer:
         if self._pre_backup is None:
             return
         try:
-            await self._pre_backup(app, operation_id, kind, progress.sink)
+            await self._pre_backup(app, operation_id, kind, progress.relay)
         except CoopbotError as error:
             raise OperationFailed(
                 f"{kind} of `{app.name}` did not run, nothing was changed: the backup before "
