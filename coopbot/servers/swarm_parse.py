@@ -73,7 +73,8 @@ def service_state(
 
 
 def _newest_failed(tasks: Iterable[ApiDict]) -> str | None:
-    failed = [t for t in tasks if t["Status"].get("State") in ("failed", "rejected")]
+    failed = [t for t in tasks
+              if t["Status"].get("State") in ("failed", "rejected") and t.get("ID")]
     if not failed:
         return None
     return str(max(failed, key=lambda t: timestamp_key(t["Status"].get("Timestamp", "")))["ID"])
