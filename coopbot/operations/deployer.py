@@ -25,6 +25,7 @@ from coopbot.operations.deployed import Deployed, find_deployed
 from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.scope import AppScope
+from coopbot.operations.targets import Targets
 from coopbot.recipes.apps import App
 from coopbot.recipes.compose import deploy_env, load_compose
 from coopbot.recipes.compose import images as compose_images
@@ -37,8 +38,7 @@ from coopbot.recipes.labels import (
     deployed_version,
     labels_overlay,
 )
-from coopbot.recipes.repo import Checkout, NoReleases, RecipeStore, RecipeVersion, match_release
-from coopbot.recipes.versions import Version
+from coopbot.recipes.repo import Checkout, RecipeStore, RecipeVersion
 from coopbot.redact import Redactor
 from coopbot.replies import Reply
 from coopbot.servers.convergence import ProgressCallback
@@ -77,6 +77,7 @@ class Deployer:
         self._pool = pool
         self._operations = operations
         self._preflight = preflight
+        self._targets = Targets(recipes, operations)
         self._pre_backup = pre_backup
         # Whether the policy (global, room, app) asks for a verified backup first.
         self._needs_backup = needs_backup or (lambda kind, room, app: kind == "upgrade")
@@ -130,8 +131,8 @@ class Deployer:
                                         last)
                 yield Prepared(plan, checkout, None, last, deployed)
             return
-        target = await self._target(request, app, deployed, releases)
-        notes = (await self._notes_between(app, deployed, target, releases)
+        target = await self._targets.target(request, app, deployed, releases)
+        notes = (await self._targets.notes_between(app, deployed, target, releases)
                  if request.kind == "upgrade" else ())
         async with self._recipes.checkout(app.recipe, target.tag) as checkout:
             plan = await self._plan(request.kind, app, engine, checkout, deployed, notes, target)
@@ -194,106 +195,6 @@ class Deployer:
                 f"{kind} of `{app.name}` did not run, nothing was changed: the backup before "
                 f"it failed: {error}", detail=error.detail,
             ) from error
-
-    async def _target(self, request: OperationRequest, app: App, deployed: Deployed | None,
-                      releases: list[RecipeVersion]) -> RecipeVersion:
-        if request.kind == "deploy":
-            return await self._deploy_target(request, app, deployed, releases)
-        if deployed is None:
-            raise UserError(f"`{app.name}` is not deployed; use `!deploy` first.")
-        current = deployed.text
-        # The release that runs; a chaos deploy moves on from its last release, as abra does.
-        current_version = deployed.release.version if deployed.release is not None else None
-        if request.kind == "upgrade":
-            newest = (await self._recipes.resolve(app.recipe, request.version) if request.version
-                      else releases[0] if releases else None)
-            if newest is None or (current_version is not None
-                                  and not newest.version > current_version):
-                if request.version and newest is not None:
-                    raise UserError(
-                        f"{newest.version} is not newer than {current}; upgrades never go "
-                        "back (use `!rollback`)."
-                    )
-                raise UserError(f"`{app.name}` already runs the newest version, {current}.")
-            return newest
-        # rollback
-        if request.version:
-            target = await self._recipes.resolve(app.recipe, request.version)
-            if current_version is not None and not target.version < current_version:
-                raise UserError(
-                    f"{target.version} is not older than {current}; use `!upgrade` to go forward."
-                )
-            return target
-        previous = await self._previous_version(app, current_version, releases)
-        if previous is None:
-            raise UserError(f"There is no older version of `{app.name}` to roll back to.")
-        return previous
-
-    async def _deploy_target(self, request: OperationRequest, app: App,
-                             deployed: Deployed | None,
-                             releases: list[RecipeVersion]) -> RecipeVersion:
-        """`!deploy`: what runs again (after an env change, say), else the version asked for,
-        else the env file's, else the newest; changing version is upgrade's and rollback's."""
-        chaos_hint = f"`!deploy {app.name} --chaos` deploys its newest commit untagged"
-        if deployed is not None and request.version is None:
-            if deployed.chaos is not None:
-                raise UserError(
-                    f"`{app.name}` runs {deployed.text} (a chaos deploy): {chaos_hint}; "
-                    f"`!deploy {app.name} <version>` deploys a release instead."
-                )
-            if deployed.release is not None:
-                return deployed.release
-            raise UserError(
-                f"`{app.name}` runs {deployed.text}, which names no release of recipe "
-                f"`{app.recipe}`: `!deploy {app.name} <version>` says which one to deploy."
-            )
-        wanted = request.version or app.version
-        if not releases:
-            raise UserError(f"Recipe `{app.recipe}` has no releases yet: {chaos_hint}.")
-        if request.version is None and app.version and match_release(releases,
-                                                                      app.version) is None:
-            # abra writes a chaos deploy's commit into TYPE; redeploying it is a chaos deploy.
-            raise UserError(
-                f"The env file of `{app.name}` names `{app.version}`, which is no release of "
-                f"recipe `{app.recipe}` (a chaos deploy's commit?): "
-                f"`!deploy {app.name} --chaos {app.version}` deploys that commit, "
-                f"`!deploy {app.name} <version>` a release."
-            )
-        try:
-            target = await self._recipes.resolve(app.recipe, wanted)
-        except NoReleases:
-            raise UserError(f"Recipe `{app.recipe}` has no releases yet: {chaos_hint}.") from None
-        if deployed is not None and deployed.chaos is None and deployed.release is not None \
-                and target != deployed.release:
-            raise UserError(
-                f"`{app.name}` already runs {deployed.text}. Use `!upgrade` or `!rollback` to "
-                f"change its version, or `!undeploy` it first."
-            )
-        return target
-
-    async def _previous_version(
-        self, app: App, current: Version | None, releases: list[RecipeVersion]
-    ) -> RecipeVersion | None:
-        """The version this app ran before (from the store), else the next older release."""
-        for version in await self._operations.deployed_versions(app.name):
-            found = match_release(releases, version)
-            if found is not None and current is not None and found.version < current:
-                return found
-        older = [r for r in releases if current is not None and r.version < current]
-        return older[0] if older else None
-
-    async def _notes_between(self, app: App, deployed: Deployed | None,
-                             target: RecipeVersion,
-                             releases: list[RecipeVersion]) -> tuple[tuple[str, str], ...]:
-        current = deployed.release.version if deployed and deployed.release else None
-        between = [r for r in releases
-                   if r.version <= target.version and (current is None or r.version > current)]
-        notes: list[tuple[str, str]] = []
-        for release in reversed(between):
-            text = await self._recipes.release_notes(app.recipe, release.version)
-            if text:
-                notes.append((str(release.version), text.strip()))
-        return tuple(notes)
 
     async def _plan(self, kind: str, app: App, engine: DockerEngine, checkout: Checkout,
                     deployed: Deployed | None, notes: tuple[tuple[str, str], ...],
