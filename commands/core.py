@@ -67,6 +67,9 @@ class CoreCommands:
         for arg in spec.args:
             if arg.describe():
                 lines.append(f"- `{arg.name}`: {arg.describe()}")
+        for flag in spec.flags:
+            needs = f"; needs the {flag.role} role" if flag.role else ""
+            lines.append(f"- `{flag.usage()[1:-1]}`: {flag.help}{needs}")
         if spec.examples:
             lines.append("Examples: " + ", ".join(f"`{e}`" for e in spec.examples))
         held = "you hold it" if inv.grant.has(spec.role) else "you do not hold it here"

@@ -4,26 +4,31 @@ declares the commands and hands each to the operations layer."""
 
 from __future__ import annotations
 
-from coopbot.args import APP, RECIPE, SERVER, SERVICE, VERSION
+from coopbot.args import APP, RECIPE, SERVER, SERVICE, VERSION, Name
 from coopbot.invocation import Invocation
 from coopbot.operation_kinds import OperationKind
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.plan import OperationRequest, PlannedChange
 from coopbot.operations.status import StatusViews
-from coopbot.registry import Arg, CommandSpec, Operation
+from coopbot.registry import Arg, CommandSpec, Flag, Operation
 from coopbot.replies import Reply
 
 DEFAULT_LOG_LINES = 50
 MAX_LOG_LINES = 2000
+GIT_REF = Name("a commit or branch", extra="._+-/")
+# Deploying an untagged tree skips the recipe's release process: the highest role (admin by
+# default), unless a co-op's `command_roles: {"deploy --chaos": ...}` says otherwise.
+CHAOS_ROLE = "admin"
 
 
 class SwarmCommands:
     def __init__(self, deployer: Deployer, status: StatusViews, *, read_role: str,
-                 change_role: str) -> None:
+                 change_role: str, chaos_role: str = CHAOS_ROLE) -> None:
         self._deployer = deployer
         self._status = status
         self._read = read_role
         self._change = change_role
+        self._chaos = chaos_role
 
     def specs(self) -> list[CommandSpec]:
         app = Arg("app", help="the app's name: its env file name, usually its domain", kind=APP)
@@ -50,10 +55,14 @@ class SwarmCommands:
                 "deploy", "deploy an app (version: given, else its env file's, else the newest)",
                 self._change, self.deploy, args=(app, version),
                 operation=self._operation(OperationKind.DEPLOY),
+                flags=(Flag("chaos", help="deploy the recipe's newest commit (or the given "
+                                          "commit or branch) untagged, as abra's --chaos does",
+                            value=Arg("ref", kind=GIT_REF), role=self._chaos),),
                 details="Runs preflight checks (env keys, secrets, networks, images), deploys "
                         "with `docker stack deploy`, waits until every service is healthy, and "
                         "returns to the previous version if it is not.",
-                examples=("!deploy blog.example.org", "!deploy blog.example.org 1.2.0+1.21.0")),
+                examples=("!deploy blog.example.org", "!deploy blog.example.org 1.2.0+1.21.0",
+                          "!deploy bore.example.org --chaos")),
             CommandSpec(
                 "upgrade", "upgrade an app to the newest (or given newer) version",
                 self._change, self.upgrade, args=(app, version),
@@ -117,4 +126,5 @@ class SwarmCommands:
             kind=kind, app_name=inv.args["app"], version=inv.arg("version"),
             requester=inv.sender, room_id=inv.room_id, event_id=inv.event_id,
             approvers=inv.approvers, expected_binding=inv.expected_binding,
+            chaos=inv.arg("chaos"),
         )

@@ -236,6 +236,12 @@ class _Core:
         return self.roles.order[0]
 
     @property
+    def highest_role(self) -> str:
+        """The last role (admin by default): deploying an untagged recipe tree and `!cmd`
+        need it unless command_roles says otherwise."""
+        return self.roles.order[-1]
+
+    @property
     def change_role(self) -> str:
         """Changing a swarm needs the second role (operator by default) when there is one."""
         order = self.roles.order
@@ -377,11 +383,12 @@ def _register_commands(config: Config, core: _Core, gateway: MatrixGateway, swar
     # In this order in `!help` and the member guide.
     families: list[CommandFamily] = [
         CoreCommands(core.registry, config.matrix.command_prefix, lowest_role=read),
-        SwarmCommands(swarm.deployer, swarm.status, read_role=read, change_role=change),
+        SwarmCommands(swarm.deployer, swarm.status, read_role=read, change_role=change,
+                      chaos_role=core.highest_role),
         AppCommands(swarm.files, swarm.secrets, swarm.runtime, read_role=read,
                     change_role=change),
         SecretCommands(swarm.secrets, gateway, read_role=read, change_role=change),
-        RuntimeCommands(swarm.runtime, change_role=change, cmd_role=core.roles.order[-1]),
+        RuntimeCommands(swarm.runtime, change_role=change, cmd_role=core.highest_role),
         *([BackupCommands(swarm.backups, read_role=read, change_role=change)]
           if swarm.backups is not None else []),
         ApprovalCommands(approvals, core.audit, member_role=read, audit_role=change),

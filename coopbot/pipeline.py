@@ -112,6 +112,7 @@ class Pipeline:
             # Roles before arguments: someone who may not run a command learns nothing of it.
             grant = await self._authorize(message, room, spec)
             args = spec.bind(parsed.words, self._settings.prefix)
+            self._authorize_flags(grant, spec, args)
         except (UnknownCommand, UsageError) as error:
             await self._record(message, parsed, Decision.INVALID, str(error))
             await self._say(message, Reply.of(str(error)))
@@ -141,6 +142,13 @@ class Pipeline:
         if not grant.has(spec.role):
             raise PermissionDenied(spec.name, spec.role)
         return grant
+
+    @staticmethod
+    def _authorize_flags(grant: RoleGrant, spec: CommandSpec, args: dict[str, str]) -> None:
+        """A flag may need more than its command (`deploy --chaos`: admin by default)."""
+        for what, role in spec.roles_for(args):
+            if not grant.has(role):
+                raise PermissionDenied(what, role)
 
     async def _approve_and_run(self, message: IncomingMessage, parsed: ParsedCommand,
                                invocation: Invocation) -> None:

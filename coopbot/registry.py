@@ -78,6 +78,23 @@ class Arg:
 
 
 @dataclass(frozen=True)
+class Flag:
+    """`--name [value]` anywhere after the command: a different way to run it (abra's
+    `deploy --chaos [ref]`). Its value, if declared, is the next word unless that is another
+    flag; bound as args[name] ("" without a value). A flag may need a higher role than the
+    command (config `command_roles` key `<command> --<flag>`)."""
+
+    name: str
+    help: str = ""
+    value: Arg | None = None
+    role: str | None = None
+
+    def usage(self) -> str:
+        value = f" [{self.value.name}]" if self.value is not None else ""
+        return f"[--{self.name}{value}]"
+
+
+@dataclass(frozen=True)
 class CommandSpec:
     name: str
     summary: str
@@ -88,6 +105,7 @@ class CommandSpec:
     examples: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     operation: Operation | None = None  # None: reads only, never needs a vote
+    flags: tuple[Flag, ...] = ()
     # What the audit log may keep of the command's words (e.g. keys, never values); all of
     # them when None.
     audit_words: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None
@@ -96,14 +114,43 @@ class CommandSpec:
         return self.audit_words(words) if self.audit_words is not None else words
 
     def usage(self, prefix: str = "!") -> str:
-        return " ".join([f"{prefix}{self.name}", *(a.usage() for a in self.args)])
+        return " ".join([f"{prefix}{self.name}", *(a.usage() for a in self.args),
+                         *(f.usage() for f in self.flags)])
+
+    def roles_for(self, values: dict[str, str]) -> list[tuple[str, str]]:
+        """(what, role) pairs a sender must hold to run it with these bound values: the
+        command's role, then each given flag's."""
+        needed = [(self.name, self.role)]
+        needed += [(f"{self.name} --{f.name}", f.role) for f in self.flags
+                   if f.role is not None and f.name in values]
+        return needed
+
+    def _take_flags(self, words: list[str], usage: str) -> tuple[dict[str, str], list[str]]:
+        values: dict[str, str] = {}
+        rest: list[str] = []
+        known = {f"--{f.name}": f for f in self.flags}
+        pos = 0
+        while pos < len(words):
+            word = words[pos]
+            pos += 1
+            if not word.startswith("--"):
+                rest.append(word)
+                continue
+            flag = known.get(word)
+            if flag is None or flag.name in values:
+                what = "twice" if flag is not None else "an unknown option"
+                raise UsageError(f"`{self.name}` got {what}: `{shown(word)}`", usage)
+            values[flag.name] = ""
+            if flag.value is not None and pos < len(words) and not words[pos].startswith("--"):
+                values[flag.name] = flag.value.check(words[pos], self.name, usage)
+                pos += 1
+        return values, rest
 
     def bind(self, words: tuple[str, ...], prefix: str = "!") -> dict[str, str]:
-        """Match words to declared arguments and check each against its kind, or raise
-        UsageError with this command's usage. Returns the canonical values."""
+        """Match words to declared flags and arguments and check each against its kind, or
+        raise UsageError with this command's usage. Returns the canonical values."""
         usage = self.usage(prefix)
-        values: dict[str, str] = {}
-        remaining = list(words)
+        values, remaining = self._take_flags(list(words), usage)
         for arg in self.args:
             if arg.rest:
                 if remaining:
@@ -142,11 +189,22 @@ class CommandRegistry:
             self._aliases[alias] = spec.name
 
     def override_role(self, name: str, role: str) -> None:
-        """Config `command_roles`: a co-op may require another role for a command."""
-        if name not in self._specs:
+        """Config `command_roles`: a co-op may require another role for a command, or for one
+        of its flags (`deploy --chaos`)."""
+        command, _, flag = name.partition(" --")
+        if command not in self._specs:
             raise ConfigError([f"command_roles.{name}: unknown command "
                                f"(one of {', '.join(sorted(self._specs))})"])
-        self._specs[name] = replace(self._specs[name], role=role)
+        spec = self._specs[command]
+        if not flag:
+            self._specs[command] = replace(spec, role=role)
+            return
+        if flag not in {f.name for f in spec.flags}:
+            known = ", ".join(f"`{command} --{f.name}`" for f in spec.flags) or "none"
+            raise ConfigError([f"command_roles.{name}: `{command}` has no flag --{flag} "
+                               f"(flags: {known})"])
+        flags = tuple(replace(f, role=role) if f.name == flag else f for f in spec.flags)
+        self._specs[command] = replace(spec, flags=flags)
 
     def lookup(self, name: str) -> CommandSpec:
         key = self._aliases.get(name, name)

@@ -82,22 +82,60 @@ class CommandStatuses:
 Progress = Callable[[Reply], Awaitable[None]]
 # Status edits at most this often: a long deploy must not trip the homeserver's rate limits.
 PROGRESS_MIN_INTERVAL = 2.0
+# While nothing new happens (a long convergence, a slow pull), the line is shown again with the
+# time so far this often: a status that does not move looks like a hung bot.
+TICK_SECONDS = 5.0
 
 
 class Throttle:
     """Progress lines at most every PROGRESS_MIN_INTERVAL seconds. A line that comes sooner is
     kept and shown when the interval is over (unless a newer one replaced it): the status
-    never stays on an old line while the operation has moved on."""
+    never stays on an old line while the operation has moved on.
 
-    def __init__(self, sink: Progress, interval: float = PROGRESS_MIN_INTERVAL) -> None:
+    Used as `async with Throttle(sink) as progress:`, it also ticks: the latest line is shown
+    again with the elapsed time whenever nothing was shown for `tick` seconds; leaving the
+    block stops the ticker and drops a line still waiting for its interval (the answer is
+    out by then, and the status message is closed next)."""
+
+    def __init__(self, sink: Progress, interval: float = PROGRESS_MIN_INTERVAL,
+                 tick: float = TICK_SECONDS) -> None:
         self.sink = sink
         self._interval = interval
+        self._tick = tick
+        self._started = time.monotonic()
         self._last = -interval
+        self._line: str | None = None
         self._pending: str | None = None
         self._later: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._sending = asyncio.Lock()  # one edit at a time: the first one posts the message
+        self._closed = False
+
+    async def __aenter__(self) -> Throttle:
+        self._started = time.monotonic()
+        self._ticker = asyncio.create_task(self._ticking())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [t for t in (self._later, self._ticker) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._later = self._ticker = None
+
+    async def relay(self, update: Reply) -> None:
+        """A Progress for work done inside this one (a backup before an upgrade): its lines
+        go through this throttle, so the ticker shows them, not this operation's older one."""
+        await self.say(update.text.removeprefix("⏳ "))
 
     async def say(self, text: str) -> None:
-        self._pending = text
+        if self._closed:
+            return
+        self._line = self._pending = text
         wait = self._last + self._interval - time.monotonic()
         if wait <= 0:
             await self._show()
@@ -109,12 +147,22 @@ class Throttle:
         self._later = None
         await self._show()
 
-    async def _show(self) -> None:
-        text, self._pending = self._pending, None
-        if text is None:
-            return
-        self._last = time.monotonic()
-        try:
-            await self.sink(Reply.of(f"⏳ {text}"))
-        except CoopbotError as error:
-            log.warning("progress update failed: %s", error)
+    async def _ticking(self) -> None:
+        while True:
+            await asyncio.sleep(max(self._tick - (time.monotonic() - self._last), 0.1))
+            if self._line is not None and time.monotonic() - self._last >= self._tick:
+                self._pending = self._line
+                await self._show(ticked=True)
+
+    async def _show(self, *, ticked: bool = False) -> None:
+        async with self._sending:
+            text, self._pending = self._pending, None
+            if text is None or self._closed:
+                return
+            self._last = time.monotonic()
+            elapsed = self._last - self._started
+            suffix = f" · {elapsed:.0f} s" if elapsed >= 1 or ticked else ""
+            try:
+                await self.sink(Reply.of(f"⏳ {text}{suffix}"))
+            except CoopbotError as error:
+                log.warning("progress update failed: %s", error)

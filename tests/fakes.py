@@ -125,6 +125,7 @@ class FakeEngine:
     deployed: list[tuple[str, str | None]] = field(default_factory=list)  # (stack, version)
     removed: list[str] = field(default_factory=list)
     secret_values: dict[str, bytes] = field(default_factory=dict)
+    options: list[tuple[bool, str]] = field(default_factory=list)  # (prune, resolve_image)
 
     def run(self, stack: str, version: str, image: str = "app:1") -> None:
         """Make `stack` run `version` already (as if deployed before the test)."""
@@ -146,7 +147,9 @@ class FakeEngine:
         return [f"{stack}_data"] if stack in self.stacks else []
 
     async def stack_deploy(self, stack: str, compose_files: Sequence[Path],
-                           env: Mapping[str, str], cwd: Path) -> None:
+                           env: Mapping[str, str], cwd: Path, *, prune: bool = True,
+                           resolve_image: str = "never") -> None:
+        self.options.append((prune, resolve_image))
         compose = load_compose(cwd, [f.name for f in compose_files], env)
         labels = {k: str(v) for k, v in compose_labels(compose).items()}
         self.stacks[stack] = [_service(stack, images(compose).get("app", ""), labels)]

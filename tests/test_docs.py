@@ -115,10 +115,12 @@ def reference(spec: CommandSpec) -> str:
     lines = [f"### `{spec.usage('!')}`", "", f"{spec.summary[0].upper()}{spec.summary[1:]}."]
     if spec.details:
         lines += ["", spec.details]
-    described = [a for a in spec.args if a.describe()]
+    described = [f"- `{a.name}`: {a.describe()}" for a in spec.args if a.describe()]
+    described += [f"- `{f.usage()[1:-1]}`: {f.help}"
+                  + (f"; needs the {f.role} role" if f.role else "") for f in spec.flags]
     if described:
         lines.append("")
-        lines += [f"- `{a.name}`: {a.describe()}" for a in described]
+        lines += described
     if spec.examples:
         lines += ["", "Examples: " + ", ".join(f"`{e}`" for e in spec.examples)]
     if spec.aliases:

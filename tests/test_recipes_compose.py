@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from coopbot.errors import NotFound, UserError
 from coopbot.recipes.apps import App
@@ -194,7 +196,10 @@ def test_overlay_merge_follows_stack_deploy(tmp_path: Path) -> None:
     assert app["command"] == ["serve", "--new"]
     assert app["environment"] == {"A": "1", "B": "overridden", "PASSTHROUGH": None, "C": "3"}
     assert app["labels"] == {"base.label": "yes", "overlay.label": "1"}
-    assert app["ports"] == ["80:80", "443:443"]
+    assert app["ports"] == [  # long form, one per published port, as docker merges them
+        {"mode": "ingress", "target": 80, "published": 80, "protocol": "tcp"},
+        {"mode": "ingress", "target": 443, "published": 443, "protocol": "tcp"},
+    ]
     assert app["volumes"] == ["data:/data", "other:/etc/app", "logs:/var/log"]
     assert app["secrets"] == [
         {"source": "db_password", "target": "/run/secrets/pw"},
@@ -376,3 +381,27 @@ def test_missing_env_keys(testapp_tree: Path) -> None:
         "GREETING",
     ]  # the commented-out COMPOSE_FILE and EXTRA_DOMAINS are not asked for
     assert missing_env_keys(testapp_tree / "no-such-sample", {}) == []
+
+
+
+
+def test_short_and_long_ports_across_overlays_merge_as_docker_stack_config(
+    tmp_path: Path,
+) -> None:
+    """`docker stack config` (the docker CLI's own loader, no daemon) is the oracle."""
+    from tests.harness.recipes import PORTS_BASE, PORTS_OVERLAY
+
+    write_tree(tmp_path, {"compose.yml": PORTS_BASE, "compose.ports.yml": PORTS_OVERLAY,
+                          "c.yml": 'version: "3.8"\nservices:\n  app:\n    ports:\n'
+                                   '      - "8443:444"\n      - "81"\n'})
+    for files in (["compose.yml", "compose.ports.yml"],
+                  ["compose.yml", "compose.ports.yml", "c.yml"], ["compose.yml"]):
+        ours = load_compose(tmp_path, files, {})["services"]["app"]["ports"]
+        args = [part for name in files for part in ("-c", name)]
+        docker = subprocess.run(["docker", "stack", "config", *args], cwd=tmp_path,
+                                capture_output=True, text=True, check=True).stdout
+        theirs = yaml.safe_load(docker)["services"]["app"]["ports"]
+        if len(files) == 1:  # one file: docker normalizes, nothing is merged
+            assert len(ours) == len(theirs) == 3
+        else:
+            assert ours == theirs, files

@@ -3,16 +3,24 @@ running services and from a recipe's compose."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import yaml
 
 from coopbot.recipes.labels import (
     autoupdate,
+    chaos_commit,
     compose_timeout,
+    deploy_labels,
     deployed_version,
+    labels_overlay,
     running_timeout,
+    version_label,
 )
 
 STACK = "blog_example_org"
@@ -75,3 +83,48 @@ def test_autoupdate_is_the_kadabra_label_set_to_true() -> None:
     assert autoupdate([Service("app", {f"coop-cloud.{STACK}.autoupdate": "true"})], STACK)
     assert not autoupdate([Service("app", {f"coop-cloud.{STACK}.autoupdate": "false"})], STACK)
     assert not autoupdate([Service("app")], STACK)
+
+
+def test_a_chaos_deploy_is_shown_by_its_commit_and_keeps_its_version_label() -> None:
+    chaos = Service("app", {f"coop-cloud.{STACK}.chaos": "true",
+                            f"coop-cloud.{STACK}.chaos-version": "0a1b2c3d",
+                            f"coop-cloud.{STACK}.version": "1.2.0+2"})
+    assert deployed_version([chaos], STACK) == "chaos 0a1b2c3d"
+    assert version_label([chaos], STACK) == "1.2.0+2" and chaos_commit([chaos], STACK) == "0a1b2c3d"
+    released = Service("app", {f"coop-cloud.{STACK}.chaos": "false",
+                               f"coop-cloud.{STACK}.version": "1.2.0+2"})
+    assert deployed_version([released], STACK) == "1.2.0+2"
+    assert chaos_commit([released], STACK) is None
+
+
+def test_the_deploy_labels_are_abras() -> None:
+    env = {"ENABLE_AUTO_UPDATE": "true"}
+    assert deploy_labels(STACK, "blog", "1.2.0+2", None, env) == {
+        f"coop-cloud.{STACK}.recipe": "blog", f"coop-cloud.{STACK}.chaos": "false",
+        f"coop-cloud.{STACK}.version": "1.2.0+2", f"coop-cloud.{STACK}.autoupdate": "true"}
+    chaos = deploy_labels(STACK, "blog", "1.2.0+2", "0a1b2c3d4e5f" + "0" * 28, {})
+    assert chaos[f"coop-cloud.{STACK}.chaos"] == "true"
+    assert chaos[f"coop-cloud.{STACK}.chaos-version"] == "0a1b2c3d"
+    assert chaos[f"coop-cloud.{STACK}.version"] == "1.2.0+2"  # the last release, kept
+    assert chaos[f"coop-cloud.{STACK}.autoupdate"] == "false"
+    assert f"coop-cloud.{STACK}.version" not in deploy_labels(STACK, "blog", None, "ab", {})
+
+
+def test_the_labels_overlay_overrides_the_recipes_labels_in_docker_stack_config(
+    tmp_path: Path,
+) -> None:
+    """docker's own merge (`docker stack config`, no daemon) is the oracle: the overlay must
+    carry the recipe's compose version, and its labels win."""
+    base = ('version: "3.8"\nservices:\n  app:\n    image: x:1\n    deploy:\n      labels:\n'
+            '        - "coop-cloud.${STACK_NAME}.version=1.0.2+1.0.2"\n')
+    (tmp_path / "compose.yml").write_text(base)
+    labels = deploy_labels(STACK, "blog", "v1.0.2", None, {})
+    overlay = labels_overlay(yaml.safe_load(base), labels)
+    assert overlay is not None
+    (tmp_path / "labels.yml").write_text(overlay)
+    merged = subprocess.run(
+        ["docker", "stack", "config", "-c", "compose.yml", "-c", "labels.yml"], cwd=tmp_path,
+        env={"STACK_NAME": STACK, "PATH": os.environ["PATH"]},
+        capture_output=True, text=True, check=True).stdout
+    assert yaml.safe_load(merged)["services"]["app"]["deploy"]["labels"] == labels
+    assert labels_overlay({"services": {"web": {}}}, labels) is None, "no app service"

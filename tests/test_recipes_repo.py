@@ -12,7 +12,8 @@ from git.repo import Repo
 
 from coopbot.errors import ConfigError, GitError, NotFound, UserError
 from coopbot.recipes.gitcmd import run_git
-from coopbot.recipes.repo import RecipeStore, is_local
+from coopbot.recipes.repo import RecipeStore, RecipeVersion, is_local, match_release
+from coopbot.recipes.versions import Version
 from tests.harness.recipes import (
     TESTAPP_NOTES,
     MakeRecipeRepo,
@@ -71,7 +72,7 @@ def test_sources_local_paths_and_urls(tmp_path: Path, monkeypatch: pytest.Monkey
             store.mirror_path(bad)
 
 
-async def test_lightweight_tags_count_and_other_tags_are_ignored(
+async def test_releases_are_annotated_version_tags_only(
     tmp_path: Path, make_recipe_repo: MakeRecipeRepo
 ) -> None:
     bare = make_recipe_repo(
@@ -85,12 +86,15 @@ async def test_lightweight_tags_count_and_other_tags_are_ignored(
     with Repo(bare) as repo:
         repo.create_tag("latest", ref="main")
         repo.create_tag("not-a-version", ref="main", message="annotated but not a version")
-    releases = await store_for(tmp_path, "lw", bare).versions("lw")
-    assert [(r.tag, r.annotated) for r in releases] == [
-        ("v0.10.0+1", True),
-        ("0.2.0+1", False),
-        ("0.1.0+1", True),
-    ]
+    store = store_for(tmp_path, "lw", bare)
+    releases = await store.versions("lw")
+    # A lightweight tag is a maintainer's bookmark, not an abra release.
+    assert [(r.tag, r.annotated) for r in releases] == [("v0.10.0+1", True), ("0.1.0+1", True)]
+    with pytest.raises(NotFound, match=r"no version `0\.2\.0"):
+        await store.resolve("lw", "0.2.0+1")
+    # ... but its commit can still be deployed untagged (chaos).
+    async with store.checkout("lw", chaos=True, ref="0.2.0+1") as checkout:
+        assert checkout.version is None and (checkout.path / "compose.yml").read_text() == "#\n"
 
 
 async def test_release_notes(tmp_path: Path, testapp_recipe: Path) -> None:
@@ -295,3 +299,37 @@ async def test_fetch_timeout_kills_git_without_blocking_the_loop(
     assert str(caught.value) == "could not fetch recipe slow: timed out after 0.8 s"
     assert 0.7 < elapsed < 2.5
     assert ticks >= 20  # the event loop kept running while git hung
+
+
+def _release(tag: str) -> RecipeVersion:
+    return RecipeVersion(Version.parse(tag), tag, "0" * 40, True)
+
+
+def test_a_label_names_its_release_whatever_the_tag_scheme() -> None:
+    v_tags = [_release("v1.0.3"), _release("v1.0.2")]
+    # A recipe tagging `vX.Y.Z` whose compose labels say `X.Y.Z+X.Y.Z`.
+    assert match_release(v_tags, "1.0.2+1.0.2") == v_tags[1]
+    assert match_release(v_tags, "1.0.3") == v_tags[0]
+    assert match_release(v_tags, "v1.0.2") == v_tags[1]
+    abra_tags = [_release("1.1.0+v2"), _release("1.0.0+v1")]
+    assert match_release(abra_tags, "1.1.0+v2") == abra_tags[0]
+    assert match_release(abra_tags, "1.0.0") == abra_tags[1]
+    # A different upstream part of a `+` tag is another release: not this one.
+    assert match_release(abra_tags, "1.0.0+v9") is None
+    for odd in ("latest", "", "0a1b2c3d", "chaos 0a1b2c3d"):
+        assert match_release(v_tags + abra_tags, odd) is None
+    # Two tags of one version with different upstream parts: a bare `X.Y.Z` is ambiguous.
+    assert match_release([_release("2.0.0+a"), _release("2.0.0+b")], "2.0.0") is None
+
+
+async def test_a_chaos_ref_from_chat_is_never_an_option_or_a_range(
+    tmp_path: Path, testapp_recipe: Path
+) -> None:
+    store = store_for(tmp_path, "testapp", testapp_recipe)
+    for bad in ("--upload-pack=x", "main..other", "a b", "HEAD~1", "x.lock", "@{-1}"):
+        with pytest.raises(UserError, match="not a commit or branch"):
+            async with store.checkout("testapp", chaos=True, ref=bad):
+                pass
+    async with store.checkout("testapp", chaos=True, ref="main") as checkout:
+        async with store.checkout("testapp", chaos=True) as head:
+            assert checkout.commit == head.commit and checkout.version is None

@@ -159,6 +159,8 @@ async def test_unhealthy_update_is_rolled_back_and_reported(
     assert failure.reason == "its update failed and was rolled back"
     assert failure.task_error is not None and "unhealthy" in failure.task_error
     assert any("v3 broken on purpose" in line for line in failure.raw_log_tail)
+    # The failing task's own lines: the old, healthy v1 task's say nothing about the failure.
+    assert not any("coopbot-test v1" in line for line in failure.raw_log_tail)
     [app] = result.services
     assert app.image == test_images.v1  # swarm put the previous version back
     assert app.replicas_running == 1

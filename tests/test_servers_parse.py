@@ -8,7 +8,7 @@ import pytest
 
 from coopbot.errors import ConfigError
 from coopbot.servers import ServerSpec
-from coopbot.servers.swarm_parse import service_state, timestamp_key
+from coopbot.servers.swarm_parse import _newest_failed, service_state, timestamp_key
 
 
 def task(state: str, desired: str = "running", err: str | None = None, at: str = "") -> Any:
@@ -100,3 +100,15 @@ def test_ssh_spec_needs_host_user_key_and_known_hosts() -> None:
         "servers.s1.port must be between 1 and 65535",
     ]
     assert ServerSpec(name="here").address == "/var/run/docker.sock"
+
+
+def test_the_failed_task_is_the_newest_failed_or_rejected_one_of_any_spec() -> None:
+    def task(task_id: str, state: str, stamp: str) -> dict[str, Any]:
+        return {"ID": task_id, "DesiredState": "shutdown",
+                "Status": {"State": state, "Timestamp": stamp}}
+
+    tasks = [task("old", "failed", "2024-05-01T12:00:00.5Z"),
+             task("new", "rejected", "2024-05-01T12:00:01.25Z"),
+             task("done", "shutdown", "2024-05-01T12:00:09Z")]
+    assert _newest_failed(tasks) == "new"
+    assert _newest_failed([task("done", "complete", "2024-05-01T12:00:09Z")]) is None

@@ -166,9 +166,11 @@ class ApprovedRun:
         else:
             power = await self._power.power_info(RoomID(request.room_id))
             grant = self._roles.resolve(request.requester, room.config if room else None, power)
-        if not grant.has(spec.role):
-            # Power is re-checked at execution too: a requester who lost the role loses the run.
-            raise PermissionDenied(spec.name, spec.role)
+        for what, role in spec.roles_for(dict(request.args)):
+            if not grant.has(role):
+                # Power is re-checked at execution too: a requester who lost the role loses
+                # the run.
+                raise PermissionDenied(what, role)
         target = self._target_of(request)
         return Invocation.of_request(
             target, UserID(request.requester), spec, dict(request.args), grant,

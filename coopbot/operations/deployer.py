@@ -21,20 +21,28 @@ from coopbot.config import RoomConfig
 from coopbot.crashpoint import crash_point
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.ids import OperationID
+from coopbot.operations.deployed import Deployed, find_deployed
 from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.scope import AppScope
+from coopbot.operations.targets import Targets
 from coopbot.recipes.apps import App
 from coopbot.recipes.compose import deploy_env, load_compose
 from coopbot.recipes.compose import images as compose_images
 from coopbot.recipes.envfile import write_type_version
-from coopbot.recipes.labels import compose_timeout, deployed_version
+from coopbot.recipes.labels import (
+    CHAOS_COMMIT_LENGTH,
+    chaos_text,
+    compose_timeout,
+    deploy_labels,
+    deployed_version,
+    labels_overlay,
+)
 from coopbot.recipes.repo import Checkout, RecipeStore, RecipeVersion
-from coopbot.recipes.versions import Version, try_parse
 from coopbot.redact import Redactor
 from coopbot.replies import Reply
 from coopbot.servers.convergence import ProgressCallback
-from coopbot.servers.engine import DockerEngine
+from coopbot.servers.engine import DockerEngine, ResolveImage
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.states import ConvergenceProgress, ConvergenceResult
 from coopbot.status_message import Progress, Throttle
@@ -49,6 +57,9 @@ PreBackup = Callable[[App, OperationID, str, Progress], Awaitable[None]]
 EnvWritten = Callable[[App, str, str], Awaitable[None]]
 LOG_LINES_IN_ROOM = 8
 LOG_LINE_WIDTH = 200
+# Given last to `docker stack deploy`: abra's deploy labels on the `app` service. It lives in
+# the operation's private checkout, so it goes with the tree.
+LABELS_FILE = ".coopbot-deploy-labels.yml"
 
 
 class Deployer:
@@ -69,6 +80,7 @@ class Deployer:
         self._pool = pool
         self._operations = operations
         self._preflight = preflight
+        self._targets = Targets(recipes, operations)
         self._pre_backup = pre_backup
         # Whether the policy (global, room, app) asks for a verified backup first.
         self._needs_backup = needs_backup or (lambda kind, room, app: kind == "upgrade")
@@ -86,11 +98,11 @@ class Deployer:
             room_id=request.room_id, event_id=request.event_id, approvers=request.approvers,
             to_version=request.version,
         ) as operation_id:
-            throttled = Throttle(progress)
-            if request.kind == "undeploy":
-                return await self._undeploy(request, app, engine, operation_id, throttled)
-            return await self._change_version(request, app, engine, operation_id, throttled,
-                                              started, room)
+            async with Throttle(progress) as throttled:
+                if request.kind == "undeploy":
+                    return await self._undeploy(request, app, engine, operation_id, throttled)
+                return await self._change_version(request, app, engine, operation_id,
+                                                  throttled, started, room)
 
     async def plan(self, request: OperationRequest, room: RoomConfig | None) -> Plan:
         """The plan this request would run now, with preflight, changing nothing."""
@@ -108,13 +120,27 @@ class Deployer:
         """The one way to a version change's plan, for a vote and for the run alike: what the
         swarm runs, the recipe fetched, the target resolved, release notes, the target checked
         out into a private tree (kept while the body runs) and preflight."""
-        current = deployed_version(await engine.services(app.stack_name), app.stack_name)
+        if request.chaos is not None and (request.kind != "deploy" or request.version):
+            raise UserError("A chaos deploy takes a commit or branch after `--chaos`, not a "
+                            f"version: `!deploy {app.name} --chaos [ref]`.")
+        services = await engine.services(app.stack_name)
         await self._recipes.fetch(app.recipe)
-        target = await self._target(request, app, current)
-        notes = await self._notes_between(app, current, target) if request.kind == "upgrade" else ()
-        async with self._recipes.checkout(app.recipe, str(target.version)) as checkout:
-            plan = await self._plan(request.kind, app, engine, checkout, current, notes)
-            yield Prepared(plan, checkout, target)
+        releases = await self._recipes.versions(app.recipe)
+        deployed = await find_deployed(app, services, releases, self._operations)
+        if request.chaos is not None:
+            async with self._recipes.checkout(app.recipe, chaos=True,
+                                              ref=request.chaos or None) as checkout:
+                last = releases[0] if releases else None
+                plan = await self._plan(request.kind, app, engine, checkout, deployed, (),
+                                        last)
+                yield Prepared(plan, checkout, None, last, deployed)
+            return
+        target = await self._targets.target(request, app, deployed, releases)
+        notes = (await self._targets.notes_between(app, deployed, target, releases)
+                 if request.kind == "upgrade" else ())
+        async with self._recipes.checkout(app.recipe, target.tag) as checkout:
+            plan = await self._plan(request.kind, app, engine, checkout, deployed, notes, target)
+            yield Prepared(plan, checkout, target, target, deployed)
 
     @staticmethod
     def _undeploy_plan(app: App, current: str | None) -> Plan:
@@ -132,9 +158,9 @@ class Deployer:
     ) -> Reply:
         await progress.say(f"{request.kind} `{app.name}`: reading the swarm and the recipe...")
         async with self._prepare(request, app, engine) as prepared:
-            plan, checkout, target = prepared.plan, prepared.checkout, prepared.target
-            current = plan.from_version
-            await self._operations.set_versions(operation_id, current, str(target.version))
+            plan, checkout = prepared.plan, prepared.checkout
+            await self._operations.set_versions(operation_id, plan.from_version,
+                                                plan.to_version)
             # Under the app's lock: only the plan that was voted on may run.
             PlanChanged.check(request.expected_binding, plan.planned())
             if self._needs_backup(request.kind, room, app.name):
@@ -143,20 +169,24 @@ class Deployer:
                 f"{request.kind} `{app.name}`: deploying {plan.to_version} on {app.server} "
                 f"(recipe commit {checkout.commit[:8]})..."
             )
-            result = await self._deploy_and_wait(app, engine, checkout, plan, progress)
+            result = await self._deploy_and_wait(app, engine, checkout, plan, prepared,
+                                                 progress)
 
         took = time.monotonic() - started
         if result.ok:
+            # What abra writes: the release's tag, or a chaos deploy's short commit.
+            recorded = (prepared.target.tag if prepared.target is not None
+                        else checkout.commit[:CHAOS_COMMIT_LENGTH])
             if await asyncio.to_thread(write_type_version, app.env_path, app.recipe,
-                                       target.version) and self._env_written is not None:
+                                       recorded) and self._env_written is not None:
                 await self._env_written(app, request.requester,
-                                        f"{request.kind} {app.name}: TYPE {target.version}")
+                                        f"{request.kind} {app.name}: TYPE {recorded}")
             summary = f"{plan.describe()}: ok in {took:.0f} s"
             await self._operations.finish(operation_id, "ok", summary)
             return self._success_reply(plan, took)
 
         failure = self._describe_failure(app, result)
-        recovery = await self._recover(app, engine, current, progress)
+        recovery = await self._recover(app, engine, prepared.deployed, progress)
         message = f"{plan.describe()} failed after {took:.0f} s.\n{failure}\n{recovery}"
         raise OperationFailed(message)  # run() records it, once
 
@@ -166,113 +196,48 @@ class Deployer:
         if self._pre_backup is None:
             return
         try:
-            await self._pre_backup(app, operation_id, kind, progress.sink)
+            await self._pre_backup(app, operation_id, kind, progress.relay)
         except CoopbotError as error:
             raise OperationFailed(
                 f"{kind} of `{app.name}` did not run, nothing was changed: the backup before "
                 f"it failed: {error}", detail=error.detail,
             ) from error
 
-    async def _target(self, request: OperationRequest, app: App,
-                      current: str | None) -> RecipeVersion:
-        current_version = try_parse(current) if current else None
-        if request.kind == "deploy":
-            if current is not None and request.version is None:
-                # Redeploying what runs (e.g. after an env change) is fine; changing version is
-                # what upgrade and rollback are for.
-                return await self._recipes.resolve(app.recipe, current)
-            wanted = request.version or app.version
-            target = await self._recipes.resolve(app.recipe, wanted)
-            if current is not None and str(target.version) != current:
-                raise UserError(
-                    f"`{app.name}` already runs {current}. Use `!upgrade` or `!rollback` to "
-                    f"change its version, or `!undeploy` it first."
-                )
-            return target
-        if current is None:
-            raise UserError(f"`{app.name}` is not deployed; use `!deploy` first.")
-        releases = await self._recipes.versions(app.recipe)
-        if request.kind == "upgrade":
-            newest = (await self._recipes.resolve(app.recipe, request.version) if request.version
-                      else releases[0] if releases else None)
-            if newest is None or (current_version is not None
-                                  and not newest.version > current_version):
-                if request.version and newest is not None:
-                    raise UserError(
-                        f"{newest.version} is not newer than {current}; upgrades never go "
-                        "back (use `!rollback`)."
-                    )
-                raise UserError(f"`{app.name}` already runs the newest version, {current}.")
-            return newest
-        # rollback
-        if request.version:
-            target = await self._recipes.resolve(app.recipe, request.version)
-            if current_version is not None and not target.version < current_version:
-                raise UserError(
-                    f"{target.version} is not older than {current}; use `!upgrade` to go forward."
-                )
-            return target
-        previous = await self._previous_version(app, current_version, releases)
-        if previous is None:
-            raise UserError(f"There is no older version of `{app.name}` to roll back to.")
-        return previous
-
-    async def _previous_version(
-        self, app: App, current: Version | None, releases: list[RecipeVersion]
-    ) -> RecipeVersion | None:
-        """The version this app ran before (from the store), else the next older release."""
-        by_text = {str(r.version): r for r in releases}
-        for version in await self._operations.deployed_versions(app.name):
-            parsed = try_parse(version)
-            if parsed is not None and current is not None and parsed < current \
-                    and version in by_text:
-                return by_text[version]
-        older = [r for r in releases if current is not None and r.version < current]
-        return older[0] if older else None
-
-    async def _notes_between(self, app: App, current: str | None,
-                             target: RecipeVersion) -> tuple[tuple[str, str], ...]:
-        current_version = try_parse(current) if current else None
-        releases = await self._recipes.versions(app.recipe)
-        between = [r for r in releases
-                   if r.version <= target.version
-                   and (current_version is None or r.version > current_version)]
-        notes: list[tuple[str, str]] = []
-        for release in reversed(between):
-            text = await self._recipes.release_notes(app.recipe, release.version)
-            if text:
-                notes.append((str(release.version), text.strip()))
-        return tuple(notes)
-
     async def _plan(self, kind: str, app: App, engine: DockerEngine, checkout: Checkout,
-                    current: str | None, notes: tuple[tuple[str, str], ...]) -> Plan:
+                    deployed: Deployed | None, notes: tuple[tuple[str, str], ...],
+                    release: RecipeVersion | None) -> Plan:
         env = deploy_env(app, checkout)
         compose = await asyncio.to_thread(load_compose, checkout.path, app.compose_files, env)
         await self._preflight.check(app, engine, checkout, compose)
+        chaos = checkout.version is None
         return Plan(
-            kind=kind, app=app, from_version=current,
-            to_version=str(checkout.version) if checkout.version else checkout.commit[:8],
+            kind=kind, app=app, from_version=deployed.text if deployed is not None else None,
+            to_version=(chaos_text(checkout.commit[:CHAOS_COMMIT_LENGTH]) if chaos
+                        else release.tag if release is not None else str(checkout.version)),
             commit=checkout.commit, compose_digest=digest(compose), env_digest=digest(app.env),
             images=compose_images(compose), release_notes=notes,
             timeout=convergence_timeout(app, compose),
         )
 
     async def _deploy_and_wait(self, app: App, engine: DockerEngine, checkout: Checkout,
-                               plan: Plan, progress: Throttle) -> ConvergenceResult:
+                               plan: Plan, prepared: Prepared,
+                               progress: Throttle) -> ConvergenceResult:
         converging = self.converging_progress(f"{plan.kind} `{app.name}` to {plan.to_version}",
                                               plan.timeout, progress)
-        return await self._stack_deploy(app, engine, checkout, plan.timeout, converging)
+        return await self._stack_deploy(app, engine, checkout, plan.timeout, prepared.labelled,
+                                        converging)
 
     @staticmethod
     def converging_progress(what: str, timeout: float, progress: Throttle) -> ProgressCallback:
-        """The status line while a stack converges (deploys, restarts)."""
+        """The status line while a stack converges (deploys, restarts); the throttle's ticker
+        adds the time spent."""
 
         async def converging(state: ConvergenceProgress) -> None:
             done = len(state.services) - len(state.pending)
             waiting = f" (waiting for {', '.join(state.pending)})" if state.pending else ""
             await progress.say(
                 f"{what}: converging, {done}/{len(state.services)} services ready{waiting}, "
-                f"{state.elapsed:.0f} s of {timeout:.0f} s"
+                f"giving it up to {timeout:.0f} s"
             )
 
         return converging
@@ -293,37 +258,65 @@ class Deployer:
                                               deploy_env(app, checkout))
         return convergence_timeout(app, compose)
 
-    @staticmethod
-    async def _stack_deploy(app: App, engine: DockerEngine, checkout: Checkout, timeout: float,
+    async def _stack_deploy(self, app: App, engine: DockerEngine, checkout: Checkout,
+                            timeout: float, labelled: RecipeVersion | None,
                             progress: ProgressCallback | None = None) -> ConvergenceResult:
-        """`docker stack deploy` of a checked-out tree, then the wait for convergence."""
+        """`docker stack deploy` of a checked-out tree with abra's deploy labels, then the
+        wait for convergence. `labelled`: the release the `.version` label names (a chaos
+        deploy's last release)."""
         env = deploy_env(app, checkout)
         files = [checkout.path / name for name in app.compose_files]
+        compose = await asyncio.to_thread(load_compose, checkout.path, app.compose_files, env)
+        chaos = checkout.commit if checkout.version is None else None
+        labels = deploy_labels(app.stack_name, app.recipe,
+                               labelled.tag if labelled is not None else None, chaos, app.env)
+        overlay = labels_overlay(compose, labels)
+        if overlay is not None:
+            path = checkout.path / LABELS_FILE
+            await asyncio.to_thread(path.write_text, overlay, encoding="utf-8")
+            files.append(path)
+        else:
+            log.warning("recipe %s has no `app` service: abra's deploy labels are not set",
+                        app.recipe)
         crash_point("before-stack-deploy")
-        await engine.stack_deploy(app.stack_name, files, env, checkout.path)
+        # abra's deploy: no prune (services dropped from the compose keep running, as abra
+        # leaves them) and image digests resolved, except on servers whose images are checked
+        # to be on the node (no registry there). docs/operator.md says why.
+        resolve: ResolveImage = "never" if self._preflight.checks_images(app.server) else "always"
+        await engine.stack_deploy(app.stack_name, files, env, checkout.path, prune=False,
+                                  resolve_image=resolve)
         return await engine.wait_converged(app.stack_name, timeout, progress)
 
-    async def _recover(self, app: App, engine: DockerEngine, previous: str | None,
+    async def _recover(self, app: App, engine: DockerEngine, previous: Deployed | None,
                        progress: Throttle) -> str:
         """Bring the version that ran before back, by redeploying it (stack deploy is
         declarative, so this also repairs services swarm already rolled back)."""
         if previous is None:
             return ("There was no earlier version to return to; the stack is left as it is "
                     f"(`!ps {app.name}` shows it, `!undeploy {app.name}` removes it).")
-        await progress.say(f"returning `{app.name}` to {previous}...")
+        if previous.chaos is None and previous.release is None:
+            return (f"It ran {previous.text} before, which names no release, so there is "
+                    f"nothing known to return to (`!ps {app.name}` shows what runs).")
+        await progress.say(f"returning `{app.name}` to {previous.text}...")
         try:
-            async with self._recipes.checkout(app.recipe, previous) as checkout:
+            if previous.chaos is not None:
+                checking_out = self._recipes.checkout(app.recipe, chaos=True, ref=previous.chaos)
+            else:
+                assert previous.release is not None
+                checking_out = self._recipes.checkout(app.recipe, previous.release.tag)
+            async with checking_out as checkout:
                 compose = await asyncio.to_thread(load_compose, checkout.path,
                                                   app.compose_files, deploy_env(app, checkout))
                 result = await self._stack_deploy(app, engine, checkout,
-                                                  convergence_timeout(app, compose))
+                                                  convergence_timeout(app, compose),
+                                                  previous.release)
         except CoopbotError as error:
             log.warning("recovery of %s failed: %s (%s)", app.name, error, error.detail)
-            return f"Returning to {previous} failed too: {error}"
+            return f"Returning to {previous.text} failed too: {error}"
         now = deployed_version(list(result.services), app.stack_name) or "unknown"
         if result.ok:
-            return f"Returned to {previous}: running now is {now}, converged and healthy."
-        return (f"Returning to {previous} did not converge either; running now is {now}. "
+            return f"Returned to {previous.text}: running now is {now}, converged and healthy."
+        return (f"Returning to {previous.text} did not converge either; running now is {now}. "
                 + self._describe_failure(app, result))
 
     def describe_failure(self, app: App, result: ConvergenceResult) -> str:
@@ -369,23 +362,30 @@ class Deployer:
         await self._operations.set_versions(operation_id, current, None)
         volumes = await engine.stack_volumes(app.stack_name)
         await progress.say(f"undeploy `{app.name}`: removing stack {app.stack_name}...")
+        # A stack whose tasks never started (a missing image, say) ran nothing.
+        ran = any(s.replicas_running > 0 or s.converged for s in services)
         await engine.stack_remove(app.stack_name)
         await self._operations.finish(operation_id, "ok", f"undeployed {current}")
         kept = ", ".join(f"`{v}`" for v in volumes) or "none"
+        what = (f"it ran {current or 'an unknown version'}" if ran
+                else f"{current or 'it'} was deployed but never ran")
         return Reply.of(
-            f"**`{app.name}` undeployed** from {app.server} "
-            f"(it ran {current or 'an unknown version'}). "
+            f"**`{app.name}` undeployed** from {app.server} ({what}). "
             f"Volumes and secrets stay: volumes {kept}. `!deploy {app.name}` brings it back."
         )
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A version change ready to run: its plan, the checked-out target tree, the release."""
+    """A version change ready to run: its plan, the checked-out target tree, the release
+    (None for a chaos deploy), the release its version label names (a chaos deploy's last
+    release) and what ran before."""
 
     plan: Plan
     checkout: Checkout
-    target: RecipeVersion
+    target: RecipeVersion | None
+    labelled: RecipeVersion | None
+    deployed: Deployed | None = None
 
 
 

@@ -86,6 +86,9 @@ class OperationRequest:
     approvers: tuple[str, ...] = ()
     # The plan's binding the approvers voted on: execution refuses any other plan.
     expected_binding: Binding | None = None
+    # A chaos deploy (abra's `--chaos`): the commit or branch to deploy untagged, "" for the
+    # default branch's head; None for a release.
+    chaos: str | None = None
 
 
 @dataclass(frozen=True)

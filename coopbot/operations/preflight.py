@@ -8,7 +8,14 @@ from typing import Any
 
 from coopbot.errors import UserError
 from coopbot.recipes.apps import App
-from coopbot.recipes.compose import external_networks, images, missing_env_keys, required_secrets
+from coopbot.recipes.compose import (
+    deploy_env,
+    external_networks,
+    images,
+    missing_env_keys,
+    required_secrets,
+    unset_in_secret_names,
+)
 from coopbot.recipes.repo import Checkout
 from coopbot.servers.engine import DockerEngine
 
@@ -24,6 +31,10 @@ class Preflight:
     def __init__(self, check_images: Mapping[str, bool]) -> None:
         # Per server: whether images must already be on the node (no registry reachable).
         self._check_images = dict(check_images)
+
+    def checks_images(self, server: str) -> bool:
+        """Whether `server`'s images must be on the node already (no registry reachable)."""
+        return bool(self._check_images.get(server))
 
     async def check(self, app: App, engine: DockerEngine, checkout: Checkout,
                     compose: dict[str, Any]) -> None:
@@ -42,9 +53,15 @@ class Preflight:
         )
         missing_secrets = [s for s in required_secrets(compose) if s not in secrets]
         if missing_secrets:
+            gaps = await asyncio.to_thread(unset_in_secret_names, checkout.path,
+                                           app.compose_files, deploy_env(app, checkout))
+            unset = sorted({v for s in missing_secrets for v in gaps.get(s, ())})
+            named = (f"; the env file of `{app.name}` does not set "
+                     + ", ".join(f"`{v}`" for v in unset) + ", which their names use"
+                     if unset else "")
             problems.append(
                 f"missing swarm secrets on {app.server}: "
-                + ", ".join(f"`{s}`" for s in missing_secrets)
+                + ", ".join(f"`{s}`" for s in missing_secrets) + named
                 + " (create them with `abra app secret generate` or `docker secret create`)"
             )
         missing_networks = [n for n in external_networks(compose) if n not in networks]

@@ -35,7 +35,7 @@ from coopbot.operations.scope import AppScope
 from coopbot.ports import RoomReplies
 from coopbot.recipes.apps import App
 from coopbot.recipes.envfile import write_type_version
-from coopbot.recipes.labels import deployed_version, running_timeout
+from coopbot.recipes.labels import chaos_text, deployed_version, running_timeout
 from coopbot.replies import Reply
 from coopbot.servers.engine import DockerEngine
 from coopbot.servers.pool import ServerPool
@@ -243,7 +243,9 @@ class Recovery:
         return Outcome("interrupted", summary, (*lines, retry))
 
     async def _align_type(self, app: App, version: str, requester: str) -> None:
-        """abra reads the deployed version from TYPE: make it say what runs."""
+        """abra reads the deployed version from TYPE: make it say what runs (a chaos deploy's
+        short commit, as abra writes it)."""
+        version = version.removeprefix(chaos_text(""))
         try:
             if await asyncio.to_thread(write_type_version, app.env_path, app.recipe, version):
                 log.info("env file of %s: TYPE set to %s:%s after a restart", app.name,

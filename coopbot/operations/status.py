@@ -69,7 +69,7 @@ class StatusViews:
                     state = _stack_state(services)
                 latest = newest.get(app.recipe) or "?"
                 marker = " (upgrade available)" if deployed not in ("-", "?", latest) \
-                    and latest != "?" else ""
+                    and latest != "?" and not deployed.startswith("chaos ") else ""
                 rows.append((app.name, server_name, app.recipe, deployed, latest + marker, state))
         table = _table(("app", "server", "recipe", "deployed", "newest", "state"), rows)
         notes = [f"server {name}: {error}" for name, error in stacks.items()
@@ -184,13 +184,22 @@ def _server_line(name: str, info: ServerInfo | CoopbotError | None) -> str:
 def _stack_state(services: list[ServiceState]) -> str:
     if not services:
         return "not deployed"
-    failing = [s.short_name for s in services if s.update_failed or s.health == "unhealthy"]
+    failing = [s.short_name for s in services
+               if (s.update_failed and not _runs_after_rollback(s)) or s.health == "unhealthy"]
     if failing:
         return f"failing: {', '.join(failing)}"
-    pending = [s.short_name for s in services if not s.converged]
+    pending = [s.short_name for s in services
+               if not s.converged and not _runs_after_rollback(s)]
     if pending:
         return f"converging: {', '.join(pending)}"
     return "running"
+
+
+def _runs_after_rollback(service: ServiceState) -> bool:
+    """Swarm rolled an update back and the previous spec runs healthy again: not failing
+    (the failed deploy's answer said so when it happened)."""
+    return (service.update_state == "rollback_completed" and service.health != "unhealthy"
+            and service.replicas_updated >= service.replicas_desired)
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:

@@ -133,6 +133,33 @@ def load_compose(
     return merged
 
 
+def unset_in_secret_names(
+    checkout_path: Path, compose_files: Iterable[str], env: Mapping[str, str]
+) -> dict[str, list[str]]:
+    """Swarm secret name -> the variables its `name:` uses that the env does not set (a
+    `SECRET_X_VERSION` left commented out gives `<stack>_x_`: the answer names the variable,
+    not only that odd name). Files were checked by `load_compose` already."""
+    gaps: dict[str, list[str]] = {}
+    for name in compose_files:
+        try:
+            loaded = yaml.safe_load((checkout_path / name).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        secrets = loaded.get("secrets") if isinstance(loaded, dict) else None
+        for entry in (secrets or {}).values() if isinstance(secrets, dict) else ():
+            template = entry.get("name") if isinstance(entry, dict) else None
+            if not isinstance(template, str):
+                continue
+            unset: set[str] = set()
+            try:
+                secret = interpolate(template, env, unset=unset)
+            except UserError:
+                continue
+            if unset:
+                gaps[secret] = sorted(unset)
+    return gaps
+
+
 def _services(compose: Compose) -> dict[str, dict[str, Any]]:
     services = compose.get("services") or {}
     return {name: svc for name, svc in services.items() if isinstance(svc, dict)}

@@ -5,7 +5,9 @@ for the keys recipes use, so the preflight sees what the deploy will deploy.
   other keys merged recursively; scalars (e.g. `version`) overridden.
 - per service: mappings merged recursively; `environment`, `labels` (also `deploy.labels`),
   `build.args`, `sysctls`, `extra_hosts` merged as maps (list form converted);
-  `ports` unioned; `volumes` keyed by container path, `secrets`/`configs` by source (the overlay
+  `ports` keyed by published port as docker does (short forms made long; an overlay's port
+  replaces the base's with the same published port, unpublished ones share key 0; sorted by
+  published port); `volumes` keyed by container path, `secrets`/`configs` by source (the overlay
   wins for the same key); `networks` merged (list or map form); `command`, `entrypoint` and
   `healthcheck.test` replaced; other lists appended without duplicates; scalars overridden.
 """
@@ -90,6 +92,8 @@ def _merge(old: Any, new: Any, key: str) -> Any:
         for sub, value in new.items():
             merged[sub] = _merge(old.get(sub), value, sub)
         return merged
+    if key == "ports" and isinstance(old, list) and isinstance(new, list):
+        return merge_ports(old, new)
     if isinstance(old, list) and isinstance(new, list):
         return _merge_lists(old, new, _LIST_KEYS.get(key, _identity))
     return copy.deepcopy(new)
@@ -131,15 +135,57 @@ def _source(item: Any) -> object:
     return item.get("source") if isinstance(item, dict) else str(item)
 
 
-def _port(item: Any) -> object:
+def merge_ports(old: list[Any], new: list[Any]) -> list[Any]:
+    """docker's port merge (measured with `docker stack config`): both lists in long form,
+    one entry per published port, the overlay's last entry winning, sorted by published port."""
+    by_published: dict[int, Any] = {}
+    for item in [*old, *new]:
+        for port in long_ports(item):
+            by_published[_published(port)] = port
+    return [by_published[key] for key in sorted(by_published)]
+
+
+def long_ports(item: Any) -> list[Any]:
+    """One port entry in long form; a short one may name a range, giving several."""
     if isinstance(item, dict):
-        return ("long", item.get("target"), item.get("published"), item.get("protocol", "tcp"))
-    return ("short", str(item))
+        return [copy.deepcopy(item)]
+    text = str(item)
+    spec, _, protocol = text.partition("/")
+    parts = spec.rsplit(":", 2)
+    target = parts[-1]
+    published = parts[-2] if len(parts) > 1 else ""
+    targets, publisheds = _port_range(target), _port_range(published)
+    if targets is None or publisheds is None or (publisheds and len(publisheds) != len(targets)):
+        return [text]  # not a form we know: docker will say what is wrong with it
+    ports = []
+    for index, port in enumerate(targets):
+        entry: dict[str, Any] = {"mode": "ingress", "target": port}
+        if publisheds:
+            entry["published"] = publisheds[index]
+        entry["protocol"] = protocol or "tcp"
+        ports.append(entry)
+    return ports
+
+
+def _port_range(text: str) -> list[int] | None:
+    if not text:
+        return []
+    low, _, high = text.partition("-")
+    if not low.isdigit() or (high and not high.isdigit()):
+        return None
+    return list(range(int(low), int(high or low) + 1))
+
+
+def _published(port: Any) -> int:
+    value = port.get("published") if isinstance(port, dict) else None
+    try:
+        return int(value) if value is not None else 0
+    except (TypeError, ValueError):
+        return 0
 
 
 _LIST_KEYS: dict[str, Callable[[Any], object]] = {
     "volumes": _volume_target,
     "secrets": _source,
     "configs": _source,
-    "ports": _port,
 }

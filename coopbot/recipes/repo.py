@@ -41,7 +41,7 @@ class RecipeVersion:
     version: Version
     tag: str
     commit: str
-    annotated: bool  # abra releases are annotated tags; lightweight ones are accepted, marked
+    annotated: bool  # abra releases are annotated tags; lightweight ones are not releases
 
 
 @dataclass(frozen=True)
@@ -166,8 +166,9 @@ class RecipeStore:
     # -- versions -------------------------------------------------------------------------
 
     async def versions(self, recipe: str) -> list[RecipeVersion]:
-        """Released versions (tags that parse as versions), newest first. Uses the cache as is:
-        call `fetch()` to see new releases."""
+        """Released versions, newest first: annotated tags that parse as versions (abra makes
+        releases with annotated tags; a lightweight tag is a maintainer's bookmark). Uses the
+        cache as is: call `fetch()` to see new releases."""
         mirror = await self._ensure(recipe)
         return await asyncio.to_thread(self._versions_blocking, recipe, mirror)
 
@@ -184,7 +185,7 @@ class RecipeStore:
             version = try_parse(tag)
             annotated = kind == "tag"
             commit = peeled if annotated else obj
-            if version is None or (peeled_kind if annotated else kind) != "commit":
+            if version is None or not annotated or peeled_kind != "commit":
                 continue
             found.append(RecipeVersion(version, tag, commit, annotated))
         return sorted(found, key=lambda rv: rv.version, reverse=True)
@@ -195,12 +196,13 @@ class RecipeStore:
         releases = await self.versions(recipe)
         if version is None:
             if not releases:
-                raise NotFound(f"Recipe `{recipe}` has no releases yet.")
+                raise NoReleases(recipe)
             return releases[0]
         wanted = str(version).strip()
+        found = match_release(releases, wanted)
+        if found is not None:
+            return found
         for matches in _candidates(releases, wanted):
-            if len(matches) == 1:
-                return matches[0]
             if len(matches) > 1:
                 tags = ", ".join(m.tag for m in matches[:_SHOWN_VERSIONS])
                 raise UserError(f"`{wanted}` matches several versions of {recipe}: {tags}.")
@@ -218,20 +220,23 @@ class RecipeStore:
 
     @asynccontextmanager
     async def checkout(
-        self, recipe: str, version: Version | str | None = None, *, chaos: bool = False
+        self, recipe: str, version: Version | str | None = None, *, chaos: bool = False,
+        ref: str | None = None,
     ) -> AsyncIterator[Checkout]:
         """`async with store.checkout(recipe, version) as co:` a private tree at that version.
 
         `version=None` is abra's default: the newest release, or the default branch's head if
-        the recipe has none. `chaos=True` checks out the default branch's head, untagged.
-        The tree is removed on exit.
+        the recipe has none. `chaos=True` checks out `ref` (a commit or branch; default: the
+        default branch's head), untagged. The tree is removed on exit.
         """
         mirror = await self._ensure(recipe)
         release: RecipeVersion | None = None
         # No version and no releases: abra deploys the latest commit, so do we.
         if not chaos and (version is not None or await self.versions(recipe)):
             release = await self.resolve(recipe, version)
-        rev = release.commit if release else "HEAD"
+        rev = release.commit if release else (ref or "HEAD") if chaos else "HEAD"
+        if chaos and ref is not None:
+            _check_ref(ref)
         async with self._lock(recipe):
             adding = asyncio.ensure_future(
                 asyncio.to_thread(self._add_worktree, recipe, mirror, rev)
@@ -269,6 +274,39 @@ class RecipeStore:
             await asyncio.to_thread(_remove_worktree_blocking, mirror, path)
 
 
+class NoReleases(NotFound):
+    """The recipe has no release tag at all (abra then deploys its newest commit: chaos)."""
+
+    def __init__(self, recipe: str) -> None:
+        super().__init__(f"Recipe `{recipe}` has no releases yet.")
+        self.recipe = recipe
+
+
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./+-]{0,127}")
+
+
+def _check_ref(ref: str) -> None:
+    # A ref from chat reaches git's command line: never an option, never a range or `..`.
+    if not _REF.fullmatch(ref) or ".." in ref or ref.endswith((".", "/", ".lock")):
+        raise UserError(f"`{ref}` is not a commit or branch name.")
+
+
+def match_release(releases: list[RecipeVersion], wanted: str) -> RecipeVersion | None:
+    """The one release `wanted` names (a tag, a version label, what a member typed), or None.
+
+    Strictest first: the exact tag; the same tag with or without `v`; `X.Y.Z` for the one tag
+    of that version whatever its `+upstream`; a label `X.Y.Z+anything` for the one tag
+    `[v]X.Y.Z` that has no `+` part (recipes that tag `v1.0.2` but label `1.0.2+1.0.2`).
+    Anything else (`latest`, a commit) names no release.
+    """
+    for matches in _candidates(releases, wanted.strip()):
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            return None
+    return None
+
+
 def _check_name(recipe: str) -> None:
     # Names come from chat: this also keeps them from walking out of the cache directory.
     if not _RECIPE_NAME.fullmatch(recipe):
@@ -278,10 +316,13 @@ def _check_name(recipe: str) -> None:
 def _candidates(releases: list[RecipeVersion], wanted: str) -> list[list[RecipeVersion]]:
     """Ways to match `wanted`, strictest first."""
     bare = wanted.removeprefix("v")
+    labelled = try_parse(wanted)
     return [
         [r for r in releases if r.tag == wanted],
         [r for r in releases if r.tag.removeprefix("v") == bare],
         [r for r in releases if "+" not in wanted and r.version.core == bare],
+        [r for r in releases if labelled is not None and labelled.build is not None
+         and r.version.build is None and r.version.core == labelled.core],
     ]
 
 

@@ -25,7 +25,8 @@ from coopbot.servers.states import (
 )
 
 Snapshot = Callable[[], Awaitable[list[ServiceState]]]
-LogTail = Callable[[str], Awaitable[list[str]]]
+# The log lines that explain a service's failure (its failing task's, when it has one).
+LogTail = Callable[[ServiceState], Awaitable[list[str]]]
 ProgressCallback = Callable[[ConvergenceProgress], Awaitable[None]]
 
 # How often the swarm is asked while converging: the bench showed a 1 s poll adding ~1 s to
@@ -152,7 +153,7 @@ async def _failure(service: ServiceState, log_tail: LogTail, timeout: float,
         if service.updating:
             reason += f" (swarm state: {service.update_state})"
     try:
-        tail = tuple(await log_tail(service.name))
+        tail = tuple(await log_tail(service))
     except CoopbotError:
         tail = ()  # the verdict matters more than the logs
     return ServiceFailure(

@@ -151,6 +151,35 @@ class DockerEngine:
         lines = [f"{stamp} {text}" if timestamps else text for stamp, _, text in stamped]
         return lines[-tail:] if tail > 0 else []
 
+    async def task_logs(self, task: str, tail: int = 100) -> list[str]:
+        """The last `tail` lines of one task's stdout+stderr, oldest first. RAW, as above."""
+
+        def fetch(api: Any) -> bytes:
+            # docker-py has no call for /tasks/{id}/logs (the API has had it since 1.29); it is
+            # built like its service_logs: same parameters, same multiplexed stream.
+            params = {"stdout": True, "stderr": True, "tail": tail, "timestamps": True,
+                      "follow": False, "details": False}
+            response = api._get(api._url("/tasks/{0}/logs", task), params=params, stream=True)
+            return b"".join(api._get_result_tty(True, response, False))
+
+        data = await self._call(f"read the logs of task {task}", fetch)
+        stamped = sorted(
+            (line.partition(" ") for line in data.decode(errors="replace").splitlines()),
+            key=lambda parts: swarm_parse.timestamp_key(parts[0]),
+        )
+        lines = [text for _, _, text in stamped]
+        return lines[-tail:] if tail > 0 else []
+
+    async def _failure_logs(self, service: ServiceState) -> list[str]:
+        """The failing task's own lines: a service's logs mix in its old, healthy tasks."""
+        if service.failed_task is not None:
+            try:
+                return await self.task_logs(service.failed_task, _FAILURE_LOG_LINES)
+            except DockerError as error:
+                log.info("logs of task %s unavailable (%s): the service's instead",
+                         service.failed_task, error)
+        return await self.service_logs(service.name, _FAILURE_LOG_LINES)
+
     # --- watching ------------------------------------------------------------------------------
 
     def events(self, types: Sequence[str] = EVENT_TYPES) -> EventStream:
@@ -236,7 +265,7 @@ class DockerEngine:
         return await _wait_converged(
             stack,
             lambda: self._service_states(stack),
-            lambda service: self.service_logs(service, _FAILURE_LOG_LINES),
+            self._failure_logs,
             timeout=timeout,
             progress=progress,
             poll=poll,

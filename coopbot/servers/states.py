@@ -68,6 +68,9 @@ class ServiceState:
     current_error: str | None = None
     # A current-spec task swarm cannot place (e.g. "no suitable node"): it waits with an error.
     unplaceable: bool = False
+    # The newest task that failed or was rejected, any spec (after a rollback the failing spec
+    # is no longer the current one): its own logs explain a failure, the healthy tasks' not.
+    failed_task: str | None = None
 
     @property
     def update_failed(self) -> bool:

@@ -68,7 +68,16 @@ def service_state(
         unplaceable=any(t.get("DesiredState") == "running"
                         and t["Status"].get("State") == "pending" and t["Status"].get("Err")
                         for t in current),
+        failed_task=_newest_failed(tasks),
     )
+
+
+def _newest_failed(tasks: Iterable[ApiDict]) -> str | None:
+    failed = [t for t in tasks
+              if t["Status"].get("State") in ("failed", "rejected") and t.get("ID")]
+    if not failed:
+        return None
+    return str(max(failed, key=lambda t: timestamp_key(t["Status"].get("Timestamp", "")))["ID"])
 
 
 

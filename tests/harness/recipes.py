@@ -227,3 +227,144 @@ def abra_dir(tmp_path: Path) -> AbraDir:
     folder = tmp_path / "abra"
     (folder / "servers").mkdir(parents=True)
     return AbraDir(folder)
+
+
+# -- recipe shapes seen in the wild (written here, modelled on no particular recipe) ----------
+#
+# Each is a small recipe of its own whose `app` service runs the busybox test images (v1, v2
+# healthy; v3 unhealthy) or an image that was never built. No secrets, so an app needs only its
+# env file. `recipe_shapes` (session) gives name -> bare repo.
+
+SHAPE_COMPOSE = """\
+version: "3.8"
+
+services:
+  app:
+    image: {image}
+    healthcheck:
+      test: ["CMD-SHELL", "wget -q -O- http://127.0.0.1:80/ || exit 1"]
+      interval: 2s
+      timeout: 2s
+      retries: 3
+      start_period: 5s
+    deploy:
+      update_config:
+        failure_action: rollback
+        order: start-first
+        monitor: 5s
+      labels:
+{labels}
+"""
+
+SHAPE_ENV_SAMPLE = "TYPE={recipe}\n\nDOMAIN={recipe}.example.com\n"
+
+
+def shape_tree(recipe: str, image: str, labels: Sequence[str],
+               files: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A recipe tree: compose.yml with `labels` (compose list form) on `app`, .env.sample."""
+    listed = "\n".join(f'        - "{line}"' for line in labels)
+    return {"compose.yml": SHAPE_COMPOSE.format(image=image, labels=listed),
+            ".env.sample": SHAPE_ENV_SAMPLE.format(recipe=recipe), **(files or {})}
+
+
+def _labelled(version_label: str, scheme: str = "version") -> list[str]:
+    return [f"coop-cloud.${{STACK_NAME}}.{scheme}={version_label}",
+            "coop-cloud.${STACK_NAME}.timeout=${TIMEOUT:-120}"]
+
+
+IMAGE_BASE = "coopbot-test/app"
+MISSING_IMAGE = "coopbot-test/never-built:v9"
+
+# `vX.Y.Z` tags whose compose labels say `X.Y.Z+X.Y.Z` (v1.0.3 is the unhealthy image).
+VTAG_RELEASES = tuple(
+    RecipeRelease(f"v1.0.{n}", shape_tree("vtags", f"{IMAGE_BASE}:v{n}",
+                                          _labelled(f"1.0.{n}+1.0.{n}")))
+    for n in (1, 2, 3))
+# Every release labels its version `latest`.
+LATEST_RELEASES = tuple(
+    RecipeRelease(tag, shape_tree("latestlabel", f"{IMAGE_BASE}:{image}", _labelled("latest")))
+    for tag, image in (("1.0.0+v1", "v1"), ("1.1.0+v2", "v2")))
+# The old label scheme `coop-cloud.<stack>.app.version`.
+OLD_SCHEME_RELEASES = tuple(
+    RecipeRelease(tag, shape_tree("oldscheme", f"{IMAGE_BASE}:{image}",
+                                  _labelled(tag, "app.version")))
+    for tag, image in (("2.4.7+v1", "v1"), ("2.4.8+v2", "v2")))
+# One annotated release and a newer lightweight tag (a bookmark, not a release).
+LIGHTWEIGHT_RELEASES = (
+    RecipeRelease("1.0.0+v1", shape_tree("lightweight", f"{IMAGE_BASE}:v1",
+                                         _labelled("1.0.0+v1"))),
+    RecipeRelease("1.1.0+v2", shape_tree("lightweight", f"{IMAGE_BASE}:v2",
+                                         _labelled("1.1.0+v2")), annotated=False),
+)
+# Short port forms in compose.yml, long ones for some of the same ports in an overlay.
+PORTS_BASE = """\
+version: "3.8"
+services:
+  app:
+    image: coopbot-test/app:v1
+    ports:
+      - "8080:80"
+      - "9000:9000/udp"
+      - "7000:70"
+"""
+PORTS_OVERLAY = """\
+version: "3.8"
+services:
+  app:
+    ports:
+      - target: 80
+        published: 8080
+        mode: host
+      - target: 443
+        published: 8443
+        protocol: tcp
+"""
+PORTS_RELEASES = (RecipeRelease("1.0.0+ports", {"compose.yml": PORTS_BASE,
+                                               "compose.ports.yml": PORTS_OVERLAY}),)
+# A secret whose version variable the sample has only in a comment (abra's `app new` then
+# leaves it unset).
+SECRET_COMPOSE = """\
+version: "3.8"
+services:
+  app:
+    image: coopbot-test/app:v1
+    secrets:
+      - ari_password
+secrets:
+  ari_password:
+    external: true
+    name: ${STACK_NAME}_ari_password_${SECRET_ARI_PASSWORD_VERSION}
+"""
+SECRET_RELEASES = (RecipeRelease("1.0.0+secret", {
+    "compose.yml": SECRET_COMPOSE,
+    ".env.sample": "TYPE=commentsecret\n\n#SECRET_ARI_PASSWORD_VERSION=v1 # length=32\n"}),)
+# An image that does not exist anywhere.
+MISSING_IMAGE_RELEASES = (
+    RecipeRelease("1.0.0+missing", shape_tree("missingimage", MISSING_IMAGE,
+                                              _labelled("1.0.0+missing"))),)
+# No tags at all: two plain commits (abra deploys the newest: chaos).
+UNTAGGED_COMMITS = (
+    shape_tree("untagged", f"{IMAGE_BASE}:v1", _labelled("0.1.0+dev")),
+    shape_tree("untagged", f"{IMAGE_BASE}:v2", _labelled("0.1.0+dev")),
+)
+
+SHAPE_RELEASES: dict[str, Sequence[RecipeRelease]] = {
+    "vtags": VTAG_RELEASES,
+    "latestlabel": LATEST_RELEASES,
+    "oldscheme": OLD_SCHEME_RELEASES,
+    "lightweight": LIGHTWEIGHT_RELEASES,
+    "ports": PORTS_RELEASES,
+    "commentsecret": SECRET_RELEASES,
+    "missingimage": MISSING_IMAGE_RELEASES,
+}
+
+
+@pytest.fixture(scope="session")
+def recipe_shapes(make_recipe_repo: MakeRecipeRepo) -> dict[str, Path]:
+    """name -> bare repo of each shape above (shared: never push to them)."""
+    repos = {name: make_recipe_repo(name, releases) for name, releases in SHAPE_RELEASES.items()}
+    untagged = make_recipe_repo("untagged", ())
+    for number, files in enumerate(UNTAGGED_COMMITS, 1):
+        add_commit(untagged, files, f"Work in progress {number}").close()
+    repos["untagged"] = untagged
+    return repos
