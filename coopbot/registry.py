@@ -126,6 +126,10 @@ class CommandSpec:
         return needed
 
     def _take_flags(self, words: list[str], usage: str) -> tuple[dict[str, str], list[str]]:
+        if not self.flags:
+            # Commands with sub-actions (`!secret <app> generate --all`) read their own
+            # options from their words; any other command refuses `--x` as an unexpected word.
+            return {}, words
         values: dict[str, str] = {}
         rest: list[str] = []
         known = {f"--{f.name}": f for f in self.flags}
