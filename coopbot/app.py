@@ -394,10 +394,12 @@ def server_specs(config: Config) -> list[ServerSpec]:
                 name=name, kind="ssh", host=server.host, port=server.port, user=server.user,
                 key_file=server.key_file, known_hosts_file=server.known_hosts_file,
                 connect_timeout=server.connect_timeout, command_timeout=server.command_timeout,
+                node_helper_image=server.node_helper_image,
             ))
         else:
             specs.append(ServerSpec(name=name, kind="local", socket=server.socket,
-                                    command_timeout=server.command_timeout))
+                                    command_timeout=server.command_timeout,
+                                    node_helper_image=server.node_helper_image))
     return specs
 
 

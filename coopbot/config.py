@@ -181,6 +181,8 @@ class LocalServer(Strict):
     command_timeout: float = Field(default=60.0, gt=0)
     # Preflight requires every image to be on the node already (servers without a registry).
     check_images: bool = False
+    # Runs the docker CLI on a node to exec into its tasks or list its volumes.
+    node_helper_image: str = "docker:24-cli"
 
 
 class SSHServer(Strict):
@@ -193,6 +195,7 @@ class SSHServer(Strict):
     connect_timeout: float = Field(default=10.0, gt=0)
     command_timeout: float = Field(default=60.0, gt=0)
     check_images: bool = False
+    node_helper_image: str = "docker:24-cli"
 
 
 ServerConfig = Annotated[LocalServer | SSHServer, Field(discriminator="kind")]
@@ -235,6 +238,12 @@ class BackupConfig(Strict):
     environment_file: FilePath | None = None
     # The image that runs restic on the node holding the volumes.
     helper_image: str = "restic/restic:0.16.4"
+    # A path repository is on one node's disk; true when it is storage shared by every node
+    # (then volumes on workers can be backed up into it too).
+    shared_repository: bool = False
+    # app -> node hostname: whose copy to back up when a stopped app's volumes exist on more
+    # than one node (a running app's data is on the node of its task).
+    volume_nodes: dict[str, str] = {}
     retention: RetentionConfig = RetentionConfig()
     # "hourly", "daily" or "daily HH:MM" (UTC); none: only on request and before operations.
     schedule: str | None = None

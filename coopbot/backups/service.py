@@ -80,8 +80,11 @@ class BackupService:
                 continue
             try:
                 async with self._pool.background():
-                    removed = await self._pool.get(server).containers.remove_abandoned_helpers(
+                    engine = self._pool.get(server)
+                    removed = await engine.containers.remove_abandoned_helpers(
                         HELPER_ABANDONED_AFTER)
+                    # Helper services on other nodes, and their secrets.
+                    removed += await engine.helpers.remove_abandoned(HELPER_ABANDONED_AFTER)
             except CoopbotError as error:
                 log.info("server %s: could not look for abandoned restic helpers: %s",
                          server, error)
@@ -265,7 +268,8 @@ class BackupService:
 
     async def _target(self, app: App) -> AppTarget:
         return await load_target(app, self._pool.get(app.server), self._restic_for(app.server),
-                                 hook_timeout=self._hook_timeout)
+                                 hook_timeout=self._hook_timeout,
+                                 volume_nodes=self._config(app.server).volume_nodes)
 
     @asynccontextmanager
     async def _operation(self, app: App, kind: str, requester: UserID,

@@ -131,7 +131,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
     taken = [ipaddress.ip_network(word, strict=False) for line in routes.splitlines()
              for word in line.split()[:1] if "/" in word]
     for octet in random.sample(range(1, 250), 249):
-        net = ipaddress.ip_network(f"10.254.{octet}.0/24")
+        net = ipaddress.IPv4Network(f"10.254.{octet}.0/24")
         if not any(net.overlaps(t) for t in taken):
             return net
     raise RuntimeError("no free 10.254.x.0/24 for the multi-node swarm")
