@@ -9,8 +9,10 @@ one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nio import RoomMessage
 
 from coopbot.servers.containers import HELPER_LABEL
 from tests.harness.backups import ResticRepository
@@ -81,6 +84,17 @@ class NodeRoom:
         event = await member.send(self.room, body)
         return await answer_to(member, self.room, self.bot.user_id, event, timeout=timeout)
 
+    async def alert(self, *texts: str, timeout: float = 60.0) -> tuple[str, float]:
+        """The bot's first message holding every one of `texts`, and when it came."""
+
+        def matches(event: RoomMessage) -> bool:
+            body = str(event.source.get("content", {}).get("body", ""))
+            return all(text in body for text in texts)
+
+        found = await self.alice.wait_for_message(self.room, sender=self.bot.user_id,
+                                                  predicate=matches, timeout=timeout)
+        return str(found.source["content"]["body"]), time.monotonic()
+
 
 @pytest.fixture
 async def node_room(make_member: MakeMember, start_bot: StartBot, abra_dir: AbraDir,
@@ -95,9 +109,9 @@ async def node_room(make_member: MakeMember, start_bot: StartBot, abra_dir: Abra
                          "password_file": str(restic_repository.password_file),
                          "helper_image": restic_image, "shared_repository": True}}
     bot = await start_bot(
-        rooms={room: {"servers": ["multi"]}}, servers=servers, backups=backups,
-        apps_dir=str(abra_dir.path),
-        policies={"restore": {"approvals": 0}},
+        rooms={room: {"servers": ["multi"], "notifications": True}}, servers=servers,
+        backups=backups, apps_dir=str(abra_dir.path),
+        policies={"restore": {"approvals": 0}, "undeploy": {"approvals": 0}},
         recipes={"overrides": {"nodetest": str(nodetest_recipe)},
                  "cache": str(tmp_path / "recipe-cache")},
     )
@@ -195,3 +209,57 @@ async def test_backup_hooks_and_restore_act_on_the_workers_copy_never_the_stale_
     assert f"backups.multi.volume_nodes.{domain}" in answer
     assert swarm.volume_file(manager, volume, "dump.txt") is None
     assert helpers_left(swarm) == []
+
+
+async def test_status_shows_nodes_and_a_drained_workers_pinned_app_is_announced(
+    node_room: NodeRoom, node_stacks: list[str]
+) -> None:
+    r, swarm = node_room, node_room.swarm
+    worker = swarm.workers[1]
+    domain = f"s{uuid.uuid4().hex[:8]}.example.org"
+    stack = domain.replace(".", "_")
+    r.abra.write_app("multi", domain, recipe="nodetest",
+                     extra={"INITIAL": "x", "DATA_NODE": worker.name})
+    node_stacks.append(stack)
+    # Deployed from outside (as with abra): alerts about an app the bot just deployed are
+    # left to the operation's own report for a minute.
+    compose = (_COMPOSE.format(version="1.0.0+v1").replace("$${INITIAL}", "x")
+               .replace("${INITIAL}", "x").replace("${DATA_NODE}", worker.name)
+               .replace("${STACK_NAME}", stack))
+    swarm.docker(swarm.manager, "stack", "deploy", "-c", "-", stack, input=compose.encode())
+    deadline = time.monotonic() + 60
+    while not swarm.docker(worker, "ps", "-q", "--filter",
+                           f"label=com.docker.swarm.service.name={stack}_app").strip():
+        assert time.monotonic() < deadline, "the app never ran on the worker"
+        await asyncio.sleep(0.3)
+
+    ps = await r.ask(r.alice, f"!ps {domain}")
+    header, row = ps.splitlines()[1:3]
+    assert header.split()[:4] == ["service", "health", "replicas", "node"], ps
+    assert row.split()[:4] == ["app", "none", "1/1", worker.name], ps
+
+    servers = await r.ask(r.alice, "!servers")
+    for node in swarm.nodes:
+        line = next(x for x in servers.splitlines() if f" {node.name}:" in x)
+        role = "manager (leader)" if node is swarm.manager else "worker"
+        assert f"ready, active, {role}, Docker 20.10" in line, servers
+
+    # Drained from outside the bot: the pinned task has nowhere to go.
+    drained = time.monotonic()
+    swarm.docker(swarm.manager, "node", "update", "--availability", "drain", worker.name)
+    try:
+        message, at = await r.alert(f"Node {worker.name} of server multi is drained",
+                                    f"{stack} (service app: did NOT move")
+        assert at - drained < 30, f"the drain was announced after {at - drained:.0f} s"
+        message, at = await r.alert(f"Service app of {domain} on server multi has no running "
+                                    f"task: its node {worker.name} is drained")
+        assert at - drained < 30, message
+        ps = await r.ask(r.alice, f"!ps {domain}")
+        row = ps.splitlines()[2]
+        assert re.match(r"app +no running task +0/1 +- +1\.0\.0\+v1 +- +no suitable node", row), ps
+    finally:
+        swarm.docker(swarm.manager, "node", "update", "--availability", "active", worker.name)
+    await r.alert(f"Service app of {domain} on server multi runs again")
+
+    answer = await r.ask(r.bob, f"!undeploy {domain}")
+    assert f"`{stack}_data` on {worker.name}" in answer, answer

@@ -122,6 +122,19 @@ class DockerEngine:
         )
         return sorted(str(v["Name"]) for v in (found.get("Volumes") or []))
 
+    async def stack_volumes_by_node(self, stack: str) -> dict[str, list[str]]:
+        """Volumes the stack created, per node hostname (volumes are local to each node);
+        nodes that are not ready are left out (nothing can ask them)."""
+        found: dict[str, list[str]] = {}
+        for node in await self.helpers.nodes():
+            if node.state != "ready":
+                continue
+            names = await self.helpers.volume_names(node.node_id,
+                                                    label=f"{STACK_LABEL}={stack}")
+            if names:
+                found[node.hostname] = sorted(names)
+        return found
+
     async def service_logs(
         self, service: str, tail: int = 100, *, timestamps: bool = False
     ) -> list[str]:
@@ -260,16 +273,18 @@ class DockerEngine:
     async def _service_states(self, stack: str | None) -> list[ServiceState]:
         label = {"label": f"{STACK_LABEL}={stack}" if stack else STACK_LABEL}
 
-        def fetch(api: Any) -> tuple[Any, Any, Any]:
+        def fetch(api: Any) -> tuple[Any, Any, Any, Any]:
             services = api.services(filters=label, status=True)
             tasks = api.tasks(filters=label)
             # The daemon's own "matches the current spec" test, as `docker service update` uses
             # (any state: a rejected or unplaceable task of the current spec counts too).
             current = api.tasks(filters={**label, "_up-to-date": "true"})
-            return services, tasks, current
+            return services, tasks, current, api.nodes()
 
         where = f"stack {stack}" if stack else "all stacks"
-        services, tasks, current = await self._call(f"list the services of {where}", fetch)
+        services, tasks, current, nodes = await self._call(f"list the services of {where}",
+                                                           fetch)
+        names = swarm_parse.node_names(nodes)
         by_service: dict[str, list[Any]] = defaultdict(list)
         for task in tasks:
             by_service[task["ServiceID"]].append(task)
@@ -277,7 +292,7 @@ class DockerEngine:
         for task in current:
             current_by_service[task["ServiceID"]].append(task)
         states = [
-            swarm_parse.service_state(s, by_service[s["ID"]], current_by_service[s["ID"]])
+            swarm_parse.service_state(s, by_service[s["ID"]], current_by_service[s["ID"]], names)
             for s in services
         ]
         return sorted(states, key=lambda state: state.name)

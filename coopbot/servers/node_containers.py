@@ -151,9 +151,11 @@ class NodeContainers:
                                   f"{timeout:g} s")
             await asyncio.sleep(_REMOVAL_POLL)
 
-    async def volume_names(self) -> set[str]:
-        """Names of the volumes on this engine's node."""
-        found = await self._engine.call("list the volumes", lambda api: api.volumes())
+    async def volume_names(self, *, label: str | None = None) -> set[str]:
+        """Names of the volumes on this engine's node (with `label`: those carrying it)."""
+        filters = {"label": label} if label else None
+        found = await self._engine.call("list the volumes",
+                                        lambda api: api.volumes(filters=filters))
         return {str(v["Name"]) for v in (found.get("Volumes") or [])}
 
     async def _ensure_image(self, image: str, timeout: float) -> None:

@@ -99,19 +99,33 @@ class NodeHelpers:
             "exec in a task")
         return ExecResult(exit_code=run.exit_code, output=run.stdout + run.stderr)
 
-    async def volume_names(self, node_id: str, timeout: float = 120.0) -> set[str]:
-        """The volumes on one node (a helper asks that node's engine)."""
+    async def volume_names(self, node_id: str, *, label: str | None = None) -> set[str]:
+        """The volumes on one node (with `label`: only those carrying it)."""
         if node_id == await self.own_node():
-            return await self._containers.volume_names()
+            return await self._containers.volume_names(label=label)
+        args = ["volume", "ls", "-q", *(["--filter", f"label={label}"] if label else [])]
+        return set((await self._node_cli(node_id, args, "list the volumes")).split())
+
+    async def image_tags(self, node_id: str) -> set[str]:
+        """`repo:tag` of the images on one node (what a task there can use without a pull)."""
+        if node_id == await self.own_node():
+            images = await self._engine.call("list the images", lambda api: api.images())
+            return {str(t) for i in images for t in (i.get("RepoTags") or [])
+                    if t != "<none>:<none>"}
+        out = await self._node_cli(node_id, ["images", "--format", "{{.Repository}}:{{.Tag}}"],
+                                   "list the images")
+        return {line for line in out.split() if line != "<none>:<none>"}
+
+    async def _node_cli(self, node_id: str, args: list[str], action: str,
+                        timeout: float = 120.0) -> str:
+        """The docker CLI against one node's own engine, in a helper there; its stdout."""
         run = await self._run_service(
-            node_id, self._engine.spec.node_helper_image, ("docker",),
-            ["volume", "ls", "-q"], {}, {},
-            [Bind(_DOCKER_SOCKET, _DOCKER_SOCKET, read_only=False)], "none", timeout,
-            "list the volumes")
+            node_id, self._engine.spec.node_helper_image, ("docker",), args, {}, {},
+            [Bind(_DOCKER_SOCKET, _DOCKER_SOCKET, read_only=False)], "none", timeout, action)
         if run.exit_code != 0:
-            raise DockerError(f"could not list the volumes on node {node_id} of server "
+            raise DockerError(f"could not {action} on node {node_id} of server "
                               f"{self._engine.name}", detail=run.stderr[-2000:])
-        return set(run.stdout.split())
+        return run.stdout
 
     async def remove_abandoned(self, older_than: float) -> int:
         """Remove helper services past their deadline or finished more than `older_than`
