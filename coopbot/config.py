@@ -262,6 +262,15 @@ class BackupConfig(Strict):
         return self
 
 
+class NodeHealthConfig(Strict):
+    """Each node's disk, inodes (Docker data root and `/`) and memory, read by a helper."""
+
+    every: Duration = "5m"  # how often; 0s: never
+    disk_percent: float = Field(default=90.0, gt=0, le=100)
+    inode_percent: float = Field(default=90.0, gt=0, le=100)
+    memory_percent: float = Field(default=95.0, gt=0, le=100)
+
+
 class UpdatesConfig(Strict):
     """Checking recipe repos of deployed apps for newer versions."""
 
@@ -326,6 +335,7 @@ class Config(Strict):
     # Watch every server's Docker events and tell notification rooms what changes or breaks,
     # including changes made outside coopbot.
     watch_swarms: bool = True
+    node_health: NodeHealthConfig = NodeHealthConfig()
     # health and metrics: the optional HTTP listener; logging: format and level.
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()

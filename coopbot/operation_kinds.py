@@ -16,3 +16,4 @@ class OperationKind(StrEnum):
     UNDEPLOY = "undeploy"
     BACKUP = "backup"
     RESTORE = "restore"
+    PRUNE = "prune"  # unused images and stopped containers on every node of a server

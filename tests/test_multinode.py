@@ -263,3 +263,19 @@ async def test_status_shows_nodes_and_a_drained_workers_pinned_app_is_announced(
 
     answer = await r.ask(r.bob, f"!undeploy {domain}")
     assert f"`{stack}_data` on {worker.name}" in answer, answer
+
+    # Nothing uses the app's image on the worker any more: a prune frees it there.
+    assert "admin" in await r.ask(r.bob, "!prune multi")  # operators may not
+    deadline = time.monotonic() + 60
+    while swarm.docker(worker, "ps", "-aq", "--filter", f"label={STACK_LABEL}={stack}").strip():
+        assert time.monotonic() < deadline, "the worker kept the app's container"
+        await asyncio.sleep(0.3)
+    try:
+        answer = await r.ask(r.alice, "!prune multi")
+        assert answer.startswith("Pruned multi: ") and "freed on 3 node(s)" in answer, answer
+        freed = re.search(rf"- {worker.name}: ([\d.]+) (kB|MB|GB)", answer)
+        assert freed is not None, answer
+        assert "coopbot-test/app:v1" not in swarm.docker(
+            worker, "images", "--format", "{{.Repository}}:{{.Tag}}").split()
+    finally:
+        swarm.load_images()  # the other tests need them (no registry here)

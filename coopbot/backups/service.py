@@ -39,9 +39,6 @@ log = logging.getLogger(__name__)
 SCHEDULER = UserID("coopbot (schedule)")
 DEFAULT_HOOK_TIMEOUT = 3600.0
 SNAPSHOT_ID_MIN = 4
-# A helper that finished this long ago (seconds) belongs to no live operation: a running bot
-# reads a helper's output and removes it the moment it ends.
-HELPER_ABANDONED_AFTER = 600.0
 
 
 class BackupService:
@@ -70,28 +67,6 @@ class BackupService:
 
     def configured(self, server: str) -> bool:
         return server in self._configs
-
-    async def remove_abandoned_helpers(self) -> None:
-        """At start-up: remove the restic helpers an earlier run left behind when it crashed
-        (each holds the repository password in its environment). Background work: it takes
-        its turn with the other servers and only logs."""
-        for server in self._configs:
-            if server not in self._pool.names:
-                continue
-            try:
-                async with self._pool.background():
-                    engine = self._pool.get(server)
-                    removed = await engine.containers.remove_abandoned_helpers(
-                        HELPER_ABANDONED_AFTER)
-                    # Helper services on other nodes, and their secrets.
-                    removed += await engine.helpers.remove_abandoned(HELPER_ABANDONED_AFTER)
-            except CoopbotError as error:
-                log.info("server %s: could not look for abandoned restic helpers: %s",
-                         server, error)
-                continue
-            if removed:
-                log.warning("server %s: removed %d restic helper container(s) an earlier run "
-                            "left behind", server, removed)
 
     # --- backups -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from coopbot.recipes.labels import deployed_version
 from coopbot.recipes.repo import RecipeStore
 from coopbot.redact import Redactor
 from coopbot.replies import Attachment, Reply
+from coopbot.servers.node_usage import NodeUsage, UsageBoard
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.states import NodeState, ServerInfo, ServiceState
 
@@ -27,10 +28,12 @@ VERSIONS_SHOWN = 15
 
 
 class StatusViews:
-    def __init__(self, scope: AppScope, recipes: RecipeStore, pool: ServerPool) -> None:
+    def __init__(self, scope: AppScope, recipes: RecipeStore, pool: ServerPool,
+                 usage: UsageBoard | None = None) -> None:
         self._scope = scope
         self._recipes = recipes
         self._pool = pool
+        self._usage = usage or UsageBoard()
 
     async def servers(self, room: RoomConfig | None) -> Reply:
         names = self._scope.servers(room, self._pool.names)
@@ -41,8 +44,10 @@ class StatusViews:
         for name in names:
             info = infos.get(name)
             lines.append(f"- {_server_line(name, info)}")
-            if isinstance(info, ServerInfo) and info.node_count > 1:
-                lines += [f"    - {_node_line(node)}" for node in info.nodes]
+            usage = self._usage.get(name)
+            if isinstance(info, ServerInfo) and (info.node_count > 1 or usage):
+                lines += [f"    - {_node_line(node, usage.get(node.hostname))}"
+                          for node in info.nodes]
         return Reply.of("\n".join(lines))
 
     async def apps(self, room: RoomConfig | None, server: str | None) -> Reply:
@@ -186,13 +191,14 @@ def _server_line(name: str, info: ServerInfo | CoopbotError | None) -> str:
             f"{info.node_count} node(s) ({states}), {info.stack_count} stack(s)")
 
 
-def _node_line(node: NodeState) -> str:
+def _node_line(node: NodeState, usage: NodeUsage | None) -> str:
     """State first (what a phone shows without scrolling), then the rest."""
     mark = "✅" if node.state == "ready" and node.availability == "active" else "⚠️"
     role = f"{node.role} (leader)" if node.leader else node.role
     labels = ", ".join(f"{k}={v}" for k, v in sorted(node.labels.items()))
     return (f"{mark} {node.hostname}: {node.state}, {node.availability}, {role}, Docker "
-            f"{node.engine_version}" + (f", labels {labels}" if labels else ""))
+            f"{node.engine_version}" + (f", labels {labels}" if labels else "")
+            + (f"; {usage.line()}" if usage else ""))
 
 
 def _stack_state(services: list[ServiceState]) -> str:

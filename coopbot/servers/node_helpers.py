@@ -29,6 +29,14 @@ from coopbot.errors import CoopbotError, DockerError
 from coopbot.servers.access import EngineAccess
 from coopbot.servers.containers import HELPER_LABEL, Bind, ExecResult, HelperRun, RunningTask
 from coopbot.servers.node_containers import NodeContainers
+from coopbot.servers.node_usage import (
+    HOST_MOUNT,
+    PRUNE_SCRIPT,
+    USAGE_SCRIPT,
+    NodeUsage,
+    parse_reclaimed,
+    parse_usage,
+)
 from coopbot.servers.task_failures import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -115,6 +123,33 @@ class NodeHelpers:
         out = await self._node_cli(node_id, ["images", "--format", "{{.Repository}}:{{.Tag}}"],
                                    "list the images")
         return {line for line in out.split() if line != "<none>:<none>"}
+
+    async def usage(self, node_id: str, timeout: float = 120.0) -> NodeUsage:
+        """Disk and inode use of the node's Docker data root and `/`, and its memory."""
+        run = await self.run(
+            node_id, self._engine.spec.node_helper_image, entrypoint=("sh",),
+            args=["-c", USAGE_SCRIPT], env={}, secret_env={},
+            binds=[Bind(_DOCKER_SOCKET, _DOCKER_SOCKET, read_only=False),
+                   Bind("/", HOST_MOUNT, read_only=True)],
+            timeout=timeout, label="read the node's usage")
+        try:
+            return parse_usage(run.stdout)
+        except ValueError as error:
+            raise DockerError(f"could not read the usage of node {node_id} of server "
+                              f"{self._engine.name}", detail=f"{error}; {run.stderr[-1000:]}"
+                              ) from None
+
+    async def prune(self, node_id: str, timeout: float = 1800.0) -> int:
+        """Remove the node's stopped containers and unused images; bytes freed."""
+        run = await self.run(
+            node_id, self._engine.spec.node_helper_image, entrypoint=("sh",),
+            args=["-c", PRUNE_SCRIPT], env={}, secret_env={},
+            binds=[Bind(_DOCKER_SOCKET, _DOCKER_SOCKET, read_only=False)],
+            timeout=timeout, label="prune the node")
+        if run.exit_code != 0:
+            raise DockerError(f"could not prune node {node_id} of server {self._engine.name}",
+                              detail=run.stderr[-2000:])
+        return parse_reclaimed(run.stdout)
 
     async def _node_cli(self, node_id: str, args: list[str], action: str,
                         timeout: float = 120.0) -> str:

@@ -67,6 +67,12 @@ class MultiNodeSwarm:
     key_file: Path
     known_hosts_file: Path
     start_seconds: float
+    images: tuple[str, ...] = ()
+
+    def load_images(self) -> None:
+        """Load the test images into every node again (after a test pruned them)."""
+        _load_images(self.known_hosts_file.parent.parent, list(self.images),
+                     [n.socket for n in self.nodes])
 
     @property
     def nodes(self) -> tuple[SwarmNode, ...]:
@@ -245,7 +251,7 @@ class _Builder:
         return MultiNodeSwarm(manager=nodes[0], workers=tuple(nodes[1:]),
                               ssh_host=nodes[0].address, ssh_port=SSH_PORT, key_file=key_file,
                               known_hosts_file=known_hosts,
-                              start_seconds=TIMINGS["start"])
+                              start_seconds=TIMINGS["start"], images=tuple(images))
 
     def stop(self) -> None:
         started = time.monotonic()
@@ -297,16 +303,7 @@ class _Builder:
         raise RuntimeError(f"the node dockerd at {sock} did not become ready:\n{log}")
 
     def _load_images(self, images: list[str], sockets: list[Path]) -> None:
-        archive = self.root / "images.tar"
-        done = subprocess.run(["docker", "save", "-o", str(archive), *images],
-                              capture_output=True, env=_env(Path("/var/run/docker.sock")),
-                              timeout=300, check=False)
-        if done.returncode != 0:
-            raise RuntimeError(f"docker save: {done.stderr.decode(errors='replace')}")
-        with ThreadPoolExecutor(len(sockets)) as pool:
-            list(pool.map(lambda s: node_docker(s, "load", "-q", "-i", str(archive),
-                                                timeout=300), sockets))
-        archive.unlink()
+        _load_images(self.root, images, sockets)
 
     def _node_ids(self, manager_sock: Path, names: list[str]) -> dict[str, str]:
         deadline = time.monotonic() + _READY_TIMEOUT
@@ -359,6 +356,20 @@ class _Builder:
                 time.sleep(0.1)
         raise RuntimeError("the manager's sshd did not answer:\n"
                            + (folder / "sshd.log").read_text(errors="replace"))
+
+
+def _load_images(root: Path, images: list[str], sockets: list[Path]) -> None:
+    """`docker save` from the default engine once, `docker load` into every node."""
+    archive = root / "images.tar"
+    done = subprocess.run(["docker", "save", "-o", str(archive), *images],
+                          capture_output=True, env=_env(Path("/var/run/docker.sock")),
+                          timeout=300, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"docker save: {done.stderr.decode(errors='replace')}")
+    with ThreadPoolExecutor(len(sockets)) as pool:
+        list(pool.map(lambda s: node_docker(s, "load", "-q", "-i", str(archive),
+                                            timeout=300), sockets))
+    archive.unlink()
 
 
 def _remove_cgroup(path: Path) -> None:
