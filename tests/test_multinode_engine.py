@@ -71,6 +71,9 @@ async def test_exec_in_a_workers_task_keeps_its_env_out_of_every_spec(
         assert helper_specs(swarm) == []
         assert swarm.docker(swarm.manager, "secret", "ls", "-q", "--filter",
                             f"label={HELPER_LABEL}").split() == []
+        found = await engine.helpers.exec_in_service(name, ["hostname"], env={}, timeout=60)
+        assert found is not None and found[0].node_id == worker.node_id
+        assert found[1].exit_code == 0 and container[0] in found[1].output
     finally:
         swarm.docker(swarm.manager, "service", "rm", name, check=False)
 

@@ -107,6 +107,16 @@ class NodeHelpers:
             "exec in a task")
         return ExecResult(exit_code=run.exit_code, output=run.stdout + run.stderr)
 
+    async def exec_in_service(self, service: str, cmd: Sequence[str], *,
+                              env: Mapping[str, str], timeout: float
+                              ) -> tuple[RunningTask, ExecResult] | None:
+        """Run `cmd` in a running task of `service` (full swarm name), wherever it runs: the
+        task it ran in and the RAW result, or None when no task of it runs."""
+        task = await self._containers.running_task(service)
+        if task is None:
+            return None
+        return task, await self.exec_in_task(task, cmd, env=env, timeout=timeout)
+
     async def volume_names(self, node_id: str, *, label: str | None = None) -> set[str]:
         """The volumes on one node (with `label`: only those carrying it)."""
         if node_id == await self.own_node():
