@@ -35,14 +35,16 @@ class SwarmCommands:
         version = Arg("version", optional=True, help="a recipe version tag, e.g. 1.2.0+1.21.0",
                       kind=VERSION)
         return [
-            CommandSpec("servers", "reachability, Docker version, swarm and stacks of each server",
+            CommandSpec("servers", "each server's reachability, Docker, swarm and stacks, and "
+                        "its nodes' state, availability, role, engine and labels",
                         self._read, self.servers),
             CommandSpec("apps", "apps this room controls, deployed and newest versions, state",
                         self._read, self.apps, args=(Arg("server", optional=True, kind=SERVER),)),
             CommandSpec("versions", "a recipe's versions, newest first, deployed ones marked",
                         self._read, self.versions, args=(Arg("recipe", kind=RECIPE),),
                         examples=("!versions gitea",)),
-            CommandSpec("ps", "an app's services: replicas, image, version, health, last error",
+            CommandSpec("ps", "an app's services: health, replicas, node, version, update, last "
+                        "error, image",
                         self._read, self.ps, args=(app,)),
             CommandSpec("logs", "the last log lines of an app's service (env values redacted)",
                         self._change, self.logs,

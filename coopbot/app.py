@@ -18,6 +18,7 @@ from coopbot.commands.approvals import ApprovalCommands
 from coopbot.commands.apps import AppCommands
 from coopbot.commands.backups import BackupCommands
 from coopbot.commands.core import CoreCommands
+from coopbot.commands.nodes import NodeCommands
 from coopbot.commands.notify import NotifyCommands
 from coopbot.commands.runtime import RuntimeCommands
 from coopbot.commands.secrets import SecretCommands
@@ -40,6 +41,7 @@ from coopbot.operations.app_files import AppFiles
 from coopbot.operations.app_runtime import AppRuntime, LatestBackup
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.preflight import Preflight
+from coopbot.operations.prune import NodeMaintenance
 from coopbot.operations.recovery import Recovery
 from coopbot.operations.scope import AppScope
 from coopbot.operations.secret_ops import SecretService
@@ -52,7 +54,8 @@ from coopbot.recipes.repo import RecipeStore
 from coopbot.registry import CommandRegistry, CommandSpec
 from coopbot.roles import RoleResolver
 from coopbot.rooms import RoomDirectory, RoomUpgrades
-from coopbot.servers.pool import ServerPool
+from coopbot.servers.node_usage import UsageBoard
+from coopbot.servers.pool import ServerPool, remove_abandoned_helpers
 from coopbot.servers.spec import ServerSpec
 from coopbot.status_message import CommandStatuses
 from coopbot.store.approvals import ApprovalStore
@@ -64,9 +67,14 @@ from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
 from coopbot.store.status_messages import StatusMessages
 from coopbot.tasks import TaskGroup
+from coopbot.watch.node_health import NodeHealth, Thresholds
 from coopbot.watch.watcher import SwarmWatcher
 
 log = logging.getLogger(__name__)
+
+# A helper that finished this long ago (seconds) belongs to no live operation: a running bot
+# reads a helper's output and removes it the moment it ends.
+HELPER_ABANDONED_AFTER = 600.0
 
 HANDLED_EVENTS_KEPT_SECONDS = 30 * 24 * 3600
 
@@ -98,6 +106,7 @@ class Bot:
     scheduler: BackupScheduler | None = None
     backups: BackupService | None = None
     watcher: SwarmWatcher | None = None
+    node_health: NodeHealth | None = None
     background: list[asyncio.Task[Any]] = field(default_factory=list)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     health: HealthServer | None = None  # health and metrics: off unless configured
@@ -136,9 +145,9 @@ class Bot:
         # The long-lived loops are supervised: one that dies is restarted and reported.
         self.tasks.supervise(lambda: self.approvals.run_expiry(stop), name="approval expiry",
                              stop=stop)
-        if self.backups is not None:
-            self.tasks.spawn(self.backups.remove_abandoned_helpers(),
-                             name="remove abandoned restic helpers")
+        if self.pool.names:
+            self.tasks.spawn(remove_abandoned_helpers(self.pool, HELPER_ABANDONED_AFTER),
+                             name="remove abandoned helpers")
         if self.scheduler is not None:
             # Runs until cancelled at shutdown (it sleeps until the next due backup).
             self.background.append(self.tasks.supervise(self.scheduler.run,
@@ -146,6 +155,9 @@ class Bot:
         if self.watcher is not None:
             watcher = self.watcher
             self.tasks.supervise(lambda: watcher.run(stop), name="swarm watcher", stop=stop)
+        if self.node_health is not None:
+            node_health = self.node_health
+            self.tasks.supervise(lambda: node_health.run(stop), name="node health", stop=stop)
         every = parse_duration(self.config.updates.check_every)
         if every > 0:
             self.tasks.supervise(lambda: self.updates.run(every, stop), name="update checks",
@@ -206,7 +218,7 @@ def build(config: Config) -> Bot:
                              tasks=stages.tasks)
                 if config.health.enabled else None),
         roles=core.roles, kv=core.kv, scheduler=_scheduler(config, swarm, news),
-        watcher=news.watcher, backups=swarm.backups,
+        watcher=news.watcher, node_health=news.node_health, backups=swarm.backups,
         upgrades=RoomUpgrades(core.rooms, core.kv, core.roles, power=gateway.power_info,
                               join=gateway.join),
         statuses=core.statuses,
@@ -281,6 +293,7 @@ class _Swarm:
     files: AppFiles
     secrets: SecretService
     runtime: AppRuntime
+    usage: UsageBoard  # each node's last disk/memory reading
 
 
 def _swarm(config: Config, core: _Core) -> _Swarm:
@@ -307,8 +320,9 @@ def _swarm(config: Config, core: _Core) -> _Swarm:
     runtime = AppRuntime(files, secrets, deployer, pool, core.operations,
                          cmd_timeout=config.cmd_timeout_seconds,
                          latest_backup=_latest_backup(backups))
-    return _Swarm(pool, recipes, scope, deployer, StatusViews(scope, recipes, pool), backups,
-                  files, secrets, runtime)
+    usage = UsageBoard()
+    return _Swarm(pool, recipes, scope, deployer, StatusViews(scope, recipes, pool, usage),
+                  backups, files, secrets, runtime, usage)
 
 
 def _latest_backup(backups: BackupService | None) -> LatestBackup | None:
@@ -361,6 +375,7 @@ class _Notifications:
     notices: NoticeStore
     notifier: Notifier
     watcher: SwarmWatcher | None
+    node_health: NodeHealth | None
 
 
 def _notifications(config: Config, core: _Core, gateway: MatrixGateway,
@@ -373,7 +388,14 @@ def _notifications(config: Config, core: _Core, gateway: MatrixGateway,
     watcher = (SwarmWatcher(swarm.pool, list(config.servers),
                             is_coopbot_operation=router.is_coopbot_operation, emit=router.emit)
                if config.watch_swarms and config.servers else None)
-    return _Notifications(targets, notices, notifier, watcher)
+    health = config.node_health
+    every = parse_duration(health.every)
+    node_health = (NodeHealth(swarm.pool, list(config.servers), router.emit, swarm.usage,
+                              interval=every,
+                              thresholds=Thresholds(health.disk_percent, health.inode_percent,
+                                                    health.memory_percent))
+                   if config.watch_swarms and config.servers and every > 0 else None)
+    return _Notifications(targets, notices, notifier, watcher, node_health)
 
 
 def _register_commands(config: Config, core: _Core, gateway: MatrixGateway, swarm: _Swarm,
@@ -391,6 +413,8 @@ def _register_commands(config: Config, core: _Core, gateway: MatrixGateway, swar
         RuntimeCommands(swarm.runtime, change_role=change, cmd_role=core.highest_role),
         *([BackupCommands(swarm.backups, read_role=read, change_role=change)]
           if swarm.backups is not None else []),
+        *([NodeCommands(NodeMaintenance(swarm.pool, swarm.scope, core.operations),
+                        admin_role=core.roles.order[-1])] if config.servers else []),
         ApprovalCommands(approvals, core.audit, member_role=read, audit_role=change),
         NotifyCommands(
             news.targets, news.notices, swarm.scope, read_role=read, change_role=change,
@@ -442,10 +466,12 @@ def server_specs(config: Config) -> list[ServerSpec]:
                 name=name, kind="ssh", host=server.host, port=server.port, user=server.user,
                 key_file=server.key_file, known_hosts_file=server.known_hosts_file,
                 connect_timeout=server.connect_timeout, command_timeout=server.command_timeout,
+                node_helper_image=server.node_helper_image,
             ))
         else:
             specs.append(ServerSpec(name=name, kind="local", socket=server.socket,
-                                    command_timeout=server.command_timeout))
+                                    command_timeout=server.command_timeout,
+                                    node_helper_image=server.node_helper_image))
     return specs
 
 

@@ -219,6 +219,8 @@ class LocalServer(Strict):
     command_timeout: float = Field(default=60.0, gt=0)
     # Preflight requires every image to be on the node already (servers without a registry).
     check_images: bool = False
+    # Runs the docker CLI on a node to exec into its tasks or list its volumes.
+    node_helper_image: str = "docker:24-cli"
 
 
 class SSHServer(Strict):
@@ -231,6 +233,7 @@ class SSHServer(Strict):
     connect_timeout: float = Field(default=10.0, gt=0)
     command_timeout: float = Field(default=60.0, gt=0)
     check_images: bool = False
+    node_helper_image: str = "docker:24-cli"
 
 
 ServerConfig = Annotated[LocalServer | SSHServer, Field(discriminator="kind")]
@@ -285,6 +288,12 @@ class BackupConfig(RepositoryConfig):
 
     # The image that runs restic on the node holding the volumes.
     helper_image: str = "restic/restic:0.16.4"
+    # A path repository is on one node's disk; true when it is storage shared by every node
+    # (then volumes on workers can be backed up into it too).
+    shared_repository: bool = False
+    # app -> node hostname: whose copy to back up when a stopped app's volumes exist on more
+    # than one node (a running app's data is on the node of its task).
+    volume_nodes: dict[str, str] = {}
     retention: RetentionConfig = RetentionConfig()
     # "hourly", "daily" or "daily HH:MM" (UTC); none: only on request and before operations.
     schedule: str | None = None
@@ -314,6 +323,15 @@ class BackupConfig(RepositoryConfig):
             if not NAME.match(name):
                 raise ValueError(f"copy name {name!r}: use lower-case letters, digits, _ and -")
         return value
+
+
+class NodeHealthConfig(Strict):
+    """Each node's disk, inodes (Docker data root and `/`) and memory, read by a helper."""
+
+    every: Duration = "5m"  # how often; 0s: never
+    disk_percent: float = Field(default=90.0, gt=0, le=100)
+    inode_percent: float = Field(default=90.0, gt=0, le=100)
+    memory_percent: float = Field(default=95.0, gt=0, le=100)
 
 
 class UpdatesConfig(Strict):
@@ -391,6 +409,7 @@ class Config(Strict):
     # Watch every server's Docker events and tell notification rooms what changes or breaks,
     # including changes made outside coopbot.
     watch_swarms: bool = True
+    node_health: NodeHealthConfig = NodeHealthConfig()
     # health and metrics: the optional HTTP listener; logging: format and level.
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()

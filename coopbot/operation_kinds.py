@@ -23,3 +23,4 @@ class OperationKind(StrEnum):
     RESTART = "restart"
     CMD = "cmd"
     REMOVE = "remove"
+    PRUNE = "prune"  # unused images and stopped containers on every node of a server

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 _CODE = re.compile(r"`([^`]+)`")
@@ -41,11 +41,32 @@ class Reply:
             html=f"{_to_html(title)}<pre><code>{html.escape(block)}</code></pre>",
         )
 
+    @staticmethod
+    def table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> Reply:
+        """A table: aligned columns in the plain body, a real <table> in the HTML (which
+        phones wrap instead of scrolling a wide <pre> sideways)."""
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                       for row in rows)
+        return Reply(
+            text=f"{_plain(title)}\n{aligned(header, rows)}",
+            html=f"{_to_html(title)}<table><thead><tr>{head}</tr></thead>"
+                 f"<tbody>{body}</tbody></table>",
+        )
+
     def with_attachment(self, attachment: Attachment) -> Reply:
         return Reply(self.text, self.html, attachment, self.mentions)
 
     def mentioning(self, users: tuple[str, ...]) -> Reply:
         return Reply(self.text, self.html, self.attachment, users)
+
+
+def aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, one line per row."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width
+                                in zip(row, widths, strict=True)).rstrip()
+                      for row in (header, *rows))
 
 
 def _plain(text: str) -> str:

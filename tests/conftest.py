@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.harness.backups",
     "tests.harness.watch",
     "tests.harness.jsmember",
+    "tests.harness.multinode",
 ]
 
 

@@ -19,9 +19,12 @@ from coopbot.recipes.labels import compose_labels, label
 from coopbot.replies import Reply
 from coopbot.roles import PowerInfo
 from coopbot.servers.convergence import ProgressCallback
+from coopbot.servers.node_helpers import SwarmNodeRef
 from coopbot.servers.states import (
     ConvergenceProgress,
     ConvergenceResult,
+    NodeState,
+    ServerInfo,
     ServiceFailure,
     ServiceState,
 )
@@ -146,6 +149,17 @@ class FakeEngine:
     async def stack_volumes(self, stack: str) -> list[str]:
         return [f"{stack}_data"] if stack in self.stacks else []
 
+    async def stack_volumes_by_node(self, stack: str) -> dict[str, list[str]]:
+        volumes = await self.stack_volumes(stack)
+        return {"node1": volumes} if volumes else {}
+
+    async def info(self) -> ServerInfo:
+        return ServerInfo(self.name, "20.10", "1.41", "manager", (FAKE_NODE,), len(self.stacks))
+
+    @property
+    def helpers(self) -> FakeHelpers:
+        return FakeHelpers()
+
     async def stack_deploy(self, stack: str, compose_files: Sequence[Path],
                            env: Mapping[str, str], cwd: Path, *, prune: bool = True,
                            resolve_image: str = "never") -> None:
@@ -178,6 +192,19 @@ class FakeEngine:
 
     async def remove_secret(self, name: str) -> None:
         self.secrets.discard(name)
+
+
+FAKE_NODE = NodeState("node1", "manager", "ready", "active", True, node_id="n1")
+
+
+class FakeHelpers:
+    """A single-node swarm's node helpers."""
+
+    async def nodes(self) -> list[SwarmNodeRef]:
+        return [SwarmNodeRef("n1", "node1", "manager", "ready", "active")]
+
+    async def own_node(self) -> str:
+        return "n1"
 
 
 def _service(stack: str, image: str, labels: Mapping[str, str]) -> ServiceState:

@@ -83,7 +83,7 @@ async def test_mounts_exec_and_scaling(
     assert {(m.source, m.target, m.read_only) for m in service.mounts} == {
         (f"{stack_name}_data", "/data", False), (f"{stack_name}_logs", "/var/log/app", True)}
 
-    task = await docker_engine.containers.local_task(service.name)
+    task = await docker_engine.containers.running_task(service.name)
     assert task is not None
     result = await docker_engine.containers.exec_in(
         task.container_id, ["sh", "-c", 'cat /data/greeting; echo "$COLOUR $EXTRA" >&2; exit 3'],
@@ -93,11 +93,11 @@ async def test_mounts_exec_and_scaling(
 
     assert await docker_engine.scale_service(service.name, 0) == 1
     await docker_engine.containers.wait_volumes_unused([f"{stack_name}_data"], timeout=30)
-    assert await docker_engine.containers.local_task(service.name) is None
+    assert await docker_engine.containers.running_task(service.name) is None
     assert f"{stack_name}_data" in await docker_engine.containers.volume_names()
     assert await docker_engine.scale_service(service.name, 1) == 0
     assert (await docker_engine.wait_converged(stack_name, 60)).ok
-    assert await docker_engine.containers.local_task(service.name) is not None
+    assert await docker_engine.containers.running_task(service.name) is not None
 
 
 async def test_a_failed_restore_says_whether_the_volume_was_emptied(

@@ -50,6 +50,10 @@ async def take_backup(target: AppTarget, operation_id: str, reason: str, say: Sa
     snapshot, post_error = await _hooks_and_snapshot(target, tasks, tags, say)
     summary = snapshot.summary
     checked = verify(snapshot.nodes, plan.backup_paths, plan.named_files)
+    if snapshot.node != target.node.node_id:
+        checked = checked.with_problem(
+            f"the snapshot was taken on node {snapshot.node or 'unknown'}, not on node "
+            f"{target.node.hostname} where the app's data is")
     if not checked.ok:
         await _discard(target, summary.snapshot_id)
         raise OperationFailed(
@@ -113,7 +117,8 @@ async def _hooks_and_snapshot(target: AppTarget, tasks: dict[str, RunningTask], 
             entered.append(service)
         await say(f"backup `{app.name}`: snapshotting and verifying {len(plan.volumes)} "
                   "volume(s)...")
-        snapshot = await target.restic.backup_and_list(binds, plan.backup_paths, tags)
+        snapshot = await target.restic.backup_and_list(binds, plan.backup_paths, tags,
+                                                       node=target.node.node_id)
     except BaseException:
         error = await _post_hooks(target, entered, tasks)
         if error is not None:

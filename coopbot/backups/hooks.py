@@ -40,10 +40,10 @@ def unwrap(command: str) -> str:
 
 async def run_hook(engine: DockerEngine, task: RunningTask, short_name: str, label: str,
                    command: str, redact: Redactor, *, timeout: float) -> None:
-    """Run one hook; OperationFailed (with a few redacted output lines) when it fails."""
-    result = await engine.containers.exec_in(
-        task.container_id, ["sh", "-c", RUNNER], env={HOOK_VARIABLE: unwrap(command)},
-        timeout=timeout,
+    """Run one hook in the task's container, on whichever node it runs; OperationFailed
+    (with a few redacted output lines) when it fails."""
+    result = await engine.helpers.exec_in_task(
+        task, ["sh", "-c", RUNNER], env={HOOK_VARIABLE: unwrap(command)}, timeout=timeout,
     )
     output = redact(result.output).strip()
     log.info("%s of service %s exited %d; output: %s", label, task.service, result.exit_code,

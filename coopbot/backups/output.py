@@ -17,6 +17,7 @@ from coopbot.errors import ResticError
 
 # Tags coopbot writes on every snapshot, as key=value (restic tags may not hold commas).
 APP, VERSION, OPERATION, REASON, SIZE, FILES = "app", "version", "op", "reason", "size", "files"
+NODE = "node"  # the swarm node id the helper ran on, as swarm itself told the helper
 MARK, VERIFIED = "coopbot", "verified"
 
 
@@ -88,6 +89,14 @@ def parse_ls(stdout: str) -> list[Node]:
         for item in _json_lines(stdout)
         if isinstance(item, dict) and item.get("struct_type") == "node"
     ]
+
+
+def parse_ls_tags(stdout: str) -> tuple[str, ...]:
+    """The tags of the snapshot a `restic ls --json` listed (its first line)."""
+    for item in _json_lines(stdout):
+        if isinstance(item, dict) and item.get("struct_type") == "snapshot":
+            return tuple(str(t) for t in item.get("tags") or ())
+    return ()
 
 
 def parse_forget(stdout: str) -> ForgetResult:

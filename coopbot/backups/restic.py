@@ -17,12 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from coopbot.backups.output import (
+    NODE,
     BackupSummary,
     ForgetResult,
     Snapshot,
     parse_backup,
     parse_forget,
     parse_ls,
+    parse_ls_tags,
     parse_snapshots,
 )
 from coopbot.backups.password import PasswordReader, read_environment
@@ -40,6 +42,7 @@ CACHE_VOLUME = "coopbot-restic-cache"
 CACHE_MOUNT = "/cache"
 REMOTE_SCHEMES = ("sftp:", "s3:", "rest:", "b2:", "azure:", "gs:", "swift:", "rclone:")
 LOCKED = "repository is already locked"
+PLAIN_ENV = ("RESTIC_CACHE_DIR",)  # a remote repository's URL may hold a password
 LOCK_RETRIES = 12
 LOCK_RETRY_DELAY = 5.0
 # A restore in one helper: empty what the snapshot replaces (`dir/` means the folder's contents,
@@ -61,9 +64,10 @@ restic restore "$snapshot" --target / --include "$include"
 # backup that always go together share one: the snapshot and its listing (for verification),
 # then the verified tags and the re-read of the snapshot's new id. Tags never hold a comma
 # (output.tag), so one comma-joined list selects the snapshot by all of them.
+# COOPBOT_NODE is the node the helper runs on (filled in by swarm on another node).
 BACKUP_AND_LIST_SCRIPT = """set -e
 host="$1"; tags="$2"; shift 2
-restic backup --json --host "$host" --tag "$tags" -- "$@"
+restic backup --json --host "$host" --tag "$tags,node=$COOPBOT_NODE" -- "$@"
 restic ls --json latest --host "$host" --tag "$tags"
 """
 # A copy in another repository (`copies`): created on first use with the same chunker
@@ -131,6 +135,13 @@ class RestoreFailed(ResticError):
 class NewSnapshot:
     summary: BackupSummary
     nodes: list[Node]
+    tags: tuple[str, ...] = ()
+
+    @property
+    def node(self) -> str | None:
+        """The swarm node the snapshot was taken on, as its helper was told by swarm."""
+        prefix = f"{NODE}="
+        return next((t[len(prefix):] for t in self.tags if t.startswith(prefix)), None)
 
 
 @dataclass(frozen=True)
@@ -180,11 +191,13 @@ class Restic:
         self._ready = True
 
     async def backup_and_list(self, binds: Sequence[Bind], paths: Sequence[str],
-                              tags: Sequence[str]) -> NewSnapshot:
-        """`backup` and then `ls` of the new snapshot, in one helper container."""
+                              tags: Sequence[str], *, node: str | None = None) -> NewSnapshot:
+        """`backup` and then `ls` of the new snapshot, in one helper on `node` (default: the
+        engine's own node)."""
         run = await self._run(
             ["-c", BACKUP_AND_LIST_SCRIPT, "backup", self._server, ",".join(tags), *paths],
             action="back up", binds=binds, entrypoint=("sh",), long=True, check=False,
+            node=node,
         )
         if run.exit_code != 0:
             try:
@@ -192,7 +205,8 @@ class Restic:
             except ResticError:
                 raise self._failure("back up", run) from None
             raise self._failure("list the new snapshot", run)
-        return NewSnapshot(parse_backup(run.stdout), parse_ls(run.stdout))
+        return NewSnapshot(parse_backup(run.stdout), parse_ls(run.stdout),
+                           parse_ls_tags(run.stdout))
 
     async def copy_and_list(self, copy: str, snapshot_id: str, tags: Sequence[str]
                             ) -> list[Node]:
@@ -264,12 +278,13 @@ class Restic:
         return parse_forget(run.stdout)
 
     async def replace(self, snapshot_id: str, volume: Bind, clear: Sequence[str],
-                      include: str) -> None:
+                      include: str, *, node: str | None = None) -> None:
         """Empty `clear` in the volume, then restore `include` from the snapshot into it (the
         helper image needs `sh`, as restic's image has). Raises RestoreFailed."""
         run = await self._run(
             ["-c", REPLACE_SCRIPT, "replace", snapshot_id, include, *clear],
             action="restore", binds=[volume], entrypoint=("sh",), long=True, check=False,
+            node=node,
         )
         if run.exit_code != 0:
             emptied = EMPTIED in run.stdout
@@ -280,23 +295,34 @@ class Restic:
 
     async def _run(self, args: list[str], *, action: str, binds: Sequence[Bind] = (),
                    entrypoint: Sequence[str] = ("restic",), long: bool = False,
-                   check: bool = True, repository: bool = True) -> HelperRun:
+                   check: bool = True, repository: bool = True,
+                   node: str | None = None) -> HelperRun:
         env, mounts, network = (self._environment(self._config) if repository
                                 else ({}, [], "none"))
         return await self._run_helper(args, action=action, env=env, binds=[*mounts, *binds],
                                       network=network, entrypoint=entrypoint, long=long,
-                                      check=check)
+                                      check=check, node=node, repository=repository)
 
     async def _run_helper(self, args: list[str], *, action: str, env: dict[str, str],
                           binds: Sequence[Bind], network: str, entrypoint: Sequence[str],
-                          long: bool, check: bool = True) -> HelperRun:
+                          long: bool, check: bool = True, node: str | None = None,
+                          repository: bool = True) -> HelperRun:
+        """One helper run on `node` (default: the node the engine reaches), retried while
+        another process holds the repository's lock."""
         timeout = self._timeouts.long if long else self._timeouts.quick
+        own = await self._engine.helpers.own_node()
+        node = node or own
+        if node != own and repository:
+            self._check_reachable(node)
+        # The password and the extra environment: a swarm secret on another node.
+        secret = {k: v for k, v in env.items() if k not in PLAIN_ENV}
+        plain = {k: v for k, v in env.items() if k in PLAIN_ENV}
         for attempt in range(LOCK_RETRIES):
             async with self._lock:
-                run = await self._engine.containers.run_helper(
-                    self._config.helper_image, entrypoint=entrypoint, args=args, env=env,
-                    binds=binds, network=network, timeout=timeout,
-                    label=action,
+                run = await self._engine.helpers.run(
+                    node, self._config.helper_image, entrypoint=entrypoint, args=args,
+                    env=plain, secret_env=secret, binds=binds, network=network,
+                    timeout=timeout, label=action,
                 )
             if run.exit_code == 0 or LOCKED not in run.stderr or attempt == LOCK_RETRIES - 1:
                 break
@@ -306,6 +332,16 @@ class Restic:
         if check and run.exit_code != 0:
             raise self._failure(action, run)
         return run
+
+    def _check_reachable(self, node: str) -> None:
+        """A repository that is a path lives on one node's disk, unless it is shared storage."""
+        if self._config.repository.startswith("/") and not self._config.shared_repository:
+            raise ResticError(
+                f"the restic repository of server {self._server} is a path on the manager's "
+                f"disk, but the data is on node {node}: give backups.{self._server} a "
+                "repository every node reaches (sftp:, s3:, rest:), or set "
+                f"backups.{self._server}.shared_repository: true when that path is shared "
+                "storage mounted on every node")
 
     def _environment(self, config: RepositoryConfig, *, mount: str = REPOSITORY_MOUNT
                      ) -> tuple[dict[str, str], list[Bind], str]:

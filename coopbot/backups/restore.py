@@ -87,7 +87,10 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
             await note()
             stopped[user.name] = await engine.scale_service(user.name, 0)
         await note()
-        await engine.containers.wait_volumes_unused([w.volume for w in work], float(app.timeout))
+        await engine.containers.wait_stopped([u.name for u in users], float(app.timeout))
+        if target.node.node_id == await engine.helpers.own_node():
+            await engine.containers.wait_volumes_unused([w.volume for w in work],
+                                                        float(app.timeout))
     except CoopbotError as error:
         try:
             await _start(target, stopped)
@@ -105,7 +108,8 @@ async def restore_snapshot(target: AppTarget, snapshot: Snapshot, say: Say,
             volume.state, volume.note = "incomplete", "the bot stopped while restoring it"
             await note()
             volume.note = "emptying it failed midway"
-            await target.restic.replace(snapshot.id, bind, volume.clear, volume.root)
+            await target.restic.replace(snapshot.id, bind, volume.clear, volume.root,
+                                        node=target.node.node_id)
             volume.state, volume.note = "restored", ""
             await note()
         except CoopbotError as error:

@@ -47,9 +47,6 @@ SCHEDULER = UserID("coopbot (schedule)")
 DEFAULT_HOOK_TIMEOUT = 3600.0
 SNAPSHOT_ID_MIN = 4
 SAFE_PATH = re.compile(r"^[A-Za-z0-9._/-]+$")  # what an export's shell script may be given
-# A helper that finished this long ago (seconds) belongs to no live operation: a running bot
-# reads a helper's output and removes it the moment it ends.
-HELPER_ABANDONED_AFTER = 600.0
 
 
 class BackupService:
@@ -78,25 +75,6 @@ class BackupService:
 
     def configured(self, server: str) -> bool:
         return server in self._configs
-
-    async def remove_abandoned_helpers(self) -> None:
-        """At start-up: remove the restic helpers an earlier run left behind when it crashed
-        (each holds the repository password in its environment). Background work: it takes
-        its turn with the other servers and only logs."""
-        for server in self._configs:
-            if server not in self._pool.names:
-                continue
-            try:
-                async with self._pool.background():
-                    removed = await self._pool.get(server).containers.remove_abandoned_helpers(
-                        HELPER_ABANDONED_AFTER)
-            except CoopbotError as error:
-                log.info("server %s: could not look for abandoned restic helpers: %s",
-                         server, error)
-                continue
-            if removed:
-                log.warning("server %s: removed %d restic helper container(s) an earlier run "
-                            "left behind", server, removed)
 
     # --- backups -------------------------------------------------------------------------------
 
@@ -336,7 +314,8 @@ class BackupService:
 
     async def _target(self, app: App) -> AppTarget:
         return await load_target(app, self._pool.get(app.server), self._restic_for(app.server),
-                                 hook_timeout=self._hook_timeout)
+                                 hook_timeout=self._hook_timeout,
+                                 volume_nodes=self._config(app.server).volume_nodes)
 
     @asynccontextmanager
     async def _operation(self, app: App, kind: str, requester: UserID,

@@ -39,6 +39,9 @@ class Verification:
     def ok(self) -> bool:
         return not self.problems
 
+    def with_problem(self, problem: str) -> Verification:
+        return Verification(self.files, self.bytes, self.volumes, (*self.problems, problem))
+
 
 def verify(nodes: Iterable[Node], expected: Sequence[str],
            named_files: Sequence[str]) -> Verification:

@@ -104,7 +104,30 @@ def _sample_config(workdir: Path, room_id: str) -> dict[str, Any]:
         "apps_dir": "abra",
         "recipes": {"overrides": {sample.RECIPE: str(bare)}, "cache": "state/recipes"},
         "room_servers": ["local"],
+        **_local_backups(workdir),
     }
+
+
+def _local_backups(workdir: Path) -> dict[str, Any]:
+    """Backups of server `local` into a restic repository in the work folder, run by a restic
+    image built here (no registry): so a newcomer's first `!backup` works."""
+    from coopbot.dev import sample
+    from coopbot.dev.local_images import build_restic_image
+
+    try:
+        build_restic_image(sample.RESTIC_IMAGE)
+    except RuntimeError as error:
+        print(f"No backups in this dev setup: {error}", flush=True)
+        return {}
+    password = workdir / "restic-password"
+    if not password.exists():
+        password.write_text(secrets.token_urlsafe(24) + "\n")
+        password.chmod(0o600)
+    # Absolute: restic runs in a helper container that mounts the path on the local node.
+    repository = (workdir / "restic").resolve()
+    return {"backups": {"local": {"repository": str(repository),
+                                  "password_file": "restic-password",
+                                  "helper_image": sample.RESTIC_IMAGE}}}
 
 
 def _write_config(workdir: Path, base_url: str, bot_id: str, bot_password: str, admin_id: str,

@@ -4,6 +4,8 @@ machines that reach no registry: `coopbot dev`'s sample app, the test suite and 
 - `build_busybox_image`: busybox alone, optionally serving files from /www with httpd.
 - `build_restic_image`: restic plus the libraries `ldd` lists, and busybox (coopbot's restores
   empty paths with `sh`, `find` and `rm`, as the official restic image can).
+- `build_docker_cli_image`: the docker CLI the same way, as the `docker:cli` image has it: what
+  a per-node helper runs to reach a task's container on a node the bot cannot reach itself.
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ COPY busybox /bin/busybox
 RUN ["/bin/busybox", "--install", "-s", "/bin"]
 """
 
-_RESTIC_TAIL = """\
+_BINARY_TAIL = """\
 RUN ["/bin/busybox", "mkdir", "-p", "/tmp", "/root"]
-COPY lib/ /
-COPY restic /usr/bin/restic
-ENTRYPOINT ["/usr/bin/restic"]
+{libraries}COPY {name} /usr/bin/{name}
+ENTRYPOINT ["/usr/bin/{name}"]
 """
 
 
@@ -54,17 +55,30 @@ def build_busybox_image(
 def build_restic_image(tag: str, *, restic: str | None = None,
                        busybox: str | None = None) -> str:
     """Build `tag`: this machine's restic (with its shared libraries) and busybox."""
-    binary = _binary("restic", restic, "restic")
+    return _build_binary_image(tag, "restic", _binary("restic", restic, "restic"), busybox)
+
+
+def build_docker_cli_image(tag: str, *, docker: str | None = None,
+                           busybox: str | None = None) -> str:
+    """Build `tag`: this machine's docker CLI (with its shared libraries) and busybox."""
+    return _build_binary_image(tag, "docker", _binary("docker", docker, "docker.io"), busybox)
+
+
+def _build_binary_image(tag: str, name: str, binary: str, busybox: str | None) -> str:
     with tempfile.TemporaryDirectory() as folder:
         context = Path(folder)
         shutil.copy(_binary("busybox", busybox, "busybox-static"), context / "busybox")
-        shutil.copy(binary, context / "restic")
+        shutil.copy(binary, context / name)
         (context / "lib").mkdir()
-        for library in _shared_libraries(binary):
+        libraries = _shared_libraries(binary)
+        for library in libraries:
             target = context / "lib" / library.relative_to("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(library.resolve(), target)
-        (context / "Dockerfile").write_text(_BUSYBOX_BASE + _RESTIC_TAIL)
+        # No COPY of an empty folder for a static binary: the legacy builder loses that layer.
+        copy_libraries = "COPY lib/ /\n" if libraries else ""
+        (context / "Dockerfile").write_text(
+            _BUSYBOX_BASE + _BINARY_TAIL.format(name=name, libraries=copy_libraries))
         _docker_build(context, tag)
     return tag
 

@@ -16,6 +16,7 @@ from coopbot.dev.local_images import build_busybox_image
 
 RECIPE = "hello"
 IMAGE = "coopbot-dev/hello"
+RESTIC_IMAGE = "coopbot-dev/restic:local"
 RELEASES = (("1.0.0+v1", "v1"), ("1.1.0+v2", "v2"))
 
 COMPOSE = """\
@@ -24,6 +25,11 @@ version: "3.8"
 services:
   app:
     image: {image}
+    # Something worth a backup in the data volume (`!backup hello.localhost`).
+    command:
+      - sh
+      - -c
+      - echo "$${{GREETING}}" > /data/greeting.txt; exec httpd -f -p 80 -h /www
     environment:
       - GREETING=${{GREETING}}
     volumes:
@@ -42,6 +48,7 @@ services:
         - "coop-cloud.${{STACK_NAME}}.version={version}"
         - "coop-cloud.${{STACK_NAME}}.timeout=${{TIMEOUT:-120}}"
         - "coop-cloud.${{STACK_NAME}}.recipe={recipe}"
+        - "backupbot.backup=true"
 
 volumes:
   data:

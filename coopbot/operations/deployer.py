@@ -163,6 +163,8 @@ class Deployer:
                                                 plan.to_version)
             # Under the app's lock: only the plan that was voted on may run.
             PlanChanged.check(request.expected_binding, plan.planned())
+            for warning in plan.warnings:
+                await progress.say(f"{request.kind} `{app.name}`: ⚠️ {warning}")
             if self._needs_backup(request.kind, room, app.name):
                 await self._backup_first(request.kind, app, operation_id, progress)
             await progress.say(
@@ -208,14 +210,14 @@ class Deployer:
                     release: RecipeVersion | None) -> Plan:
         env = deploy_env(app, checkout)
         compose = await asyncio.to_thread(load_compose, checkout.path, app.compose_files, env)
-        await self._preflight.check(app, engine, checkout, compose)
+        warnings = await self._preflight.check(app, engine, checkout, compose)
         chaos = checkout.version is None
         return Plan(
             kind=kind, app=app, from_version=deployed.text if deployed is not None else None,
             to_version=(chaos_text(checkout.commit[:CHAOS_COMMIT_LENGTH]) if chaos
                         else release.tag if release is not None else str(checkout.version)),
             commit=checkout.commit, compose_digest=digest(compose), env_digest=digest(app.env),
-            images=compose_images(compose), release_notes=notes,
+            images=compose_images(compose), release_notes=notes, warnings=tuple(warnings),
             timeout=convergence_timeout(app, compose),
         )
 
@@ -360,13 +362,16 @@ class Deployer:
         plan = self._undeploy_plan(app, current)
         PlanChanged.check(request.expected_binding, plan.planned())
         await self._operations.set_versions(operation_id, current, None)
-        volumes = await engine.stack_volumes(app.stack_name)
+        volumes = await engine.stack_volumes_by_node(app.stack_name)
         await progress.say(f"undeploy `{app.name}`: removing stack {app.stack_name}...")
         # A stack whose tasks never started (a missing image, say) ran nothing.
         ran = any(s.replicas_running > 0 or s.converged for s in services)
         await engine.stack_remove(app.stack_name)
         await self._operations.finish(operation_id, "ok", f"undeployed {current}")
-        kept = ", ".join(f"`{v}`" for v in volumes) or "none"
+        # Volumes are per node: on a multi-node swarm, say where each copy is.
+        several = len(await engine.helpers.nodes()) > 1
+        kept = ", ".join(f"`{v}`" + (f" on {node}" if several else "")
+                         for node, names in volumes.items() for v in names) or "none"
         what = (f"it ran {current or 'an unknown version'}" if ran
                 else f"{current or 'it'} was deployed but never ran")
         return Reply.of(

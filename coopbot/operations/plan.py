@@ -105,6 +105,8 @@ class Plan:
     # How long convergence may take, from the recipe (not part of the binding: it follows from
     # the compose digest).
     timeout: float = 300.0
+    # Preflight's warnings (room-safe): what may not work although nothing is missing.
+    warnings: tuple[str, ...] = ()
 
     @property
     def binding(self) -> Binding:
@@ -134,6 +136,7 @@ class Plan:
         for version, notes in self.release_notes:
             excerpt = " ".join(notes.split())[:300]
             lines.append(f"release notes {version}: {excerpt}")
+        lines += [f"⚠️ {warning}" for warning in self.warnings]
         return lines
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
 
 from coopbot.config import RoomConfig
 from coopbot.errors import CoopbotError, NotFound, ServerUnreachable
@@ -15,8 +14,9 @@ from coopbot.recipes.labels import deployed_version
 from coopbot.recipes.repo import RecipeStore
 from coopbot.redact import Redactor
 from coopbot.replies import Attachment, Reply
+from coopbot.servers.node_usage import NodeUsage, UsageBoard
 from coopbot.servers.pool import ServerPool
-from coopbot.servers.states import ServerInfo, ServiceState
+from coopbot.servers.states import NodeState, ServerInfo, ServiceState
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +28,12 @@ VERSIONS_SHOWN = 15
 
 
 class StatusViews:
-    def __init__(self, scope: AppScope, recipes: RecipeStore, pool: ServerPool) -> None:
+    def __init__(self, scope: AppScope, recipes: RecipeStore, pool: ServerPool,
+                 usage: UsageBoard | None = None) -> None:
         self._scope = scope
         self._recipes = recipes
         self._pool = pool
+        self._usage = usage or UsageBoard()
 
     async def servers(self, room: RoomConfig | None) -> Reply:
         names = self._scope.servers(room, self._pool.names)
@@ -42,6 +44,10 @@ class StatusViews:
         for name in names:
             info = infos.get(name)
             lines.append(f"- {_server_line(name, info)}")
+            usage = self._usage.get(name)
+            if isinstance(info, ServerInfo) and (info.node_count > 1 or usage):
+                lines += [f"    - {_node_line(node, usage.get(node.hostname))}"
+                          for node in info.nodes]
         return Reply.of("\n".join(lines))
 
     async def apps(self, room: RoomConfig | None, server: str | None) -> Reply:
@@ -70,12 +76,13 @@ class StatusViews:
                 latest = newest.get(app.recipe) or "?"
                 marker = " (upgrade available)" if deployed not in ("-", "?", latest) \
                     and latest != "?" and not deployed.startswith("chaos ") else ""
-                rows.append((app.name, server_name, app.recipe, deployed, latest + marker, state))
-        table = _table(("app", "server", "recipe", "deployed", "newest", "state"), rows)
+                rows.append((app.name, state, deployed, latest + marker, server_name, app.recipe))
+        header = ("app", "state", "deployed", "newest", "server", "recipe")
         notes = [f"server {name}: {error}" for name, error in stacks.items()
                  if isinstance(error, CoopbotError)]
         title = f"**{len(rows)} apps**" + (" (" + "; ".join(notes) + ")" if notes else "")
-        return Reply.preformatted(title, table)
+        # The state next to the name: phones show the left of a table.
+        return Reply.table(title, header, rows)
 
     async def ps(self, room: RoomConfig | None, name: str) -> Reply:
         app = await asyncio.to_thread(self._scope.get, name, room)
@@ -88,16 +95,19 @@ class StatusViews:
             version = deployed_version([service], app.stack_name) or ""
             rows.append((
                 service.short_name,
-                f"{service.replicas_running}/{service.replicas_desired}",
-                service.image,
-                version,
                 service.health,
+                f"{service.replicas_running}/{service.replicas_desired}",
+                ", ".join(service.nodes) or "-",
+                version,
                 service.update_state or "-",
-                redact(service.last_error or "")[:80] or "-",
+                # The current task's error: an older task's is history, not why it is down.
+                redact(service.task_error or "")[:80] or "-",
+                service.image,
             ))
-        table = _table(("service", "replicas", "image", "version", "health", "update",
-                        "last error"), rows)
-        return Reply.preformatted(f"**`{app.name}`** on {app.server}:", table)
+        # What matters first (health, replicas, node): phones show the left of a table.
+        return Reply.table(f"**`{app.name}`** on {app.server}:",
+                           ("service", "health", "replicas", "node", "version", "update",
+                            "last error", "image"), rows)
 
     async def logs(self, room: RoomConfig | None, name: str, service: str | None,
                    lines: int) -> Reply:
@@ -181,6 +191,16 @@ def _server_line(name: str, info: ServerInfo | CoopbotError | None) -> str:
             f"{info.node_count} node(s) ({states}), {info.stack_count} stack(s)")
 
 
+def _node_line(node: NodeState, usage: NodeUsage | None) -> str:
+    """State first (what a phone shows without scrolling), then the rest."""
+    mark = "✅" if node.state == "ready" and node.availability == "active" else "⚠️"
+    role = f"{node.role} (leader)" if node.leader else node.role
+    labels = ", ".join(f"{k}={v}" for k, v in sorted(node.labels.items()))
+    return (f"{mark} {node.hostname}: {node.state}, {node.availability}, {role}, Docker "
+            f"{node.engine_version}" + (f", labels {labels}" if labels else "")
+            + (f"; {usage.line()}" if usage else ""))
+
+
 def _stack_state(services: list[ServiceState]) -> str:
     if not services:
         return "not deployed"
@@ -200,10 +220,3 @@ def _runs_after_rollback(service: ServiceState) -> bool:
     (the failed deploy's answer said so when it happened)."""
     return (service.update_state == "rollback_completed" and service.health != "unhealthy"
             and service.replicas_updated >= service.replicas_desired)
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True))
-             .rstrip() for row in (header, *rows)]
-    return "\n".join(lines)

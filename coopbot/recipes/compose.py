@@ -223,3 +223,14 @@ def missing_env_keys(env_sample_path: Path, app_env: Mapping[str, str]) -> list[
         raise
     return [key for key in sample.values if key not in app_env]
 
+
+
+def placement_constraints(compose: Compose) -> dict[str, list[str]]:
+    """service -> its `deploy.placement.constraints` (none: runs on any node)."""
+    found: dict[str, list[str]] = {}
+    for name, service in _services(compose).items():
+        deploy = service.get("deploy")
+        placement = deploy.get("placement") if isinstance(deploy, dict) else None
+        constraints = placement.get("constraints") if isinstance(placement, dict) else None
+        found[name] = [str(c) for c in constraints] if isinstance(constraints, list) else []
+    return found

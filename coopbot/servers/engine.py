@@ -15,15 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from coopbot.errors import CoopbotError, DockerError, ServerUnreachable
+from coopbot.errors import DockerError
 from coopbot.servers import swarm_parse
+from coopbot.servers.access import EngineAccess
 from coopbot.servers.cli import run_docker
 from coopbot.servers.convergence import CONVERGENCE_POLL_SECONDS, ProgressCallback
 from coopbot.servers.convergence import wait_converged as _wait_converged
-from coopbot.servers.docker_client import open_api_client
-from coopbot.servers.docker_errors import TRANSPORT_ERRORS, translate_docker_error
 from coopbot.servers.events import EVENT_TYPES, EventStream
 from coopbot.servers.node_containers import NodeContainers
+from coopbot.servers.node_helpers import NodeHelpers
 from coopbot.servers.spec import ServerSpec
 from coopbot.servers.states import ConvergenceResult, ServerInfo, ServiceState, SwarmRole
 from coopbot.servers.swarm_parse import STACK_LABEL
@@ -37,10 +37,6 @@ ResolveImage = Literal["always", "changed", "never"]
 
 _FAILURE_LOG_LINES = 20
 _REMOVAL_POLL = 0.5
-# Socket timeout of the second client that reads long calls (a hook's output may take a while);
-# each such call is bounded by its own, shorter, asyncio timeout.
-_SLOW_SOCKET_TIMEOUT = 24 * 3600.0
-_SLOW_CONNECTIONS = 2
 
 
 class DockerEngine:
@@ -51,10 +47,9 @@ class DockerEngine:
         self._threads = threads
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"docker-{spec.name}")
         self._tunnel = SSHTunnel(spec, executor=self._executor) if spec.kind == "ssh" else None
-        self._api: Any = None  # docker.APIClient, created on first use
-        self._slow_api: Any = None  # a second client for calls that may take hours
-        self._api_lock = asyncio.Lock()
-        self.containers = NodeContainers(self)
+        self.access = EngineAccess(spec, self._executor, threads, self.docker_host)
+        self.containers = NodeContainers(self.access)
+        self.helpers = NodeHelpers(self.access, self.containers)
 
     @property
     def name(self) -> str:
@@ -72,10 +67,7 @@ class DockerEngine:
         return self._tunnel.docker_host
 
     async def close(self) -> None:
-        for api in (self._api, self._slow_api):
-            if api is not None:
-                api.close()
-        self._api = self._slow_api = None
+        self.access.close()
         if self._tunnel is not None:
             await self._tunnel.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -129,6 +121,19 @@ class DockerEngine:
             lambda api: api.volumes(filters={"label": f"{STACK_LABEL}={stack}"}),
         )
         return sorted(str(v["Name"]) for v in (found.get("Volumes") or []))
+
+    async def stack_volumes_by_node(self, stack: str) -> dict[str, list[str]]:
+        """Volumes the stack created, per node hostname (volumes are local to each node);
+        nodes that are not ready are left out (nothing can ask them)."""
+        found: dict[str, list[str]] = {}
+        for node in await self.helpers.nodes():
+            if node.state != "ready":
+                continue
+            names = await self.helpers.volume_names(node.node_id,
+                                                    label=f"{STACK_LABEL}={stack}")
+            if names:
+                found[node.hostname] = sorted(names)
+        return found
 
     async def service_logs(
         self, service: str, tail: int = 100, *, timestamps: bool = False
@@ -326,16 +331,18 @@ class DockerEngine:
     async def _service_states(self, stack: str | None) -> list[ServiceState]:
         label = {"label": f"{STACK_LABEL}={stack}" if stack else STACK_LABEL}
 
-        def fetch(api: Any) -> tuple[Any, Any, Any]:
+        def fetch(api: Any) -> tuple[Any, Any, Any, Any]:
             services = api.services(filters=label, status=True)
             tasks = api.tasks(filters=label)
             # The daemon's own "matches the current spec" test, as `docker service update` uses
             # (any state: a rejected or unplaceable task of the current spec counts too).
             current = api.tasks(filters={**label, "_up-to-date": "true"})
-            return services, tasks, current
+            return services, tasks, current, api.nodes()
 
         where = f"stack {stack}" if stack else "all stacks"
-        services, tasks, current = await self._call(f"list the services of {where}", fetch)
+        services, tasks, current, nodes = await self._call(f"list the services of {where}",
+                                                           fetch)
+        names = swarm_parse.node_names(nodes)
         by_service: dict[str, list[Any]] = defaultdict(list)
         for task in tasks:
             by_service[task["ServiceID"]].append(task)
@@ -343,60 +350,17 @@ class DockerEngine:
         for task in current:
             current_by_service[task["ServiceID"]].append(task)
         states = [
-            swarm_parse.service_state(s, by_service[s["ID"]], current_by_service[s["ID"]])
+            swarm_parse.service_state(s, by_service[s["ID"]], current_by_service[s["ID"]], names)
             for s in services
         ]
         return sorted(states, key=lambda state: state.name)
 
     async def _call(self, action: str, fn: Callable[[Any], T]) -> T:
-        """Run `fn(api_client)` in this server's threads, bounded by command_timeout."""
-        api = await self._client()
-        return await self._in_thread(action, lambda: fn(api), self.spec.command_timeout)
+        return await self.access.call(action, fn)
 
     async def _socket_path(self) -> str:
         """The local socket reaching this engine (for SSH: the tunnel's, connected first)."""
         return (await self.docker_host()).removeprefix("unix://")
-
-    async def _client(self) -> Any:
-        await self.docker_host()  # for SSH: (re)connects the tunnel, with a clear error
-        socket_path = self.spec.socket if self._tunnel is None else str(self._tunnel.socket_path)
-        async with self._api_lock:
-            if self._api is None:
-                self._api = await self._in_thread(
-                    "connect to Docker",
-                    lambda: open_api_client(
-                        socket_path,
-                        timeout=self.spec.command_timeout,
-                        max_connections=self._threads,
-                    ),
-                    self.spec.connect_timeout,
-                )
-        return self._api
-
-    async def _slow_client(self) -> Any:
-        """A client whose reads wait long: exec output arrives only when the command ends."""
-        socket_path = await self._socket_path()
-        async with self._api_lock:
-            if self._slow_api is None:
-                self._slow_api = await self._in_thread(
-                    "connect to Docker",
-                    lambda: open_api_client(socket_path, timeout=_SLOW_SOCKET_TIMEOUT,
-                                            max_connections=_SLOW_CONNECTIONS),
-                    self.spec.connect_timeout,
-                )
-        return self._slow_api
-
-    async def _in_thread(self, action: str, fn: Callable[[], T], timeout: float, *,
-                         on_timeout: CoopbotError | None = None) -> T:
-        loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.wait_for(loop.run_in_executor(self._executor, fn), timeout)
-        except TimeoutError:
-            if on_timeout is not None:
-                raise on_timeout from None
-            raise ServerUnreachable(self.name, "Docker did not answer in time") from None
-        except TRANSPORT_ERRORS as exc:
-            raise translate_docker_error(self.name, action, exc) from exc
 
     async def _cli(
         self, args: list[str], *, env: Mapping[str, str] | None = None, cwd: Path | None = None

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 
 from coopbot.errors import ConfigError, CoopbotError, NotFound, ServerUnreachable
 from coopbot.servers.engine import DockerEngine
 from coopbot.servers.spec import ServerSpec
 from coopbot.servers.states import ServerInfo
+
+log = logging.getLogger(__name__)
 
 # Background readings (the swarm watcher, update checks) across all servers at once. Each new
 # SSH channel costs the server an sshd session and a `docker system dial-stdio` process, and the
@@ -74,3 +77,21 @@ class ServerPool:
 
         results = await asyncio.gather(*(one(name) for name in self._specs))
         return dict(zip(self._specs, results, strict=True))
+
+
+async def remove_abandoned_helpers(pool: ServerPool, older_than: float) -> None:
+    """At start-up: remove the helpers (containers on the engine's node, services and their
+    secrets on others) an earlier run left behind when it crashed; a restic helper holds the
+    repository password. Background work: each server takes its turn, failures only log."""
+    for name in pool.names:
+        try:
+            async with pool.background():
+                engine = pool.get(name)
+                removed = await engine.containers.remove_abandoned_helpers(older_than)
+                removed += await engine.helpers.remove_abandoned(older_than)
+        except CoopbotError as error:
+            log.info("server %s: could not look for abandoned helpers: %s", name, error)
+            continue
+        if removed:
+            log.warning("server %s: removed %d helper(s) an earlier run left behind", name,
+                        removed)

@@ -30,6 +30,9 @@ class ServerSpec:
     known_hosts_file: Path | None = None
     connect_timeout: float = 10.0
     command_timeout: float = 60.0
+    # The image a per-node helper runs to reach a node's own engine (its docker.sock), for what
+    # the manager's API cannot do on another node: exec into a task, list its volumes.
+    node_helper_image: str = "docker:24-cli"
 
     def __post_init__(self) -> None:
         problems = self.problems()

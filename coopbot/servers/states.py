@@ -12,7 +12,7 @@ SwarmRole = Literal["manager", "worker", "inactive"]
 # then); "starting": some task is still waiting for its first healthy check (start_period);
 # "unhealthy": tasks are being killed for failing their healthcheck; "none": no healthcheck
 # in the service spec (an image's own HEALTHCHECK still holds tasks in "starting").
-Health = Literal["healthy", "starting", "unhealthy", "none"]
+Health = Literal["healthy", "starting", "unhealthy", "none", "no running task"]
 
 UPDATE_IN_PROGRESS = frozenset({"updating", "rollback_started"})
 UPDATE_FAILED = frozenset({"paused", "rollback_paused", "rollback_completed"})
@@ -25,6 +25,9 @@ class NodeState:
     state: str  # "ready" | "down" | "unknown" | "disconnected"
     availability: str  # "active" | "pause" | "drain"
     leader: bool = False
+    node_id: str = ""
+    engine_version: str = "?"
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,13 @@ class ServiceState:
     # The newest task that failed or was rejected, any spec (after a rollback the failing spec
     # is no longer the current one): its own logs explain a failure, the healthy tasks' not.
     failed_task: str | None = None
+    # Hostnames of the nodes its live tasks are on (running or on their way), sorted.
+    nodes: tuple[str, ...] = ()
+    # The newest error of the service's current task (the one swarm keeps trying to run).
+    task_error: str | None = None
+    # Hostnames of every node its remembered tasks (any state) were on, and of the newest's.
+    recent_nodes: tuple[str, ...] = ()
+    last_node: str | None = None
 
     @property
     def update_failed(self) -> bool:

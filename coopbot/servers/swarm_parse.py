@@ -30,12 +30,15 @@ def short_name(name: str, stack: str) -> str:
 
 
 def service_state(
-    service: ApiDict, tasks: Iterable[ApiDict], current: Iterable[ApiDict] = ()
+    service: ApiDict, tasks: Iterable[ApiDict], current: Iterable[ApiDict] = (),
+    node_names: Mapping[str, str] | None = None,
 ) -> ServiceState:
     """`tasks` are this service's tasks (any state); `current` those of them the daemon
     reports as up to date with the current spec (its own test, so a spec change is never
-    guessed from timestamps)."""
+    guessed from timestamps); `node_names` maps node ids to hostnames."""
     current = list(current)
+    tasks = list(tasks)
+    names = node_names or {}
     updated_running = sum(1 for t in current if t.get("DesiredState") == "running"
                           and t["Status"].get("State") == "running")
     spec = service["Spec"]
@@ -62,6 +65,12 @@ def service_state(
         update_message=str(update.get("Message", "")),
         last_error=last_error,
         health=_health(container, starting, running, desired, last_error),
+        nodes=tuple(sorted({_node_name(names, t) for t in live if t.get("NodeID")})),
+        task_error=_last_error(live),
+        recent_nodes=tuple(sorted({_node_name(names, t) for t in tasks if t.get("NodeID")})),
+        last_node=next((_node_name(names, t) for t in sorted(
+            tasks, key=lambda t: timestamp_key(str(t["Status"].get("Timestamp", ""))),
+            reverse=True) if t.get("NodeID")), None),
         labels=labels,
         rejections=sum(1 for t in current if t["Status"].get("State") == "rejected"),
         current_error=_last_error(current),
@@ -80,6 +89,11 @@ def _newest_failed(tasks: Iterable[ApiDict]) -> str | None:
     return str(max(failed, key=lambda t: timestamp_key(t["Status"].get("Timestamp", "")))["ID"])
 
 
+
+
+def _node_name(names: Mapping[str, str], task: ApiDict) -> str:
+    node = str(task["NodeID"])
+    return names.get(node, node[:12])
 
 
 def _desired(service: ApiDict, mode: str) -> int:
@@ -114,17 +128,29 @@ def _health(
         return "starting"
     if running < desired and last_error and "unhealthy" in last_error:
         return "unhealthy"
+    if desired > 0 and running == 0:
+        return "no running task"
     return "healthy" if has_check else "none"
 
 
 def node_state(node: ApiDict) -> NodeState:
+    description = node.get("Description") or {}
     return NodeState(
-        hostname=str(node.get("Description", {}).get("Hostname", node.get("ID", "?"))),
+        hostname=str(description.get("Hostname", node.get("ID", "?"))),
         role=str(node["Spec"].get("Role", "worker")),
         state=str(node.get("Status", {}).get("State", "unknown")),
         availability=str(node["Spec"].get("Availability", "active")),
         leader=bool((node.get("ManagerStatus") or {}).get("Leader", False)),
+        node_id=str(node.get("ID", "")),
+        engine_version=str((description.get("Engine") or {}).get("EngineVersion", "?")),
+        labels=dict(node["Spec"].get("Labels") or {}),
     )
+
+
+def node_names(nodes: Iterable[ApiDict]) -> dict[str, str]:
+    """Node id -> hostname."""
+    return {str(n.get("ID", "")): str((n.get("Description") or {}).get("Hostname", "?"))
+            for n in nodes}
 
 
 def stack_count(services: Iterable[ApiDict]) -> int:

@@ -11,7 +11,9 @@ AlertKind = Literal[
     "update",  # a service update rolled back or paused
     "failing",  # a service's tasks fail repeatedly
     "overdue",  # a service has not converged within its app's timeout
+    "no task",  # a service should run but no task of it runs (drained, down, no suitable node)
     "node",  # a node is down, drained or paused
+    "resources",  # a node's disk, inodes or memory are above their threshold
     "reachability",  # the server's Docker engine cannot be reached
     "grouped",  # several of the above about one app (or server) within one window
 ]

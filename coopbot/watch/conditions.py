@@ -7,7 +7,7 @@ Sentences name apps, services, nodes, versions and counts only: they are safe fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from coopbot.errors import CoopbotError, ServerUnreachable
@@ -44,12 +44,15 @@ def derive(
     """Every condition that holds in `view`. `pending_since` maps the full names of services
     that are not converged to when the watcher first saw them so."""
     found: list[Condition] = []
+    every = [s for services in view.stacks.values() for s in services]
     for node in view.info.nodes:
-        found += node_conditions(server, node)
+        found += node_conditions(server, node, every)
+    nodes = {node.hostname: node for node in view.info.nodes}
     for stack, services in view.stacks.items():
         timeout = running_timeout(services, stack, timings.default_timeout)
         for service in services:
             found += service_conditions(server, service, view.failures.get(service.name), timings)
+            found += no_task(server, service, nodes)
             since = pending_since.get(service.name)
             if since is not None and view.at - since >= timeout:
                 found.append(overdue(server, service, timeout))
@@ -92,6 +95,31 @@ def service_conditions(
     return found
 
 
+def no_task(server: str, service: ServiceState,
+            nodes: Mapping[str, NodeState]) -> list[Condition]:
+    """A service that should run but whose task swarm cannot place (a first deploy that is
+    merely starting has no error, so it does not count)."""
+    if not (service.replicas_desired > 0 and service.replicas_running == 0
+            and service.unplaceable):
+        return []
+    subject = f"Service {service.short_name} of {service.stack} on server {server}"
+    why = []
+    where = nodes.get(service.last_node or "")
+    if where is not None and where.state != "ready":
+        why.append(f"its node {where.hostname} is {where.state}")
+    elif where is not None and where.availability != "active":
+        how = "drained" if where.availability == "drain" else "paused"
+        why.append(f"its node {where.hostname} is {how}")
+    if service.task_error and "no suitable node" in service.task_error:
+        why.append("no other node may run it (its placement constraints)")
+    reason = " and ".join(why) or "swarm cannot place its task"
+    return [Condition(
+        "no task", f"{server}/app/{service.stack}/service/{service.name}/no-task", "no-task",
+        "critical", f"{subject} has no running task: {reason}.",
+        recovery=f"{subject} runs again.", app=service.stack,
+    )]
+
+
 def overdue(server: str, service: ServiceState, timeout: float) -> Condition:
     subject = f"Service {service.short_name} of {service.stack} on server {server}"
     return Condition(
@@ -103,24 +131,48 @@ def overdue(server: str, service: ServiceState, timeout: float) -> Condition:
     )
 
 
-def node_conditions(server: str, node: NodeState) -> list[Condition]:
+def node_conditions(server: str, node: NodeState,
+                    services: Sequence[ServiceState] = ()) -> list[Condition]:
     found: list[Condition] = []
     subject = f"Node {node.hostname} of server {server}"
     base = f"{server}/node/{node.hostname}"
+    apps = _apps_on(node, services)
+    # The apps' fates are part of the state: "moving" settles into "moved" or "did NOT move",
+    # and that is worth a second message.
     if node.state != "ready":
         found.append(Condition(
-            "node", f"{base}/state", node.state, "critical", f"{subject} is {node.state}.",
+            "node", f"{base}/state", f"{node.state}{apps}", "critical",
+            f"{subject} is {node.state}.{apps}",
             recovery=f"{subject} is ready again.", node=node.hostname,
         ))
     if node.availability in ("drain", "pause"):
-        what = ("drained: its tasks moved to other nodes" if node.availability == "drain"
+        what = ("drained: it runs no tasks" if node.availability == "drain"
                 else "paused: it takes no new tasks")
         found.append(Condition(
-            "node", f"{base}/availability", node.availability, "warning",
-            f"{subject} is {what}.", recovery=f"{subject} is active again.",
+            "node", f"{base}/availability", f"{node.availability}{apps}", "warning",
+            f"{subject} is {what}.{apps}", recovery=f"{subject} is active again.",
             node=node.hostname, broken=False,  # usually an admin's decision, not a failure
         ))
     return found
+
+
+def _apps_on(node: NodeState, services: Sequence[ServiceState]) -> str:
+    """Which apps had tasks on the node, and whether they moved (never assumed)."""
+    fates = []
+    for service in services:
+        if node.hostname not in service.recent_nodes:
+            continue
+        elsewhere = [n for n in service.nodes if n != node.hostname]
+        if node.hostname in service.nodes:
+            continue  # still there (a paused node keeps its tasks)
+        if service.replicas_running >= service.replicas_desired and elsewhere:
+            fate = f"moved to {', '.join(elsewhere)}"
+        elif service.replicas_running == 0 and service.unplaceable:
+            fate = "did NOT move: no other node may run it"
+        else:
+            fate = "moving"
+        fates.append(f"{service.stack} (service {service.short_name}: {fate})")
+    return f" Apps with tasks there: {'; '.join(fates)}." if fates else ""
 
 
 def unreachable(server: str, error: CoopbotError) -> Condition:

@@ -108,19 +108,24 @@ class ServerLoop:
     async def _follow(self, stream: EventStream, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_read = loop.time() + self._timings.poll_interval
+        followups: list[float] = []
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                wake = next_read
+                wake = min([next_read, *followups])
                 deadline = self._tracker.next_deadline()
                 if deadline is not None:
                     wake = min(wake, loop.time() + max(0.0, deadline - self._clock()))
                 event = await _next_event(stream, stopping, wake - loop.time())
                 if stop.is_set():
                     return
+                followups = [t for t in followups if t > loop.time()]
                 if event is not None:
                     if not _relevant(event):
                         continue
+                    if event.get("Type") == "node":
+                        followups = sorted({*followups, *(
+                            loop.time() + d for d in self._timings.node_followups)})
                     await _sleep_unless(stop, self._timings.debounce)  # let its siblings come
                     stream.discard_pending()  # the reading below covers them
                     if stop.is_set():

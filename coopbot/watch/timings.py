@@ -15,6 +15,9 @@ class WatchTimings:
     failure_window: float = 300.0  # task failures counted over this many seconds
     failure_threshold: int = 3  # this many failed tasks in the window: "failing repeatedly"
     default_timeout: float = 300.0  # convergence timeout of apps without a timeout label
+    # Re-read this many seconds after a node event: tasks on other nodes move (or fail to)
+    # without an event the manager's stream would show.
+    node_followups: tuple[float, ...] = (2.0, 6.0)
 
     def __post_init__(self) -> None:
         if min(self.group_window, self.debounce) < 0 or self.failure_threshold < 1:
