@@ -39,6 +39,7 @@ from coopbot.notify.updates import UpdateChecker
 from coopbot.observe import Observers
 from coopbot.operations.app_files import AppFiles
 from coopbot.operations.app_runtime import AppRuntime, LatestBackup
+from coopbot.operations.data_safety import DataSafety
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.preflight import Preflight
 from coopbot.operations.prune import NodeMaintenance
@@ -315,6 +316,8 @@ def _swarm(config: Config, core: _Core) -> _Swarm:
         Preflight({name: s.check_images for name, s in config.servers.items()}),
         pre_backup=backups.before_operation if backups is not None else None,
         needs_backup=needs_backup, env_written=files.env_written,
+        data_safety=(DataSafety(backups, core.policies.restore_on_failure)
+                     if backups is not None else None),
     )
     secrets = SecretService(files, pool, core.operations, deployer.run)
     runtime = AppRuntime(files, secrets, deployer, pool, core.operations,

@@ -137,6 +137,10 @@ def _check_duration(value: str) -> str:
 Duration = Annotated[str, AfterValidator(_check_duration)]
 
 
+# What a failed operation does with the snapshot it took first (policies.<op>.restore_on_failure).
+RestoreRule = Literal["ask", "always", "never"]
+
+
 class PolicyConfig(Strict):
     """When an operation needs the co-op's approval first. Every key is optional so that room and
     app overrides only change what they name; unset keys fall back to the next level."""
@@ -153,6 +157,10 @@ class PolicyConfig(Strict):
     veto: bool | None = None
     # Whether a verified backup must succeed before the operation runs.
     backup_first: bool | None = None
+    # When the operation fails after that backup and returns to the previous version, whose
+    # code may now run on data the new one migrated: offer the restore (ask), restore it
+    # (always), or only name the snapshot (never).
+    restore_on_failure: RestoreRule | None = None
     # Whether upgrades the bot starts itself (auto-update) are approved without votes.
     auto_approve_autoupdates: bool | None = None
     # Whether the command and the votes count only from devices their owner has cross-signed

@@ -36,6 +36,8 @@ from tests.harness.backups import (
     DB,
     DUMP,
     FAIL_FLAG,
+    MIGRATED,
+    MIGRATING,
     README,
     RESTORE_MARK,
     UPLOAD,
@@ -93,6 +95,7 @@ class BackupRoom:
     abra: AbraDir
     repository: ResticRepository
     offsite_password_file: Path
+    always_app: str  # policies: its failed upgrades restore the data (restore_on_failure)
 
     async def send(self, member: Member, body: str) -> str:
         return await member.send(self.room, body)
@@ -121,10 +124,9 @@ class BackupRoom:
         """Every event of the room as its members received it (edits included)."""
         return "\n".join(json.dumps(e.source) for e in self.alice.timeline(self.room))
 
-    def new_app(self, server: str) -> str:
-        domain = f"b{uuid.uuid4().hex[:8]}.example.org"
-        self.abra.write_app(server, domain, recipe="backuptest",
-                            extra={"DB_PASSWORD": DB_SECRET})
+    def new_app(self, server: str, recipe: str = "backuptest", domain: str | None = None) -> str:
+        domain = domain or f"b{uuid.uuid4().hex[:8]}.example.org"
+        self.abra.write_app(server, domain, recipe=recipe, extra={"DB_PASSWORD": DB_SECRET})
         return domain
 
 
@@ -132,9 +134,10 @@ class BackupRoom:
 async def backup_room(
     make_member: MakeMember, start_bot: StartBot, abra_dir: AbraDir, tmp_path: Path,
     dockerd: Dockerd, test_images: AppImages, sshd: Sshd, backuptest_recipe: Path,
-    restic_image: str, restic_repository: ResticRepository,
+    migratetest_recipe: Path, restic_image: str, restic_repository: ResticRepository,
 ) -> BackupRoom:
     alice, bob, carol, room = await coop_room(make_member)
+    always = f"always-{uuid.uuid4().hex[:8]}.example.org"
     servers: dict[str, Any] = {
         "local": {"kind": "local", "socket": dockerd.socket},
         "remote": ssh_server(sshd, connect_timeout=5),
@@ -155,12 +158,15 @@ async def backup_room(
     bot = await start_bot(
         rooms={room: {"servers": list(servers)}}, servers=servers, backups=backups,
         apps_dir=str(abra_dir.path),
-        recipes={"overrides": {"backuptest": str(backuptest_recipe)},
+        recipes={"overrides": {"backuptest": str(backuptest_recipe),
+                               "migratetest": str(migratetest_recipe)},
                  "cache": str(tmp_path / "recipe-cache")},
+        # One app whose failed upgrades restore their data by themselves.
+        app_policies={always: {"upgrade": {"restore_on_failure": "always"}}},
     )
     await alice.invite(room, bot.user_id)
     await alice.wait_joined(room, bot.user_id)
-    return BackupRoom(bot, room, alice, bob, carol, abra_dir, restic_repository, offsite)
+    return BackupRoom(bot, room, alice, bob, carol, abra_dir, restic_repository, offsite, always)
 
 
 @pytest.fixture
@@ -367,6 +373,63 @@ async def test_verified_snapshots_are_copied_to_the_offsite_repository_and_verif
     assert len(rows) == 2 and not any("not verified" in r for r in rows), rows
     b.offsite_password_file.write_text(OFFSITE_PASSWORD + "\n")
     await assert_secrets_nowhere(b, caplog)
+
+
+async def failed_upgrade_after_its_migration(b: BackupRoom, domain: str, stacks: list[str]
+                                             ) -> tuple[bytes, str, str]:
+    """Deploy 1.0.0+v1 of migratetest, then upgrade to the release that migrates the database
+    and crashes: the data before, the pre-upgrade snapshot and the failure answer."""
+    await deploy(b, domain, stacks)
+    before = read(domain, DB)
+    answer = await b.ask(b.bob, f"!upgrade {domain} {MIGRATING}")
+    assert "failed after" in answer and "Returned to 1.0.0+v1" in answer, answer
+    snapshots = await b.ask(b.carol, f"!snapshots {domain}")
+    taken = re.search(r"- `([0-9a-f]{8})` .*\(pre-upgrade\)", snapshots)
+    assert taken is not None, snapshots
+    return before, taken.group(1), answer
+
+
+async def test_a_failed_upgrade_offers_the_restore_of_its_data_and_one_command_runs_it(
+    backup_room: BackupRoom, stacks: list[str]
+) -> None:
+    b = backup_room
+    domain = b.new_app("local", recipe="migratetest")
+    before, snapshot, answer = await failed_upgrade_after_its_migration(b, domain, stacks)
+    # Old code now runs on migrated data: the answer says so and gives the one command.
+    assert read(domain, DB) == MIGRATED
+    assert (f"{MIGRATING} may already have migrated the data, which the previous version now "
+            f"runs on: `!restore {domain} {snapshot}` puts back the data from before the "
+            "upgrade") in answer, answer
+
+    command = await b.send(b.bob, f"!restore {domain} {snapshot}")
+    card = await b.answer(b.bob, command)
+    request = re.match(r"Request #(\d+):", card)
+    assert request is not None, card
+    await b.ask(b.alice, f"!approve {request.group(1)}")
+    result = await b.answer(b.bob, command, text="restored")
+    assert "converged and healthy" in result, result
+    assert read(domain, DB) == before
+
+    # A rollback to the version the upgrade started from offers the same snapshot.
+    await b.ask(b.bob, f"!upgrade {domain} 1.1.0+v2")
+    answer = await b.ask(b.bob, f"!rollback {domain} 1.0.0+v1")
+    assert "rolled back" in answer, answer
+    assert "The upgrade from 1.0.0+v1 took snapshot `" in answer, answer
+
+
+async def test_a_failed_upgrade_restores_its_data_by_policy(
+    backup_room: BackupRoom, stacks: list[str]
+) -> None:
+    b = backup_room
+    domain = b.new_app("local", recipe="migratetest", domain=b.always_app)
+    before, snapshot, answer = await failed_upgrade_after_its_migration(b, domain, stacks)
+    assert (f"The data from before the upgrade is back: `{domain}` restored on local from "
+            f"snapshot `{snapshot}`") in answer, answer
+    assert read(domain, DB) == before  # the old version runs on the old data
+    assert service_state(domain)["version"] == "1.0.0+v1"
+    assert b.bot.bot is not None
+    [upgrade, *_] = await b.bot.bot.operations.history(domain)
+    assert (upgrade.kind, upgrade.result) == ("upgrade", "failed")
 
 
 def service_state(domain: str) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coopbot.config import Config, PolicyConfig, RoomConfig, parse_duration
+from coopbot.config import Config, PolicyConfig, RestoreRule, RoomConfig, parse_duration
 
 DEFAULT_EXPIRY = "24h"
 
@@ -26,6 +26,7 @@ class Policy:
     organisation_rule: str = "latest"  # or "unanimous"
     lazy_seconds: int = 0  # lazy consensus: decided when this runs out (0: off)
     remind_seconds: int = 0  # the reminder, this long before the deadline (0: none)
+    restore_on_failure: str = "ask"  # or "always", "never"
 
     @property
     def needs_votes(self) -> bool:
@@ -103,8 +104,15 @@ class PolicyResolver:
             organisation_rule=final.organisation_rule or "latest",
             lazy_seconds=parse_duration(final.lazy) if final.lazy else 0,
             remind_seconds=parse_duration(final.remind) if final.remind else 0,
+            restore_on_failure=final.restore_on_failure or "ask",
         )
 
     def needs_backup(self, operation: str, room: RoomConfig | None, app: str | None) -> bool:
         policy = self.resolve(operation, room, app)
         return policy is not None and policy.backup_first
+
+    def restore_on_failure(self, operation: str, room: RoomConfig | None,
+                           app: str | None) -> RestoreRule:
+        policy = self.resolve(operation, room, app)
+        rule = policy.restore_on_failure if policy is not None else "ask"
+        return rule if rule in ("always", "never") else "ask"  # type: ignore[return-value]

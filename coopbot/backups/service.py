@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from coopbot.backups import output
-from coopbot.backups.backup import app_tags, take_backup
+from coopbot.backups.backup import Say, app_tags, take_backup
 from coopbot.backups.labels import volume_name
 from coopbot.backups.layout import BACKUP_BOT_TWO, maker, volumes_in
 from coopbot.backups.output import ForgetResult, Snapshot
@@ -101,17 +101,18 @@ class BackupService:
         return await take_backup(target, operation_id, reason, Throttle(progress).say)
 
     async def before_operation(self, app: App, operation_id: OperationID, kind: str,
-                               progress: Progress) -> None:
-        """The deployer's pre-operation backup. Apps without backups configured or labelled
-        are let through (with a note); a backup that fails raises, which stops the operation."""
+                               progress: Progress) -> str | None:
+        """The deployer's pre-operation backup, its snapshot. Apps without backups configured
+        or labelled are let through (with a note); a backup that fails raises, which stops
+        the operation."""
         if not self.configured(app.server):
-            return
+            return None
         target = await self._target(app)
         say = Throttle(progress).say
         if not target.plan.services:
             await say(f"{kind} `{app.name}`: no backupbot labels, so no backup is taken first")
-            return
-        await take_backup(target, operation_id, f"pre-{kind}", say)
+            return None
+        return (await take_backup(target, operation_id, f"pre-{kind}", say)).snapshot_id
 
     async def apply_retention(self, app: App) -> ForgetResult:
         """`forget --prune` of this app's snapshots by the server's retention policy."""
@@ -185,28 +186,54 @@ class BackupService:
                                                 snapshot.tag(output.VERSION))
             safety = (backup_first if backup_first is not None
                       else self._needs_backup("restore", room, app.name))
-
-            async def safety_backup() -> str | None:
-                if not safety:
-                    return None
-                await say(f"restore `{app.name}`: backing up the current data first...")
-                try:
-                    taken = await take_backup(target, operation_id, "pre-restore", say)
-                except CoopbotError as error:
-                    raise OperationFailed(f"restore of `{app.name}` did not run, nothing was "
-                                          f"changed: the backup before it failed: {error}",
-                                          detail=error.detail) from error
-                return taken.snapshot_id
-
-            async def checkpoint(progress: RestoreProgress) -> None:
-                await self._operations.checkpoint(operation_id, progress.encode())
-
-            result = await restore_snapshot(target, snapshot, say, safety_backup, checkpoint)
+            result = await self._restore_into(app, operation_id, snapshot, target, say, safety)
             await self._operations.finish(
                 operation_id, "ok", f"restored snapshot {snapshot.short_id}"
                 + (f"; data from before in {result.safety_snapshot}"
                    if result.safety_snapshot else ""))
             return result
+
+    async def restore_locked(self, app: App, operation_id: OperationID, snapshot_id: str,
+                             progress: Progress, room: RoomConfig | None) -> str:
+        """A restore inside an operation that already holds the app's lock (a failed upgrade
+        returning its data, policy restore_on_failure: always); the restore policy's
+        backup_first keeps the data it replaces. The result as a room sentence."""
+        snapshot = await self.find_snapshot(app, snapshot_id)
+        target = await self._target(app)
+        result = await self._restore_into(app, operation_id, snapshot, target,
+                                          Throttle(progress).say,
+                                          self._needs_backup("restore", room, app.name))
+        return result.describe()
+
+    async def pre_upgrade_snapshot(self, app: App, version: str) -> str | None:
+        """The newest verified snapshot an upgrade from `version` took first."""
+        for snapshot in await self._snapshots_of(app):
+            if (snapshot.verified and snapshot.tag(output.REASON) == "pre-upgrade"
+                    and snapshot.tag(output.VERSION) == version):
+                return snapshot.short_id
+        return None
+
+    async def _restore_into(self, app: App, operation_id: OperationID, snapshot: Snapshot,
+                            target: AppTarget, say: Say, safety: bool) -> RestoreResult:
+        """The restore itself, with the safety backup first when `safety`, each step
+        checkpointed in the operation's record."""
+
+        async def safety_backup() -> str | None:
+            if not safety:
+                return None
+            await say(f"restore `{app.name}`: backing up the current data first...")
+            try:
+                taken = await take_backup(target, operation_id, "pre-restore", say)
+            except CoopbotError as error:
+                raise OperationFailed(f"restore of `{app.name}` did not run, nothing was "
+                                      f"changed: the backup before it failed: {error}",
+                                      detail=error.detail) from error
+            return taken.snapshot_id
+
+        async def checkpoint(progress: RestoreProgress) -> None:
+            await self._operations.checkpoint(operation_id, progress.encode())
+
+        return await restore_snapshot(target, snapshot, say, safety_backup, checkpoint)
 
     async def plan_restore(self, app_name: str, room: RoomConfig | None,
                            snapshot_id: str | None) -> RestorePlan:

@@ -21,6 +21,7 @@ from coopbot.config import RoomConfig
 from coopbot.crashpoint import crash_point
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.ids import OperationID
+from coopbot.operations.data_safety import DataSafety
 from coopbot.operations.deployed import Deployed, find_deployed
 from coopbot.operations.plan import OperationRequest, Plan, PlanChanged, digest
 from coopbot.operations.preflight import Preflight
@@ -51,8 +52,9 @@ from coopbot.store.operations import OperationStore
 log = logging.getLogger(__name__)
 
 NeedsBackup = Callable[[str, RoomConfig | None, str], bool]
-# A backup run before a risky operation: (app, operation id, kind, progress); raises to stop it.
-PreBackup = Callable[[App, OperationID, str, Progress], Awaitable[None]]
+# A backup run before a risky operation: (app, operation id, kind, progress) -> the snapshot
+# (None when the app has nothing to back up); raises to stop the operation.
+PreBackup = Callable[[App, OperationID, str, Progress], Awaitable[str | None]]
 # Told when a deploy rewrote an app's env file (TYPE): (app, requester, what happened).
 EnvWritten = Callable[[App, str, str], Awaitable[None]]
 LOG_LINES_IN_ROOM = 8
@@ -74,6 +76,7 @@ class Deployer:
         pre_backup: PreBackup | None = None,
         needs_backup: NeedsBackup | None = None,
         env_written: EnvWritten | None = None,
+        data_safety: DataSafety | None = None,
     ) -> None:
         self._scope = scope
         self._recipes = recipes
@@ -85,6 +88,7 @@ class Deployer:
         # Whether the policy (global, room, app) asks for a verified backup first.
         self._needs_backup = needs_backup or (lambda kind, room, app: kind == "upgrade")
         self._env_written = env_written
+        self._data_safety = data_safety
 
     # ---- entry point -------------------------------------------------------------------------
 
@@ -165,8 +169,9 @@ class Deployer:
             PlanChanged.check(request.expected_binding, plan.planned())
             for warning in plan.warnings:
                 await progress.say(f"{request.kind} `{app.name}`: ⚠️ {warning}")
+            snapshot = None
             if self._needs_backup(request.kind, room, app.name):
-                await self._backup_first(request.kind, app, operation_id, progress)
+                snapshot = await self._backup_first(request.kind, app, operation_id, progress)
             await progress.say(
                 f"{request.kind} `{app.name}`: deploying {plan.to_version} on {app.server} "
                 f"(recipe commit {checkout.commit[:8]})..."
@@ -185,20 +190,30 @@ class Deployer:
                                         f"{request.kind} {app.name}: TYPE {recorded}")
             summary = f"{plan.describe()}: ok in {took:.0f} s"
             await self._operations.finish(operation_id, "ok", summary)
-            return self._success_reply(plan, took)
+            offer = ""
+            if plan.kind == "rollback" and self._data_safety is not None and plan.to_version:
+                offer = await self._data_safety.rollback_offer(app, plan.to_version)
+            return self._success_reply(plan, took, offer)
 
         failure = self._describe_failure(app, result)
-        recovery = await self._recover(app, engine, prepared.deployed, progress)
-        message = f"{plan.describe()} failed after {took:.0f} s.\n{failure}\n{recovery}"
+        recovery, returned = await self._recover(app, engine, prepared.deployed, progress)
+        data = ""
+        if self._data_safety is not None:
+            data = await self._data_safety.after_return(
+                app, request.kind, room, operation_id, snapshot, returned,
+                plan.to_version or "the new version", progress.say, progress.relay)
+        message = "\n".join(part for part in (
+            f"{plan.describe()} failed after {took:.0f} s.", failure, recovery, data) if part)
         raise OperationFailed(message)  # run() records it, once
 
     async def _backup_first(self, kind: str, app: App, operation_id: OperationID,
-                            progress: Throttle) -> None:
-        """After preflight, before anything changes: a failed backup stops the operation."""
+                            progress: Throttle) -> str | None:
+        """After preflight, before anything changes: a failed backup stops the operation.
+        The snapshot taken, if any."""
         if self._pre_backup is None:
-            return
+            return None
         try:
-            await self._pre_backup(app, operation_id, kind, progress.relay)
+            return await self._pre_backup(app, operation_id, kind, progress.relay)
         except CoopbotError as error:
             raise OperationFailed(
                 f"{kind} of `{app.name}` did not run, nothing was changed: the backup before "
@@ -290,15 +305,16 @@ class Deployer:
         return await engine.wait_converged(app.stack_name, timeout, progress)
 
     async def _recover(self, app: App, engine: DockerEngine, previous: Deployed | None,
-                       progress: Throttle) -> str:
+                       progress: Throttle) -> tuple[str, bool]:
         """Bring the version that ran before back, by redeploying it (stack deploy is
-        declarative, so this also repairs services swarm already rolled back)."""
+        declarative, so this also repairs services swarm already rolled back). What to say,
+        and whether it runs again, converged and healthy."""
         if previous is None:
             return ("There was no earlier version to return to; the stack is left as it is "
-                    f"(`!ps {app.name}` shows it, `!undeploy {app.name}` removes it).")
+                    f"(`!ps {app.name}` shows it, `!undeploy {app.name}` removes it)."), False
         if previous.chaos is None and previous.release is None:
             return (f"It ran {previous.text} before, which names no release, so there is "
-                    f"nothing known to return to (`!ps {app.name}` shows what runs).")
+                    f"nothing known to return to (`!ps {app.name}` shows what runs)."), False
         await progress.say(f"returning `{app.name}` to {previous.text}...")
         try:
             if previous.chaos is not None:
@@ -314,12 +330,13 @@ class Deployer:
                                                   previous.release)
         except CoopbotError as error:
             log.warning("recovery of %s failed: %s (%s)", app.name, error, error.detail)
-            return f"Returning to {previous.text} failed too: {error}"
+            return f"Returning to {previous.text} failed too: {error}", False
         now = deployed_version(list(result.services), app.stack_name) or "unknown"
         if result.ok:
-            return f"Returned to {previous.text}: running now is {now}, converged and healthy."
+            return (f"Returned to {previous.text}: running now is {now}, converged and "
+                    "healthy."), True
         return (f"Returning to {previous.text} did not converge either; running now is {now}. "
-                + self._describe_failure(app, result))
+                + self._describe_failure(app, result)), False
 
     def describe_failure(self, app: App, result: ConvergenceResult) -> str:
         """Which service failed and why, with its redacted log tail, as a deploy reports it."""
@@ -340,7 +357,7 @@ class Deployer:
             parts.append(f"Gave up waiting after {result.elapsed:.0f} s.")
         return "\n".join(parts) or "The stack did not converge."
 
-    def _success_reply(self, plan: Plan, took: float) -> Reply:
+    def _success_reply(self, plan: Plan, took: float, offer: str = "") -> Reply:
         verb = {"deploy": "deployed", "upgrade": "upgraded", "rollback": "rolled back"}[plan.kind]
         changed = (f"{plan.from_version} -> {plan.to_version}" if plan.from_version
                    and plan.from_version != plan.to_version else f"{plan.to_version}")
@@ -349,6 +366,8 @@ class Deployer:
         for version, notes in plan.release_notes:
             lines.append(f"Release notes {version}:")
             lines += [f"    {line}" for line in notes.splitlines()[:10]]
+        if offer:
+            lines.append(offer)
         return Reply.of("\n".join(lines))
 
     # ---- undeploy ----------------------------------------------------------------------------

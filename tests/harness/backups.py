@@ -9,6 +9,8 @@
   the dump, `files` whole, `cache` excluded; a pre-hook dumping the database (it fails when
   `/fail-hook` exists, printing an env value first), a restore pre-hook leaving a mark in
   the cache, and a restore post-hook loading the dump.
+- `migratetest_recipe` (session): the same, plus a release 2.0.0+v3 that rewrites the database
+  as it starts (a migration) and then crashes.
 - `restic_repository` (function): a fresh repository folder and a password file holding a
   random password (the test checks that it never shows up anywhere).
 """
@@ -97,10 +99,11 @@ DB_PASSWORD=change-me
 """
 
 
-def tree_of_backuptest(version: str) -> dict[str, str]:
+def tree_of_backuptest(version: str, *, image: str | None = None,
+                       init: str = _INIT) -> dict[str, str]:
     compose = _BACKUPTEST_COMPOSE.format(
-        image=BACKUPTEST_VERSIONS[version], version=version, init=_INIT, pre_hook=_PRE_HOOK,
-        mark=RESTORE_MARK, dump=DUMP, db=DB,
+        image=image or BACKUPTEST_VERSIONS[version], version=version, init=init,
+        pre_hook=_PRE_HOOK, mark=RESTORE_MARK, dump=DUMP, db=DB,
     )
     return {
         "README.md": "# backuptest\n\nA recipe with backupbot labels for coopbot's tests.\n",
@@ -114,6 +117,23 @@ def backuptest_recipe(make_recipe_repo: MakeRecipeRepo, test_images: AppImages) 
     """Bare repo of the backuptest recipe (shared: never push to it)."""
     releases = [RecipeRelease(v, tree_of_backuptest(v)) for v in BACKUPTEST_VERSIONS]
     return make_recipe_repo("backuptest", releases)
+
+
+# `migratetest`: backuptest's releases, then 2.0.0+v3, which "migrates" the database (rewrites
+# it) as it starts and then crashes: the upgrade that fails after its migration ran.
+MIGRATING = "2.0.0+v3"
+MIGRATED = b"migrated by 2.0.0\n"
+_MIGRATE_AND_CRASH = (f"echo migrated by 2.0.0 > {DB}; "
+                      "echo the new version crashes after its migration >&2; exit 1")
+
+
+@pytest.fixture(scope="session")
+def migratetest_recipe(make_recipe_repo: MakeRecipeRepo, test_images: AppImages) -> Path:
+    """Bare repo of the migratetest recipe (shared: never push to it)."""
+    releases = [RecipeRelease(v, tree_of_backuptest(v)) for v in BACKUPTEST_VERSIONS]
+    releases.append(RecipeRelease(MIGRATING, tree_of_backuptest(
+        MIGRATING, image=BACKUPTEST_VERSIONS["1.0.0+v1"], init=_MIGRATE_AND_CRASH)))
+    return make_recipe_repo("migratetest", releases)
 
 
 @dataclass(frozen=True)
