@@ -84,9 +84,12 @@ class BackupService:
                      approvers: tuple[str, ...] = (),
                      ) -> BackupResult:
         app = await self._app(app_name, room)
-        async with self._operation(app, "backup", requester, room_id, event_id,
-                                   approvers) as operation_id:
-            result = await self.backup_locked(app, operation_id, progress, reason=reason)
+        # A room waits on this one: its status ticks with the time so far until the answer.
+        async with (Throttle(progress) as throttled,
+                    self._operation(app, "backup", requester, room_id, event_id,
+                                    approvers) as operation_id):
+            target = await self._target(app)
+            result = await take_backup(target, operation_id, reason, throttled.say)
             await self._operations.set_versions(operation_id, result.version, None)
             await self._operations.finish(
                 operation_id, "ok", f"snapshot {result.snapshot_id}: {result.files} files, "
@@ -96,7 +99,7 @@ class BackupService:
     async def backup_locked(self, app: App, operation_id: OperationID, progress: Progress, *,
                             reason: str) -> BackupResult:
         """A backup inside an operation that already holds the app's lock (upgrade, restore);
-        the snapshot carries that operation's id."""
+        the snapshot carries that operation's id. That operation's progress ticks already."""
         target = await self._target(app)
         return await take_backup(target, operation_id, reason, Throttle(progress).say)
 
@@ -174,9 +177,10 @@ class BackupService:
                       expected_binding: Binding | None = None) -> RestoreResult:
         """Restore `snapshot_id` (default: the newest verified one) into the app's volumes."""
         app = await self._app(app_name, room)
-        say = Throttle(progress).say
-        async with self._operation(app, "restore", requester, room_id, event_id,
-                                   approvers) as operation_id:
+        async with (Throttle(progress) as throttled,
+                    self._operation(app, "restore", requester, room_id, event_id,
+                                    approvers) as operation_id):
+            say = throttled.say
             # The snapshot is chosen before the safety backup, which becomes the newest one.
             snapshot = await self.find_snapshot(app, snapshot_id)
             target = await self._target(app)
@@ -251,10 +255,11 @@ class BackupService:
         """A tar.gz of a snapshot's volumes (default: the newest verified one) on the server,
         in backup-bot-two's download layout, for moving an app or reading its data."""
         app = await self._app(app_name, room)
-        say = Throttle(progress).say
         started = time.monotonic()
-        async with self._operation(app, "export", requester, room_id, event_id,
-                                   approvers) as operation_id:
+        async with (Throttle(progress) as throttled,
+                    self._operation(app, "export", requester, room_id, event_id,
+                                    approvers) as operation_id):
+            say = throttled.say
             snapshot = await self.find_snapshot(app, snapshot_id)
             exports_dir = self._config(app.server).exports_dir
             PlanChanged.check(expected_binding,
