@@ -38,7 +38,7 @@ from coopbot.operations.plan import Binding, PlanChanged
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
 from coopbot.servers.pool import ServerPool
-from coopbot.status_message import Progress, Throttle
+from coopbot.status_message import TICK_SECONDS, Progress, Throttle
 from coopbot.store.operations import OperationStore
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class BackupService:
         needs_backup: Callable[[str, RoomConfig | None, str], bool] | None = None,
         hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
         timeouts: Timeouts | None = None,
+        progress_tick: float = TICK_SECONDS,
     ) -> None:
         self._pool = pool
         self._scope = scope
@@ -72,6 +73,7 @@ class BackupService:
         self._hook_timeout = hook_timeout
         self._timeouts = timeouts or Timeouts()
         self._restic: dict[str, Restic] = {}
+        self._tick = progress_tick
 
     def configured(self, server: str) -> bool:
         return server in self._configs
@@ -85,7 +87,7 @@ class BackupService:
                      ) -> BackupResult:
         app = await self._app(app_name, room)
         # A room waits on this one: its status ticks with the time so far until the answer.
-        async with (Throttle(progress) as throttled,
+        async with (Throttle(progress, tick=self._tick) as throttled,
                     self._operation(app, "backup", requester, room_id, event_id,
                                     approvers) as operation_id):
             target = await self._target(app)
@@ -177,7 +179,7 @@ class BackupService:
                       expected_binding: Binding | None = None) -> RestoreResult:
         """Restore `snapshot_id` (default: the newest verified one) into the app's volumes."""
         app = await self._app(app_name, room)
-        async with (Throttle(progress) as throttled,
+        async with (Throttle(progress, tick=self._tick) as throttled,
                     self._operation(app, "restore", requester, room_id, event_id,
                                     approvers) as operation_id):
             say = throttled.say
@@ -256,7 +258,7 @@ class BackupService:
         in backup-bot-two's download layout, for moving an app or reading its data."""
         app = await self._app(app_name, room)
         started = time.monotonic()
-        async with (Throttle(progress) as throttled,
+        async with (Throttle(progress, tick=self._tick) as throttled,
                     self._operation(app, "export", requester, room_id, event_id,
                                     approvers) as operation_id):
             say = throttled.say
