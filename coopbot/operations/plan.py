@@ -37,6 +37,7 @@ class Binding:
     commit: str | None = None
     compose_digest: str | None = None
     env_digest: str | None = None
+    node: str | None = None  # the node whose copy of the data a backup or restore acts on
 
     @property
     def text(self) -> str:
