@@ -389,3 +389,21 @@ async def test_a_running_apps_data_is_where_its_task_runs_whatever_the_command_s
     with pytest.raises(OperationFailed, match=r"runs on node host-n2, so its data is the copy "
                                               r"there, not the one on `host-n1`"):
         await place(swarm, "host-n1")
+
+
+def test_a_restores_vote_binds_to_the_node_it_names() -> None:
+    from pathlib import Path
+
+    from coopbot.backups.results import RestorePlan
+    from coopbot.operations.plan import PlanChanged
+    from coopbot.recipes.apps import App
+
+    app = App(APP_NAME, "multi", APP_NAME, STACK, "blog", "1.0.0", {}, Path("/x.env"), 60,
+              ("compose.yml",), {})
+    snapshot = bb2_snapshot(f"/var/lib/docker/volumes/{DATA}/_data/a.txt")
+    voted = RestorePlan.of(app, snapshot, "1.0.0", "host-n1")
+    assert "volumes replaced (the copy on node host-n1): `data`" in voted.planned().lines
+    PlanChanged.check(voted.binding, RestorePlan.of(app, snapshot, "1.0.0", "host-n1").planned())
+    with pytest.raises(PlanChanged, match="node"):
+        PlanChanged.check(voted.binding,
+                          RestorePlan.of(app, snapshot, "1.0.0", "host-n2").planned())
