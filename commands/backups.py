@@ -4,15 +4,15 @@ the BackupService."""
 
 from __future__ import annotations
 
-from coopbot.args import APP, SNAPSHOT
+from coopbot.args import APP, NODE, SNAPSHOT
 from coopbot.backups import output
 from coopbot.backups.layout import BACKUP_BOT_TWO
 from coopbot.backups.results import human_bytes, when
 from coopbot.backups.service import BackupService
 from coopbot.invocation import Invocation
 from coopbot.operation_kinds import OperationKind
-from coopbot.operations.plan import Binding, PlannedChange
-from coopbot.registry import Arg, CommandSpec, Operation
+from coopbot.operations.plan import PlannedChange
+from coopbot.registry import Arg, CommandSpec, Flag, Operation
 from coopbot.replies import Reply
 
 SNAPSHOTS_SHOWN = 20
@@ -26,15 +26,20 @@ class BackupCommands:
 
     def specs(self) -> list[CommandSpec]:
         app = Arg("app", help="the app's name: its env file name, usually its domain", kind=APP)
+        node = Flag("node", help="for a stopped app whose volumes exist on several nodes: "
+                                 "the node whose copy is its data (hostname or node id)",
+                    value=Arg("node", kind=NODE), needs_value=True)
         return [
             CommandSpec(
                 "backup", "back up an app's labelled volumes now, and verify the snapshot",
-                self._change, self.backup, args=(app,),
+                self._change, self.backup, args=(app,), flags=(node,),
                 operation=Operation(OperationKind.BACKUP, self._plan_backup),
                 details="Runs the backupbot pre-hooks in the running containers, snapshots "
                         "the volumes with restic (read-only), runs the post-hooks, then checks "
-                        "that every expected path is in the snapshot and that no dump is empty.",
-                examples=("!backup blog.example.org",)),
+                        "that every expected path is in the snapshot and that no dump is empty. "
+                        "A stopped app whose volumes exist on several nodes needs `--node`.",
+                examples=("!backup blog.example.org",
+                          "!backup blog.example.org --node worker-2")),
             CommandSpec(
                 "snapshots", "an app's backups, newest first: time, version, size "
                 "(backup-bot-two's too)",
@@ -46,12 +51,14 @@ class BackupCommands:
                 args=(app, Arg("snapshot", optional=True, kind=SNAPSHOT,
                                help="a snapshot id from `!snapshots` (default: the newest "
                                     "verified one; backup-bot-two's by id only)")),
+                flags=(node,),
                 operation=Operation(OperationKind.RESTORE, self._plan_restore),
                 details="Backs up the current data first, runs the restore pre-hooks, stops "
                         "the services that use the volumes, replaces the snapshot's paths, "
                         "starts them again, runs the restore post-hooks and waits until the "
                         "app is healthy. If it fails midway it says which volume is in which "
-                        "state.",
+                        "state. A stopped app whose volumes exist on several nodes needs "
+                        "`--node`.",
                 examples=("!restore blog.example.org", "!restore blog.example.org 1a2b3c4d")),
             CommandSpec(
                 "export", "write a snapshot of an app to a tar.gz on its server",
@@ -79,18 +86,17 @@ class BackupCommands:
         return Reply.of(result.describe())
 
     async def _plan_restore(self, inv: Invocation) -> PlannedChange:
-        plan = await self._backups.plan_restore(inv.args["app"], inv.room, inv.arg("snapshot"))
+        plan = await self._backups.plan_restore(inv.args["app"], inv.room, inv.arg("snapshot"),
+                                                _node(inv))
         return plan.planned()
 
     async def _plan_backup(self, inv: Invocation) -> PlannedChange:
-        name = inv.args["app"]
-        return PlannedChange(binding=Binding(kind="backup", app=name),
-                             lines=[f"back up `{name}`"], app=name)
+        return await self._backups.plan_backup(inv.args["app"], inv.room, _node(inv))
 
     async def backup(self, inv: Invocation) -> Reply:
         result = await self._backups.backup(
             inv.args["app"], inv.room, inv.sender, inv.progress, room_id=inv.room_id,
-            event_id=inv.event_id, approvers=inv.approvers)
+            event_id=inv.event_id, approvers=inv.approvers, node=_node(inv))
         return Reply.of(result.describe())
 
     async def snapshots(self, inv: Invocation) -> Reply:
@@ -120,5 +126,9 @@ class BackupCommands:
         result = await self._backups.restore(
             inv.args["app"], inv.room, inv.sender, inv.progress, inv.arg("snapshot"),
             room_id=inv.room_id, event_id=inv.event_id, approvers=inv.approvers,
-            expected_binding=inv.expected_binding)
+            expected_binding=inv.expected_binding, node=_node(inv))
         return Reply.of(result.describe())
+
+
+def _node(inv: Invocation) -> str | None:
+    return inv.arg("node")

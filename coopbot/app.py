@@ -450,7 +450,7 @@ def _updates(config: Config, core: _Core, gateway: MatrixGateway, swarm: _Swarm,
         gate=approvals.gate, execute=stages.executor.execute,
     )
     return UpdateChecker(swarm.scope, swarm.recipes, swarm.pool, news.notices,
-                         news.notifier.announce_keyed, config.updates.auto_update,
+                         core.operations, news.notifier.announce_keyed, config.updates.auto_update,
                          auto_upgrader, config.matrix.command_prefix)
 
 

@@ -151,6 +151,7 @@ RECIPE = Name("a recipe name", extra="._-", limit=100)
 SERVICE = Name("a service name", extra="._-", limit=63)
 VERSION = Name("a version", extra="._+-", limit=NAME_LIMIT)
 SNAPSHOT = Name("a snapshot id", extra="", limit=64)
+NODE = Name("a node's hostname or id", extra="._-", limit=253)  # a DNS name at most
 # `!help !deploy` works too, so any short text; an unknown one is answered as such.
 COMMAND = Text(limit=64)
 REQUEST_ID = Number(1, 999_999_999, prefix="#")

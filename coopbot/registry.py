@@ -88,9 +88,12 @@ class Flag:
     help: str = ""
     value: Arg | None = None
     role: str | None = None
+    needs_value: bool = False  # `--node <node>`: the flag alone is refused with the usage
 
     def usage(self) -> str:
-        value = f" [{self.value.name}]" if self.value is not None else ""
+        value = ""
+        if self.value is not None:
+            value = f" <{self.value.name}>" if self.needs_value else f" [{self.value.name}]"
         return f"[--{self.name}{value}]"
 
 
@@ -148,6 +151,8 @@ class CommandSpec:
             if flag.value is not None and pos < len(words) and not words[pos].startswith("--"):
                 values[flag.name] = flag.value.check(words[pos], self.name, usage)
                 pos += 1
+            elif flag.needs_value and flag.value is not None:
+                raise UsageError(f"`--{flag.name}` needs {flag.value.name}.", usage)
         return values, rest
 
     def bind(self, words: tuple[str, ...], prefix: str = "!") -> dict[str, str]:

@@ -1,9 +1,11 @@
 """Pure parts of backups: backupbot labels (v1 and v2), verification, restic's JSON output,
-retention arguments, schedules, restore paths, hook unwrapping."""
+retention arguments, schedules, restore paths, hook unwrapping; which node's copy of the
+volumes is the data (with a swarm of three nodes in memory)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
@@ -14,13 +16,15 @@ from coopbot.backups.hooks import unwrap
 from coopbot.backups.labels import LabelError, plan_backup
 from coopbot.backups.layout import SnapshotVolume, maker, volumes_in
 from coopbot.backups.output import Snapshot, parse_backup, parse_forget, parse_ls, parse_snapshots
+from coopbot.backups.placement import DataNode, locate_data
 from coopbot.backups.restic import retention_args
 from coopbot.backups.schedule import next_run
 from coopbot.backups.verify import Node, verify
 from coopbot.config import RetentionConfig
-from coopbot.errors import OperationFailed
+from coopbot.errors import OperationFailed, UserError
 from coopbot.operations.checkpoints import RestoreProgress, VolumeRestore
-from coopbot.servers.containers import ServiceMounts, VolumeMount
+from coopbot.servers.containers import RunningTask, ServiceMounts, VolumeMount
+from coopbot.servers.node_helpers import SwarmNodeRef
 
 STACK = "blog_example_org"
 
@@ -320,3 +324,86 @@ def test_restore_progress_round_trips_and_rejects_damage() -> None:
     assert RestoreProgress.decode(progress.encode()) == progress
     for damaged in ("", "{", '{"snapshot": "x"}', '{"snapshot": "x", "volumes": 3}'):
         assert RestoreProgress.decode(damaged) is None
+
+
+@dataclass
+class Swarm:
+    """The parts of a DockerEngine placement reads: nodes, their volumes, running tasks."""
+
+    volumes: dict[str, set[str]]  # node id -> volume names
+    tasks: dict[str, str] = field(default_factory=dict)  # service -> node id
+
+    @property
+    def helpers(self) -> Swarm:
+        return self
+
+    @property
+    def containers(self) -> Swarm:
+        return self
+
+    async def nodes(self) -> list[SwarmNodeRef]:
+        return [SwarmNodeRef(n, f"host-{n}", "worker", "ready", "active") for n in self.volumes]
+
+    async def own_node(self) -> str:
+        return next(iter(self.volumes))
+
+    async def volume_names(self, node_id: str) -> set[str]:
+        return self.volumes[node_id]
+
+    async def running_task(self, service: str) -> RunningTask | None:
+        node = self.tasks.get(service)
+        return RunningTask(service, "t1", "c1", node) if node else None
+
+
+DATA = f"{STACK}_data"
+APP_NAME = "blog.example.org"
+
+
+async def place(swarm: Swarm, node: str | None = None,
+                config: dict[str, str] | None = None) -> DataNode:
+    return await locate_data(swarm, APP_NAME, "multi", [DATA],  # type: ignore[arg-type]
+                             [service({}, {"data": "/data"})], config or {}, node)
+
+
+async def test_a_stopped_apps_copies_on_several_nodes_need_the_command_or_the_config() -> None:
+    swarm = Swarm({"n1": {DATA}, "n2": {DATA}, "n3": set()})
+    with pytest.raises(OperationFailed, match=r"several nodes: `host-n1`, `host-n2`.*"
+                                              r"`--node <node>`"):
+        await place(swarm)
+    # `--node` by hostname or id chooses one, and comes before the config's choice.
+    assert await place(swarm, "host-n2") == DataNode("n2", "host-n2")
+    assert await place(swarm, "n1", {APP_NAME: "host-n2"}) == DataNode("n1", "host-n1")
+    assert await place(swarm, None, {APP_NAME: "host-n2"}) == DataNode("n2", "host-n2")
+    # A node without the volumes, or no node of this swarm at all, is refused.
+    with pytest.raises(OperationFailed, match=r"`--node` names node `host-n3`.*none of its"):
+        await place(swarm, "host-n3")
+    with pytest.raises(UserError, match=r"`elsewhere` is not a node of server multi; its "
+                                        r"nodes are `host-n1`, `host-n2`, `host-n3`"):
+        await place(swarm, "elsewhere")
+
+
+async def test_a_running_apps_data_is_where_its_task_runs_whatever_the_command_says() -> None:
+    swarm = Swarm({"n1": {DATA}, "n2": {DATA}}, tasks={f"{STACK}_app": "n2"})
+    assert await place(swarm) == DataNode("n2", "host-n2")
+    assert await place(swarm, "n2") == DataNode("n2", "host-n2")
+    with pytest.raises(OperationFailed, match=r"runs on node host-n2, so its data is the copy "
+                                              r"there, not the one on `host-n1`"):
+        await place(swarm, "host-n1")
+
+
+def test_a_restores_vote_binds_to_the_node_it_names() -> None:
+    from pathlib import Path
+
+    from coopbot.backups.results import RestorePlan
+    from coopbot.operations.plan import PlanChanged
+    from coopbot.recipes.apps import App
+
+    app = App(APP_NAME, "multi", APP_NAME, STACK, "blog", "1.0.0", {}, Path("/x.env"), 60,
+              ("compose.yml",), {})
+    snapshot = bb2_snapshot(f"/var/lib/docker/volumes/{DATA}/_data/a.txt")
+    voted = RestorePlan.of(app, snapshot, "1.0.0", "host-n1")
+    assert "volumes replaced (the copy on node host-n1): `data`" in voted.planned().lines
+    PlanChanged.check(voted.binding, RestorePlan.of(app, snapshot, "1.0.0", "host-n1").planned())
+    with pytest.raises(PlanChanged, match="node"):
+        PlanChanged.check(voted.binding,
+                          RestorePlan.of(app, snapshot, "1.0.0", "host-n2").planned())

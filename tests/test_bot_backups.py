@@ -9,13 +9,14 @@ cache volume; its hooks dump the database before a backup and load the dump afte
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import re
 import subprocess
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ from nio import RoomMessage
 
 from coopbot.backups import BackupScheduler, BackupService, ScheduledBackup
 from coopbot.config import BackupConfig, RetentionConfig
+from coopbot.ids import UserID
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import AppCatalog
+from coopbot.replies import Reply
 from coopbot.servers import ServerPool, ServerSpec
 from coopbot.servers.containers import HELPER_LABEL
+from coopbot.status_message import Progress
 from coopbot.store.database import Database
 from coopbot.store.operations import OperationStore
 from tests.harness.backups import (
@@ -568,11 +572,13 @@ async def test_scheduled_backups_apply_retention_and_report_each_app(
         config = BackupConfig(
             repository=str(restic_repository.path), password_file=restic_repository.password_file,
             helper_image=restic_image, schedule="daily 03:00",
+            exports_dir=str(tmp_path / "exports"),
             retention=RetentionConfig(keep_last=2, keep_daily=None, keep_weekly=None,
                                       keep_monthly=None),
         )
         backups = BackupService(pool, AppScope(AppCatalog(abra_dir.path)),
-                                OperationStore(database), {"local": config})
+                                OperationStore(database), {"local": config},
+                                progress_tick=TICK)
         reported: list[ScheduledBackup] = []
 
         async def report(result: ScheduledBackup) -> None:
@@ -588,11 +594,39 @@ async def test_scheduled_backups_apply_retention_and_report_each_app(
         assert [s.short_id for s in kept] == [made[2], made[1]]
         assert all(s.tag("reason") == "schedule" and s.verified for s in kept)
 
+        # What a member starts and waits for in a room ticks like a deploy, until it is done.
+        await ticks_until_done(lambda say: backups.backup(domain, None, ALICE, say))
+        await ticks_until_done(lambda say: backups.restore(domain, None, ALICE, say, made[2],
+                                                           backup_first=False))
+        await ticks_until_done(lambda say: backups.export(domain, None, ALICE, say, made[2]))
+        before = [s.short_id for s in await backups.snapshots(domain, None)]
+
         run_in(domain, f"touch {FAIL_FLAG}")
         [failed] = await scheduler.run_server("local")
         assert not failed.ok and failed.message.startswith(
             f"scheduled backup of `{domain}` failed: the backup pre-hook of service `app` failed")
-        assert [s.short_id for s in await backups.snapshots(domain, None)] == [made[2], made[1]]
+        assert [s.short_id for s in await backups.snapshots(domain, None)] == before
     finally:
         await pool.close()
         await database.close()
+
+
+TICK = 0.3
+ALICE = UserID("@alice:example.org")
+
+
+async def ticks_until_done(work: Callable[[Progress], Awaitable[object]]) -> None:
+    """`work`'s status shows the same line again with the time so far while nothing new
+    happens, and nothing more once it is done."""
+    shown: list[str] = []
+
+    async def say(update: Reply) -> None:
+        shown.append(update.text)
+
+    await work(say)
+    done = len(shown)
+    await asyncio.sleep(TICK * 4)
+    assert len(shown) == done, f"still ticking after the answer: {shown[done:]}"
+    lines = [re.sub(r" · \d+ s$", "", line) for line in shown]
+    assert any(a == b for a, b in itertools.pairwise(lines)), shown
+    assert all(re.search(r" · \d+ s$", line) for line in shown[1:]), shown

@@ -1,11 +1,13 @@
 """Recipes as they are (tests/harness/recipes.py shapes: untagged, `vX.Y.Z` tags with
 `X.Y.Z+X.Y.Z` labels, a `latest` label, the old `.app.version` scheme, a commented-out secret
 version), through the real deployer, recipe repos, env files, preflight and SQLite, with the
-in-memory FakeEngine for the swarm. tests/test_bot_recipes.py runs them on a real swarm."""
+in-memory FakeEngine for the swarm; and the update check of apps deployed from them.
+tests/test_bot_recipes.py runs them on a real swarm."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from coopbot.errors import OperationFailed, UserError
 from coopbot.ids import EventID, RoomID, UserID
 from coopbot.notify.notifier import Notifier
 from coopbot.notify.targets import NotificationTargets
+from coopbot.notify.updates import Available, UpdateChecker
 from coopbot.observe import Observers
 from coopbot.operations.deployer import Deployer
 from coopbot.operations.plan import OperationRequest
@@ -26,6 +29,7 @@ from coopbot.recipes.labels import label
 from coopbot.recipes.repo import RecipeStore
 from coopbot.replies import Reply
 from coopbot.rooms import RoomDirectory
+from coopbot.servers.states import ServiceState
 from coopbot.store.database import Database
 from coopbot.store.notices import NoticeStore
 from coopbot.store.operations import OperationStore
@@ -44,6 +48,7 @@ class Shapes:
     abra: AbraDir
     recipes: RecipeStore
     posted: Posted
+    database: Database
 
     def app(self, recipe: str, version: str | None = None, **extra: str) -> str:
         domain = unique_domain()
@@ -108,7 +113,7 @@ async def shapes(tmp_path: Path, abra_dir: AbraDir,
         deployer = Deployer(AppScope(AppCatalog(abra_dir.path)), recipes,
                             FakePool({"local": engine}), operations, Preflight({"local": False}),
                             needs_backup=lambda kind, room, app: False)
-        yield Shapes(deployer, engine, operations, abra_dir, recipes, posted)
+        yield Shapes(deployer, engine, operations, abra_dir, recipes, posted, database)
 
 
 async def test_v_tags_with_plus_labels_deploy_redeploy_and_recover(shapes: Shapes) -> None:
@@ -226,3 +231,68 @@ async def test_a_refused_upgrade_is_not_announced_but_a_chaos_deploy_is(shapes: 
     short = reply.text.split("chaos ")[1][:8]
     [news] = shapes.posted.texts
     assert f"deploy `{domain}` on local: 2.4.8+v2 -> chaos {short}: ok" in news
+
+
+@dataclass
+class _Swarm:
+    """What the update check reads of a pool: every stack of the FakeEngine."""
+
+    engine: FakeEngine
+    names: tuple[str, ...] = ("local",)
+
+    def get(self, server: str) -> _Swarm:
+        return self
+
+    async def stacks(self) -> dict[str, list[ServiceState]]:
+        return dict(self.engine.stacks)
+
+    @asynccontextmanager
+    async def background(self) -> AsyncIterator[None]:
+        yield
+
+
+@dataclass
+class Offers:
+    texts: list[str] = field(default_factory=list)
+    upgrades: list[Available] = field(default_factory=list)
+
+    async def announce(self, server: str, app: str, reply: Reply, key: str) -> int:
+        self.texts.append(reply.text)
+        return 1
+
+    async def upgrade(self, available: Available) -> None:
+        self.upgrades.append(available)
+
+
+async def test_odd_labels_still_get_update_offers_but_chaos_deploys_do_not(
+    shapes: Shapes,
+) -> None:
+    vtags = shapes.app("vtags")
+    await shapes.run("deploy", vtags, "v1.0.1")
+    shapes.runs_label(vtags, "version", "1.0.1+1.0.1")  # the compose's own label
+    latest = shapes.app("latestlabel", "1.0.0+v1")  # the env file says the release
+    shapes.runs_label(latest, "version", "latest")
+    old = shapes.app("oldscheme")  # deployed by hand: only the label says the release
+    shapes.runs_label(old, "app.version", "2.4.7+v1")
+    service = shapes.engine.stacks[stack_of(old)][0]
+    shapes.engine.stacks[stack_of(old)] = [replace(service, labels={
+        **service.labels, label(stack_of(old), "autoupdate"): "true"})]
+    chaos = shapes.app("vtags")
+    await shapes.run("deploy", chaos, "v1.0.1")
+    await shapes.run("deploy", chaos, chaos="")  # its `.version` label is the last release
+
+    offers = Offers()
+    checker = UpdateChecker(AppScope(AppCatalog(shapes.abra.path)), shapes.recipes,
+                            _Swarm(shapes.engine), NoticeStore(shapes.database),
+                            shapes.operations, offers.announce, [], offers.upgrade)
+    found = {a.app.name: (a.running, a.newest_tag, a.auto_update)
+             for a in await checker.check_once()}
+    assert found == {vtags: ("v1.0.1", "v1.0.3", False),
+                     latest: ("1.0.0+v1", "1.1.0+v2", False),
+                     old: ("2.4.7+v1", "2.4.8+v2", True)}
+    assert chaos not in found, "a chaos deploy gets no offer (kadabra skips it too)"
+    [offer] = [t for t in offers.texts if vtags in t]
+    assert "v1.0.3 is available (running v1.0.1)." in offer
+    assert f"To upgrade: `!upgrade {vtags} v1.0.3`" in offer
+    assert [a.app.name for a in offers.upgrades] == [old]
+    assert await checker.check_once() == []  # each offer once

@@ -207,6 +207,13 @@ async def test_backup_hooks_and_restore_act_on_the_workers_copy_never_the_stale_
     assert "volumes exist on several nodes" in answer, answer
     assert f"`{manager.name}`" in answer and f"`{worker.name}`" in answer
     assert f"backups.multi.volume_nodes.{domain}" in answer
+    assert "`--node <node>`" in answer
+    # The command may say which: a node of another swarm is refused, the worker's copy is
+    # taken (its pre-hook then needs the task, which the stopped app does not have).
+    answer = await r.ask(r.bob, f"!backup {domain} --node nosuch")
+    assert "`nosuch` is not a node of server multi" in answer, answer
+    answer = await r.ask(r.bob, f"!backup {domain} --node {worker.name}")
+    assert "has a backup hook but no running task" in answer, answer
     assert swarm.volume_file(manager, volume, "dump.txt") is None
     assert helpers_left(swarm) == []
 

@@ -50,3 +50,21 @@ def test_a_flag_needs_its_own_role_which_the_config_may_change() -> None:
     assert registry.lookup("deploy").role == "operator"
     with pytest.raises(ConfigError, match="has no flag --force"):
         registry.override_role("deploy --force", "admin")
+
+
+def test_backup_and_restore_take_a_node_which_the_flag_may_not_leave_out() -> None:
+    from commands.backups import BackupCommands
+
+    specs = {s.name: s for s in BackupCommands(
+        None, read_role="member", change_role="operator").specs()}  # type: ignore[arg-type]
+    backup, restore = specs["backup"], specs["restore"]
+    assert backup.usage() == "!backup <app> [--node <node>]"
+    assert backup.bind(("blog", "--node", "worker-2")) == {"app": "blog", "node": "worker-2"}
+    assert restore.bind(("blog", "1a2b3c4d", "--node", "x3kq9")) == {
+        "app": "blog", "snapshot": "1a2b3c4d", "node": "x3kq9"}
+    for words, why in ((("blog", "--node"), "`--node` needs node"),
+                       (("blog", "--node", "../etc"), "node must be"),
+                       (("blog", "--node", "a;b"), "node must be")):
+        with pytest.raises(UsageError, match=why) as caught:
+            backup.bind(words)
+        assert "!backup <app> [--node <node>]" in str(caught.value.usage)

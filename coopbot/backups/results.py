@@ -88,16 +88,19 @@ class SnapshotPlan:
 class RestorePlan(SnapshotPlan):
 
     @staticmethod
-    def of(app: App, snapshot: Snapshot, deployed: str | None) -> RestorePlan:
+    def of(app: App, snapshot: Snapshot, deployed: str | None,
+           node: str | None = None) -> RestorePlan:
+        """`node`: the node a member named (`--node`); the vote binds to it."""
         # The snapshot stands in the target version's place.
         binding = Binding(kind="restore", app=app.name, server=app.server,
-                          from_version=deployed, to_version=f"snapshot {snapshot.id}")
+                          from_version=deployed, to_version=f"snapshot {snapshot.id}", node=node)
         volumes = sorted(v.name for v in volumes_in(snapshot, app.stack_name))
+        where = f" (the copy on node {node})" if node else ""
         return RestorePlan(app.name, binding, (
             f"restore `{app.name}` on {app.server} from snapshot `{snapshot.short_id}` of "
             f"{when(snapshot.time)} ({snapshot.tag('version') or 'unknown version'}); "
             f"running now: {deployed or 'unknown version'}",
-            f"volumes replaced: {', '.join(f'`{v}`' for v in volumes)}",
+            f"volumes replaced{where}: {', '.join(f'`{v}`' for v in volumes)}",
         ))
 
 

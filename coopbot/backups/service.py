@@ -34,11 +34,11 @@ from coopbot.config import BackupConfig, RoomConfig
 from coopbot.errors import CoopbotError, NotFound, OperationFailed, UserError
 from coopbot.ids import EventID, OperationID, RoomID, UserID
 from coopbot.operations.checkpoints import RestoreProgress
-from coopbot.operations.plan import Binding, PlanChanged
+from coopbot.operations.plan import Binding, PlanChanged, PlannedChange
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
 from coopbot.servers.pool import ServerPool
-from coopbot.status_message import Progress, Throttle
+from coopbot.status_message import TICK_SECONDS, Progress, Throttle
 from coopbot.store.operations import OperationStore
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class BackupService:
         needs_backup: Callable[[str, RoomConfig | None, str], bool] | None = None,
         hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
         timeouts: Timeouts | None = None,
+        progress_tick: float = TICK_SECONDS,
     ) -> None:
         self._pool = pool
         self._scope = scope
@@ -72,6 +73,7 @@ class BackupService:
         self._hook_timeout = hook_timeout
         self._timeouts = timeouts or Timeouts()
         self._restic: dict[str, Restic] = {}
+        self._tick = progress_tick
 
     def configured(self, server: str) -> bool:
         return server in self._configs
@@ -81,12 +83,16 @@ class BackupService:
     async def backup(self, app_name: str, room: RoomConfig | None, requester: UserID,
                      progress: Progress, *, reason: str = "manual",
                      room_id: RoomID | None = None, event_id: EventID | None = None,
-                     approvers: tuple[str, ...] = (),
+                     approvers: tuple[str, ...] = (), node: str | None = None,
                      ) -> BackupResult:
+        """`node`: the node whose copy of a stopped app's volumes to back up (`--node`)."""
         app = await self._app(app_name, room)
-        async with self._operation(app, "backup", requester, room_id, event_id,
-                                   approvers) as operation_id:
-            result = await self.backup_locked(app, operation_id, progress, reason=reason)
+        # A room waits on this one: its status ticks with the time so far until the answer.
+        async with (Throttle(progress, tick=self._tick) as throttled,
+                    self._operation(app, "backup", requester, room_id, event_id,
+                                    approvers) as operation_id):
+            target = await self._target(app, node)
+            result = await take_backup(target, operation_id, reason, throttled.say)
             await self._operations.set_versions(operation_id, result.version, None)
             await self._operations.finish(
                 operation_id, "ok", f"snapshot {result.snapshot_id}: {result.files} files, "
@@ -96,7 +102,7 @@ class BackupService:
     async def backup_locked(self, app: App, operation_id: OperationID, progress: Progress, *,
                             reason: str) -> BackupResult:
         """A backup inside an operation that already holds the app's lock (upgrade, restore);
-        the snapshot carries that operation's id."""
+        the snapshot carries that operation's id. That operation's progress ticks already."""
         target = await self._target(app)
         return await take_backup(target, operation_id, reason, Throttle(progress).say)
 
@@ -171,16 +177,19 @@ class BackupService:
                       progress: Progress, snapshot_id: str | None = None, *,
                       backup_first: bool | None = None, room_id: RoomID | None = None,
                       event_id: EventID | None = None, approvers: tuple[str, ...] = (),
-                      expected_binding: Binding | None = None) -> RestoreResult:
-        """Restore `snapshot_id` (default: the newest verified one) into the app's volumes."""
+                      expected_binding: Binding | None = None,
+                      node: str | None = None) -> RestoreResult:
+        """Restore `snapshot_id` (default: the newest verified one) into the app's volumes
+        (a stopped app's: the copy on `node`, when a member named it)."""
         app = await self._app(app_name, room)
-        say = Throttle(progress).say
-        async with self._operation(app, "restore", requester, room_id, event_id,
-                                   approvers) as operation_id:
+        async with (Throttle(progress, tick=self._tick) as throttled,
+                    self._operation(app, "restore", requester, room_id, event_id,
+                                    approvers) as operation_id):
+            say = throttled.say
             # The snapshot is chosen before the safety backup, which becomes the newest one.
             snapshot = await self.find_snapshot(app, snapshot_id)
-            target = await self._target(app)
-            planned = RestorePlan.of(app, snapshot, target.version)
+            target = await self._target(app, node)
+            planned = RestorePlan.of(app, snapshot, target.version, node)
             PlanChanged.check(expected_binding, planned.planned())
             await self._operations.set_versions(operation_id, target.version,
                                                 snapshot.tag(output.VERSION))
@@ -236,12 +245,23 @@ class BackupService:
         return await restore_snapshot(target, snapshot, say, safety_backup, checkpoint)
 
     async def plan_restore(self, app_name: str, room: RoomConfig | None,
-                           snapshot_id: str | None) -> RestorePlan:
+                           snapshot_id: str | None, node: str | None = None) -> RestorePlan:
         """What a restore would do now, changing nothing (votes bind to its `binding`)."""
         app = await self._app(app_name, room)
         snapshot = await self.find_snapshot(app, snapshot_id)
-        target = await self._target(app)
-        return RestorePlan.of(app, snapshot, target.version)
+        target = await self._target(app, node)
+        return RestorePlan.of(app, snapshot, target.version, node)
+
+    async def plan_backup(self, app_name: str, room: RoomConfig | None,
+                          node: str | None) -> PlannedChange:
+        """A backup binds to its app, and to the node a member named: that node is checked
+        before anyone votes (a node of the server, holding the data)."""
+        lines = [f"back up `{app_name}`"]
+        if node is not None:
+            target = await self._target(await self._app(app_name, room), node)
+            lines = [f"back up `{app_name}` (the copy on node {target.node.hostname})"]
+        return PlannedChange(binding=Binding(kind="backup", app=app_name, node=node),
+                             lines=lines, app=app_name)
 
     async def export(self, app_name: str, room: RoomConfig | None, requester: UserID,
                      progress: Progress, snapshot_id: str | None = None, *,
@@ -251,10 +271,11 @@ class BackupService:
         """A tar.gz of a snapshot's volumes (default: the newest verified one) on the server,
         in backup-bot-two's download layout, for moving an app or reading its data."""
         app = await self._app(app_name, room)
-        say = Throttle(progress).say
         started = time.monotonic()
-        async with self._operation(app, "export", requester, room_id, event_id,
-                                   approvers) as operation_id:
+        async with (Throttle(progress, tick=self._tick) as throttled,
+                    self._operation(app, "export", requester, room_id, event_id,
+                                    approvers) as operation_id):
+            say = throttled.say
             snapshot = await self.find_snapshot(app, snapshot_id)
             exports_dir = self._config(app.server).exports_dir
             PlanChanged.check(expected_binding,
@@ -339,10 +360,11 @@ class BackupService:
                 timeouts=self._timeouts)
         return restic
 
-    async def _target(self, app: App) -> AppTarget:
+    async def _target(self, app: App, node: str | None = None) -> AppTarget:
         return await load_target(app, self._pool.get(app.server), self._restic_for(app.server),
                                  hook_timeout=self._hook_timeout,
-                                 volume_nodes=self._config(app.server).volume_nodes)
+                                 volume_nodes=self._config(app.server).volume_nodes,
+                                 chosen_node=node)
 
     @asynccontextmanager
     async def _operation(self, app: App, kind: str, requester: UserID,

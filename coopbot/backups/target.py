@@ -52,7 +52,8 @@ class AppTarget:
 
 
 async def load_target(app: App, engine: DockerEngine, restic: Restic, *,
-                      hook_timeout: float, volume_nodes: Mapping[str, str]) -> AppTarget:
+                      hook_timeout: float, volume_nodes: Mapping[str, str],
+                      chosen_node: str | None = None) -> AppTarget:
     """Read the deployed services' labels and mounts (the recipe's labels as they run)."""
     mounts = tuple(await engine.containers.service_mounts(app.stack_name))
     if not mounts:
@@ -62,7 +63,7 @@ async def load_target(app: App, engine: DockerEngine, restic: Restic, *,
     env_values = [v for k, v in app.env.items() if k not in PUBLIC_ENV_KEYS]
     plan = plan_backup(app.stack_name, mounts)
     node = await locate_data(engine, app.name, app.server, [v.volume for v in plan.volumes],
-                             mounts, volume_nodes)
+                             mounts, volume_nodes, chosen_node)
     return AppTarget(
         app=app, engine=engine, restic=restic, services=mounts, plan=plan, version=version,
         redact=Redactor([*env_values, *restic.secret_values()]), hook_timeout=hook_timeout,

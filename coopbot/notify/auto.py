@@ -44,14 +44,14 @@ class AutoUpgrader:
             return
         room_id = targets[0]
         announcement = await self._poster.post(room_id, Reply.of(
-            f"🤖 auto-update: upgrading `{app.name}` from {available.current} to "
-            f"{available.newest} (minor/patch release)."
+            f"🤖 auto-update: upgrading `{app.name}` from {available.running} to "
+            f"{available.newest_tag} (minor/patch release)."
         ), key=f"auto/{app.name}/{available.newest}")
         room = self._rooms.get(room_id)
         # The bot asks on its own authority; policies (votes, backups) still apply in full.
         invocation = Invocation.of_bot(
             ReplyTarget(room_id, announcement), self._bot, self._registry.lookup("upgrade"),
-            {"app": app.name, "version": str(available.newest)}, self._roles,
+            {"app": app.name, "version": available.newest_tag}, self._roles,
             room.config if room else None, LoggedProgress(f"auto-update of {app.name}"))
         if await self._gate(invocation):
             await self._execute(invocation)

@@ -1,5 +1,9 @@
 """Upgrade availability: fetch the recipes of deployed apps, announce each newer version once,
-and start minor/patch upgrades for apps marked for auto-update (through the usual policies)."""
+and start minor/patch upgrades for apps marked for auto-update (through the usual policies).
+
+The running release is found as the deployer finds it (operations/deployed.py), so odd labels
+(`latest`, `1.0.2+1.0.2` on a `v1.0.2` tag, the old `.app.version` scheme) still get offers.
+A chaos deploy is skipped, as kadabra skips it: its operator chose a commit, not a release."""
 
 from __future__ import annotations
 
@@ -10,15 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from coopbot.errors import CoopbotError
+from coopbot.operations.deployed import find_deployed
 from coopbot.operations.scope import AppScope
 from coopbot.recipes.apps import App
-from coopbot.recipes.labels import autoupdate, deployed_version
+from coopbot.recipes.labels import autoupdate
 from coopbot.recipes.repo import RecipeStore
-from coopbot.recipes.versions import Version, try_parse
+from coopbot.recipes.versions import Version
 from coopbot.replies import Reply
 from coopbot.servers.pool import ServerPool
 from coopbot.servers.states import ServiceState
 from coopbot.store.notices import NoticeStore
+from coopbot.store.operations import OperationStore
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +36,8 @@ class Available:
     app: App
     current: Version
     newest: Version
+    running: str  # the running release's tag (`v1.0.1` even when its label says otherwise)
+    newest_tag: str
     notes: tuple[tuple[str, str], ...]
     auto_update: bool
 
@@ -40,9 +48,11 @@ AutoUpgrade = Callable[[Available], Awaitable[None]]
 
 class UpdateChecker:
     def __init__(self, scope: AppScope, recipes: RecipeStore, pool: ServerPool,
-                 notices: NoticeStore, announce: Announce, auto_patterns: list[str],
-                 auto_upgrade: AutoUpgrade | None = None, prefix: str = "!") -> None:
+                 notices: NoticeStore, operations: OperationStore, announce: Announce,
+                 auto_patterns: list[str], auto_upgrade: AutoUpgrade | None = None,
+                 prefix: str = "!") -> None:
         self._scope = scope
+        self._operations = operations
         self._recipes = recipes
         self._pool = pool
         self._notices = notices
@@ -105,14 +115,14 @@ class UpdateChecker:
         return result
 
     async def _available(self, app: App, services: list[ServiceState]) -> Available | None:
-        label = deployed_version(services, app.stack_name)
-        current = try_parse(label) if label else None
-        if current is None:
-            return None
         try:
             releases = await self._recipes.versions(app.recipe)
         except CoopbotError:
             return None
+        deployed = await find_deployed(app, services, releases, self._operations)
+        if deployed is None or deployed.release is None or deployed.chaos is not None:
+            return None
+        current = deployed.release.version
         newer = [r for r in releases if r.version > current and not r.version.is_prerelease]
         if not newer:
             return None
@@ -123,22 +133,23 @@ class UpdateChecker:
             except CoopbotError:
                 text = None
             if text:
-                notes.append((str(release.version), " ".join(text.split())[:NOTES_PER_VERSION]))
+                notes.append((release.tag, " ".join(text.split())[:NOTES_PER_VERSION]))
         newest = newer[0].version
         labelled = autoupdate(services, app.stack_name)
         configured = any(fnmatch.fnmatchcase(app.name, p) for p in self._auto_patterns)
         auto = (labelled or configured) and newest.is_minor_or_patch_upgrade_of(current)
-        return Available(app, current, newest, tuple(notes), auto)
+        return Available(app, current, newest, deployed.release.tag, newer[0].tag, tuple(notes),
+                         auto)
 
     def _message(self, available: Available) -> Reply:
         app = available.app
-        lines = [f"⬆️ **`{app.name}`** on {app.server}: {available.newest} is available "
-                 f"(running {available.current})."]
+        lines = [f"⬆️ **`{app.name}`** on {app.server}: {available.newest_tag} is available "
+                 f"(running {available.running})."]
         for version, notes in available.notes:
             lines.append(f"- {version}: {notes}")
         if available.auto_update:
             lines.append("It is marked for auto-update: the bot starts the upgrade itself, "
                          "under this app's upgrade policy.")
         else:
-            lines.append(f"To upgrade: `{self._prefix}upgrade {app.name} {available.newest}`")
+            lines.append(f"To upgrade: `{self._prefix}upgrade {app.name} {available.newest_tag}`")
         return Reply.of("\n".join(lines))

@@ -21,13 +21,14 @@ from coopbot.recipes.apps import App
 _LABELS = {"kind": "operation", "app": "app", "server": "server",
            "from_version": "deployed version", "to_version": "target version",
            "commit": "recipe commit", "compose_digest": "compose file",
-           "env_digest": "app env file"}
+           "env_digest": "app env file", "node": "node"}
 
 
 @dataclass(frozen=True)
 class Binding:
     """Everything that matters to a change: if any of it differs, the votes do not carry over.
-    A restore has its snapshot in `to_version`'s place; a backup binds to its app only."""
+    A restore has its snapshot in `to_version`'s place; a backup binds to its app only (and to
+    the node a member named, for either)."""
 
     kind: str
     app: str
@@ -37,6 +38,7 @@ class Binding:
     commit: str | None = None
     compose_digest: str | None = None
     env_digest: str | None = None
+    node: str | None = None  # the node whose copy of the data a backup or restore acts on
 
     @property
     def text(self) -> str:
