@@ -5,11 +5,13 @@ that node's engine, and coopbot's `!backup` / `!restore` through the manager ove
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from bench import recipe
 from bench.backup import checked, fill, tree_bytes
@@ -78,6 +80,53 @@ async def _until(what: str, probe: Callable[[], Awaitable[bool]],
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
         await asyncio.sleep(0.25)
+
+
+async def _events(node: SwarmNode, since: float, until: float) -> list[dict[str, Any]]:
+    out = await _node_docker(node, "events", "--since", f"{since:.3f}", "--until",
+                             f"{until:.3f}", "--format", "{{json .}}")
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+async def _phases(swarm: MultiNodeSwarm, node: SwarmNode, app_service: str, since: float,
+                  until: float) -> dict[str, float]:
+    """Where one `!backup` / `!restore` spent its time, from the swarm's own event timestamps:
+    the manager's service create/remove of each helper, the worker's container start/die."""
+    manager, worker = await asyncio.gather(_events(swarm.manager, since, until),
+                                           _events(node, since, until))
+    created: dict[str, float] = {}
+    removed: dict[str, float] = {}
+    for event in manager:
+        name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
+        if event.get("Type") == "service" and name.startswith("coopbot-helper-"):
+            at = event["timeNano"] / 1e9
+            if event.get("Action") == "create":
+                created[name] = at
+            elif event.get("Action") == "remove":
+                removed[name] = at
+    running: dict[str, list[float]] = {}
+    app_die = app_start = None
+    for event in worker:
+        if event.get("Type") != "container":
+            continue
+        service = event.get("Actor", {}).get("Attributes", {}).get(
+            "com.docker.swarm.service.name", "")
+        at = event["timeNano"] / 1e9
+        if event.get("Action") in ("start", "die") and service.startswith("coopbot-helper-"):
+            running.setdefault(service, []).append(at)
+        elif service == app_service and event.get("Action") == "die" and app_die is None:
+            app_die = at
+        elif service == app_service and event.get("Action") == "start":
+            app_start = at
+    helpers = sorted(set(created) & set(removed))
+    lifetime = sum(removed[h] - created[h] for h in helpers)
+    inside = sum(max(r) - min(r) for h in helpers if len(r := running.get(h, [])) >= 2)
+    phases = {"helpers": float(len(helpers)), "restic in the helpers' containers": inside,
+              "helper service create to container start and exit to remove": lifetime - inside,
+              "outside the helpers": (until - since) - lifetime}
+    if app_die is not None and app_start is not None and app_start > app_die:
+        phases["app container stopped (die to the new task's start)"] = app_start - app_die
+    return phases
 
 
 async def _swarm_stop_start(swarm: MultiNodeSwarm, node: SwarmNode, service: str) -> float:
@@ -220,6 +269,7 @@ async def _coopbot(env: Environment, section: Section, swarm: MultiNodeSwarm, no
     stack = recipe.stack_of(name)
     bot_times: dict[str, list[float]] = {"backup": [], "restore": []}
     swarm_times: list[float] = []
+    phase_times: dict[str, list[float]] = {}
     try:
         coop.start()
         await wait_joined(owner, [room], [coop])
@@ -233,10 +283,14 @@ async def _coopbot(env: Environment, section: Section, swarm: MultiNodeSwarm, no
         for repeat in range(s.worker_repeats):
             for step in ("backup", "restore"):
                 env.say(f"worker: coopbot !{step}, repeat {repeat + 1}/{s.worker_repeats}")
+                since = time.time()
                 seconds, answer = await owner.ask(room, f"!{step} {name}", coop.user_id,
                                                   TIMEOUT, is_final)
                 section.findings.append(f"coopbot `!{step}` answered: {answer.body[:300]!r}")
                 bot_times[step].append(seconds)
+                phases = await _phases(swarm, node, f"{stack}_app", since, time.time())
+                for phase, value in phases.items():
+                    phase_times.setdefault(f"`!{step}`: {phase}", []).append(value)
             env.say(f"worker: the swarm's own stop/start, repeat {repeat + 1}")
             swarm_times.append(await _swarm_stop_start(swarm, node, f"{stack}_app"))
         restored = await asyncio.to_thread(tree_bytes, app_volume)
@@ -247,6 +301,11 @@ async def _coopbot(env: Environment, section: Section, swarm: MultiNodeSwarm, no
         coop.stop()
         await execute(["docker", "stack", "rm", stack], env=_node_env(swarm.manager))
     _report(section, mb, times, bot_times, swarm_times)
+    for phase, values in phase_times.items():
+        if phase.endswith(": helpers"):
+            section.add(f"{phase} (one-shot swarm services on the worker)", "n", values, 0)
+        else:
+            section.add(phase, "s", values, 2, note="swarm events")
 
 
 def _report(section: Section, mb: float, times: dict[str, list[float]],
