@@ -20,6 +20,7 @@ from bench.results import WORSE, Section
 from bench.rooms import is_final, make_room, ready, wait_joined
 from bench.stats import Summary
 from coopbot.dev.local_images import build_docker_cli_image
+from coopbot.servers.containers import HELPER_LABEL
 from tests.harness.multinode import MultiNodeSwarm, SwarmNode, running_swarm
 
 TIMEOUT = 900.0
@@ -88,44 +89,67 @@ async def _events(node: SwarmNode, since: float, until: float) -> list[dict[str,
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+def _spans(events: list[dict[str, Any]], key: str, begin: str, end: str,
+           select: Callable[[dict[str, str]], bool]) -> dict[str, tuple[float, float]]:
+    """(first `begin`, last `end`) time per actor, by `key` (an attribute), for the events of
+    the actors `select` accepts."""
+    seen: dict[str, dict[str, float]] = {}
+    for event in events:
+        attributes = event.get("Actor", {}).get("Attributes", {})
+        action = event.get("Action")
+        if action not in (begin, end) or not select(attributes):
+            continue
+        times = seen.setdefault(attributes.get(key, ""), {})
+        at = event["timeNano"] / 1e9
+        if action == begin:
+            times.setdefault(begin, at)
+        else:
+            times[end] = at
+    return {k: (v[begin], v[end]) for k, v in seen.items() if begin in v and end in v}
+
+
 async def _phases(swarm: MultiNodeSwarm, node: SwarmNode, app_service: str, since: float,
                   until: float) -> dict[str, float]:
-    """Where one `!backup` / `!restore` spent its time, from the swarm's own event timestamps:
-    the manager's service create/remove of each helper, the worker's container start/die."""
+    """Where one `!backup` / `!restore` spent its time, from the engines' own event timestamps:
+    helpers on the worker (one-shot swarm services: the manager's service create/remove, the
+    worker's container start/die) and helpers on the manager (containers: create/destroy,
+    start/die), and the app's container on the worker (die to the new task's start)."""
     manager, worker = await asyncio.gather(_events(swarm.manager, since, until),
                                            _events(node, since, until))
-    created: dict[str, float] = {}
-    removed: dict[str, float] = {}
-    for event in manager:
-        name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
-        if event.get("Type") == "service" and name.startswith("coopbot-helper-"):
-            at = event["timeNano"] / 1e9
-            if event.get("Action") == "create":
-                created[name] = at
-            elif event.get("Action") == "remove":
-                removed[name] = at
-    running: dict[str, list[float]] = {}
-    app_die = app_start = None
-    for event in worker:
-        if event.get("Type") != "container":
-            continue
-        service = event.get("Actor", {}).get("Attributes", {}).get(
-            "com.docker.swarm.service.name", "")
-        at = event["timeNano"] / 1e9
-        if event.get("Action") in ("start", "die") and service.startswith("coopbot-helper-"):
-            running.setdefault(service, []).append(at)
-        elif service == app_service and event.get("Action") == "die" and app_die is None:
-            app_die = at
-        elif service == app_service and event.get("Action") == "start":
-            app_start = at
-    helpers = sorted(set(created) & set(removed))
-    lifetime = sum(removed[h] - created[h] for h in helpers)
-    inside = sum(max(r) - min(r) for h in helpers if len(r := running.get(h, [])) >= 2)
-    phases = {"helpers": float(len(helpers)), "restic in the helpers' containers": inside,
-              "helper service create to container start and exit to remove": lifetime - inside,
-              "outside the helpers": (until - since) - lifetime}
-    if app_die is not None and app_start is not None and app_start > app_die:
-        phases["app container stopped (die to the new task's start)"] = app_start - app_die
+    services = [e for e in manager if e.get("Type") == "service"]
+    manager_containers = [e for e in manager if e.get("Type") == "container"]
+    worker_containers = [e for e in worker if e.get("Type") == "container"]
+
+    def worker_helper(attributes: dict[str, str]) -> bool:
+        return attributes.get("com.docker.swarm.service.name", "").startswith(
+            "coopbot-helper-")
+
+    def manager_helper(attributes: dict[str, str]) -> bool:
+        return HELPER_LABEL in attributes
+
+    service_life = _spans(services, "name", "create", "remove",
+                          lambda a: a.get("name", "").startswith("coopbot-helper-"))
+    worker_run = _spans(worker_containers, "com.docker.swarm.service.name", "start", "die",
+                        worker_helper)
+    manager_life = _spans(manager_containers, "name", "create", "destroy", manager_helper)
+    manager_run = _spans(manager_containers, "name", "start", "die", manager_helper)
+    lifetime = sum(b - a for a, b in (*service_life.values(), *manager_life.values()))
+    inside = sum(b - a for a, b in (*worker_run.values(), *manager_run.values()))
+    phases = {
+        "helpers on the worker (one-shot swarm services)": float(len(service_life)),
+        "helpers on the manager (containers)": float(len(manager_life)),
+        "restic running (helper containers' start to exit)": inside,
+        "helpers' own cost (create to start, exit to removal)": lifetime - inside,
+        "outside the helpers (Matrix, SSH, reading the swarm, waits)":
+            (until - since) - lifetime,
+    }
+    app = [e for e in worker_containers
+           if e.get("Actor", {}).get("Attributes", {}).get(
+               "com.docker.swarm.service.name") == app_service]
+    died = [e["timeNano"] / 1e9 for e in app if e.get("Action") == "die"]
+    started = [e["timeNano"] / 1e9 for e in app if e.get("Action") == "start"]
+    if died and started and max(started) > min(died):
+        phases["app's container down (die to the new task's start)"] = max(started) - min(died)
     return phases
 
 
@@ -302,10 +326,10 @@ async def _coopbot(env: Environment, section: Section, swarm: MultiNodeSwarm, no
         await execute(["docker", "stack", "rm", stack], env=_node_env(swarm.manager))
     _report(section, mb, times, bot_times, swarm_times)
     for phase, values in phase_times.items():
-        if phase.endswith(": helpers"):
-            section.add(f"{phase} (one-shot swarm services on the worker)", "n", values, 0)
+        if "helpers on the" in phase:
+            section.add(phase, "n", values, 0)
         else:
-            section.add(phase, "s", values, 2, note="swarm events")
+            section.add(phase, "s", values, 2, note="engine events")
 
 
 def _report(section: Section, mb: float, times: dict[str, list[float]],
