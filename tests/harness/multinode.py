@@ -14,6 +14,8 @@
   namespaces killed by pid, namespaces deleted, cgroup folders removed. The default engine's
   iptables and socket are never touched: every iptables rule a node's dockerd writes lives in
   that node's own network namespace.
+- `running_swarm(images)` is the same start-up and tear-down as a context manager (the
+  fixture uses it, and so does bench/worker.py).
 - FAILS (never skips) when it cannot start. Recipes for it use `endpoint_mode: dnsrr` and
   host-mode ports: this kernel has no IPVS for VIPs or the ingress mesh.
 """
