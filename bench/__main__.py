@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import backup, burst, deploy, fleet, latency, memory
+from bench import backup, burst, deploy, fleet, latency, memory, worker
 from bench.environment import Environment, machine, versions
 from bench.procs import Processes
 from bench.profiles import write_summary
-from bench.report import write
+from bench.report import keep_earlier, write
 from bench.results import Section
 from bench.settings import Settings
 
@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, Benchmark]] = {
     "burst": ("4. Burst: 5 members, 500 commands in 10 s", burst.run),
     "memory": ("5. Memory and restart", memory.run),
     "backup": ("6. Backup and restore throughput", backup.run),
+    "worker": ("7. Backup and restore on a worker node", worker.run),
 }
 
 
@@ -121,7 +122,7 @@ async def _main(settings: Settings, wanted: list[str], output: Path, keep: bool,
         "versions": await asyncio.to_thread(versions), "notes": env.notes,
         "settings": settings.__dict__,
     }
-    path = write(output, meta, sections)
+    path = write(output, meta, keep_earlier(output, sections))
     if env.profile_dir is not None and (summary := write_summary(env.profile_dir)):
         say(f"profiles summarised in {summary}")
     say(f"wrote {path} in {total / 60:.1f} min")

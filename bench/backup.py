@@ -31,7 +31,7 @@ mounted read-only, as a bot that backs up volumes on a swarm node does. Each rep
 repository; no cache (`--no-cache`) everywhere. Throughput is {mb} MB divided by the time."""
 
 
-def _fill(folder: Path, megabytes: int) -> int:
+def fill(folder: Path, megabytes: int) -> int:
     small_total = min(SMALL_FILES * SMALL_SIZE, megabytes * 1024 * 1024 // 10)
     big_total = megabytes * 1024 * 1024 - small_total
     written = 0
@@ -50,7 +50,7 @@ def _fill(folder: Path, megabytes: int) -> int:
     return written
 
 
-def _tree_bytes(folder: Path) -> int:
+def tree_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
@@ -60,7 +60,7 @@ async def _mountpoint(volume: str) -> Path:
     return Path(done.stdout.strip())
 
 
-async def _checked(argv: list[str], env: dict[str, str], what: str) -> float:
+async def checked(argv: list[str], env: dict[str, str], what: str) -> float:
     done = await execute(argv, env=env, timeout=TIMEOUT)
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed: {done.stderr[-800:]}")
@@ -84,7 +84,7 @@ async def run_bench(env: Environment, volumes: list[str]) -> Section:
     await execute(["docker", "volume", "create", volume], env=local_docker_env())
     source = await _mountpoint(volume)
     env.say(f"backup: writing {s.backup_mb} MB of test data")
-    total = await asyncio.to_thread(_fill, source, s.backup_mb)
+    total = await asyncio.to_thread(fill, source, s.backup_mb)
     mb = total / 1024 / 1024
 
     times: dict[str, list[float]] = {k: [] for k in
@@ -93,16 +93,16 @@ async def run_bench(env: Environment, volumes: list[str]) -> Section:
     for repeat in range(s.backup_repeats):
         env.say(f"backup: plain restic, repeat {repeat + 1}/{s.backup_repeats}")
         repo = root / f"plain-{repeat}"
-        times["init"].append(await _checked(
+        times["init"].append(await checked(
             ["restic", "-r", str(repo), "--no-cache", "init"], restic_env, "restic init"))
-        times["plain backup"].append(await _checked(
+        times["plain backup"].append(await checked(
             ["restic", "-r", str(repo), "--no-cache", "backup", "--quiet", str(source)],
             restic_env, "restic backup"))
         target = root / f"plain-restore-{repeat}"
-        times["plain restore"].append(await _checked(
+        times["plain restore"].append(await checked(
             ["restic", "-r", str(repo), "--no-cache", "restore", "latest", "--target",
              str(target)], restic_env, "restic restore"))
-        restored = await asyncio.to_thread(_tree_bytes, target)
+        restored = await asyncio.to_thread(tree_bytes, target)
         if restored != total:
             section.findings.append(f"plain restore gave {restored} bytes, expected {total}")
         await asyncio.to_thread(shutil.rmtree, target, True)
@@ -110,19 +110,19 @@ async def run_bench(env: Environment, volumes: list[str]) -> Section:
 
         env.say(f"backup: restic in a helper container, repeat {repeat + 1}/{s.backup_repeats}")
         repo = root / f"helper-{repeat}"
-        await _checked(["restic", "-r", str(repo), "--no-cache", "init"], restic_env,
+        await checked(["restic", "-r", str(repo), "--no-cache", "init"], restic_env,
                        "restic init")
         helper = ["docker", "run", "--rm", "-e", "RESTIC_PASSWORD", "-v", f"{repo}:/repo"]
-        times["helper backup"].append(await _checked(
+        times["helper backup"].append(await checked(
             [*helper, "-v", f"{volume}:/data:ro", recipe.RESTIC_IMAGE, "-r", "/repo",
              "--no-cache", "backup", "--quiet", "/data"], restic_env, "helper backup"))
         restore_volume = f"bb{env.tag}_restore{repeat}"
         volumes.append(restore_volume)
-        times["helper restore"].append(await _checked(
+        times["helper restore"].append(await checked(
             [*helper, "-v", f"{restore_volume}:/restore", recipe.RESTIC_IMAGE, "-r", "/repo",
              "--no-cache", "restore", "latest", "--target", "/restore"], restic_env,
             "helper restore"))
-        restored = await asyncio.to_thread(_tree_bytes, await _mountpoint(restore_volume))
+        restored = await asyncio.to_thread(tree_bytes, await _mountpoint(restore_volume))
         if restored != total:
             section.findings.append(f"helper restore gave {restored} bytes, expected {total}")
         await execute(["docker", "volume", "rm", "-f", restore_volume], env=local_docker_env())

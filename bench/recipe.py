@@ -17,6 +17,9 @@ IMAGE = "coopbot-bench/app"
 RESTIC_IMAGE = "coopbot-bench/restic:local"
 RELEASES = (("1.0.0+v1", "v1"), ("1.1.0+v2", "v2"))
 SERVICES = ("api", "app", "worker")
+# The multi-node variant (bench/worker.py): one healthchecked service, its data pinned to a node.
+NODE_RECIPE = "benchnode"
+NODE_VERSION = "1.0.0+v1"
 
 _HEALTH = """\
     healthcheck:
@@ -58,6 +61,31 @@ volumes:
   data:
 """
 
+# No VIP or ingress mesh on this kernel (no IPVS): dnsrr and no published port.
+_NODE_COMPOSE = """\
+version: "3.8"
+
+services:
+  app:
+    image: {image}
+    volumes:
+      - data:/data
+    stop_grace_period: 1s
+{health}    deploy:
+      endpoint_mode: dnsrr
+      placement:
+        constraints:
+          - "node.hostname == ${{DATA_NODE}}"
+      labels:
+        - "coop-cloud.${{STACK_NAME}}.version={version}"
+        - "coop-cloud.${{STACK_NAME}}.timeout=${{TIMEOUT:-120}}"
+        - "coop-cloud.${{STACK_NAME}}.recipe={recipe}"
+        - "backupbot.backup=true"
+
+volumes:
+  data:
+"""
+
 ENV_SAMPLE = """\
 TYPE=benchapp
 
@@ -93,13 +121,32 @@ def _git(*args: str, cwd: Path) -> None:
                         "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(cwd)})
 
 
-def create_repo(bare: Path) -> Path:
-    """A bare repo with one commit and one annotated tag per release (abra's layout)."""
+def _init_work(bare: Path) -> Path:
     work = bare.parent / f"{bare.name}.work"
     work.mkdir(parents=True)
     _git("init", "-q", "-b", "main", cwd=work)
     _git("config", "commit.gpgsign", "false", cwd=work)
     _git("config", "tag.gpgsign", "false", cwd=work)
+    return work
+
+
+def create_node_repo(bare: Path) -> Path:
+    """`benchnode`: one release whose app service runs on the node the env's DATA_NODE names."""
+    work = _init_work(bare)
+    (work / "compose.yml").write_text(_NODE_COMPOSE.format(
+        image=f"{IMAGE}:v1", version=NODE_VERSION, recipe=NODE_RECIPE, health=_HEALTH))
+    (work / ".env.sample").write_text(f"TYPE={NODE_RECIPE}\n\nDOMAIN=benchnode.example.org\n")
+    (work / "README.md").write_text("# benchnode\n\ncoopbot's multi-node benchmark recipe.\n")
+    _git("add", "--all", cwd=work)
+    _git("commit", "-q", "-m", f"Release {NODE_VERSION}", cwd=work)
+    _git("tag", "-a", NODE_VERSION, "-m", f"Release {NODE_VERSION}", cwd=work)
+    _git("clone", "-q", "--bare", str(work), str(bare), cwd=bare.parent)
+    return bare
+
+
+def create_repo(bare: Path) -> Path:
+    """A bare repo with one commit and one annotated tag per release (abra's layout)."""
+    work = _init_work(bare)
     for version, tag in RELEASES:
         (work / "compose.yml").write_text(compose(version))
         (work / ".env.sample").write_text(ENV_SAMPLE)

@@ -12,6 +12,7 @@ from typing import Any
 from bench.results import WORSE, Figure, Section
 
 RATIO_WORSE = 1.05  # a ratio coopbot/alternative above this is listed as worse
+KEPT = "kept_from"  # raw key: the earlier run a section was taken from
 
 
 
@@ -67,6 +68,9 @@ def render(meta: dict[str, Any], sections: list[Section]) -> str:
                   *worse]
     for section in sections:
         lines += ["", f"## {section.title}", ""]
+        if origin := section.raw.get(KEPT):
+            lines += [f"*Not run this time: kept from `{origin['command']}` of {origin['date']} "
+                      f"({origin['mode']} run, coopbot {origin['coopbot']}).*", ""]
         if section.status == "pending":
             lines += ["**Pending.**", ""]
         elif section.status == "failed":
@@ -94,6 +98,31 @@ def load(path: Path) -> tuple[dict[str, Any], list[Section]]:
         figures = [Figure(**f) for f in data.pop("figures")]
         sections.append(Section(**data, figures=figures))
     return raw["meta"], sections
+
+
+def keep_earlier(directory: Path, sections: list[Section]) -> list[Section]:
+    """Sections not run this time (`--only`) taken from the previous results.json in
+    `directory`, marked with the run they came from, so a partial run adds to the file."""
+    path = directory / "results.json"
+    if not path.exists():
+        return sections
+    try:
+        meta, earlier = load(path)
+    except (ValueError, KeyError, TypeError):
+        return sections
+    by_key = {s.key: s for s in earlier if s.status != "skipped"}
+    origin = {"command": meta.get("command", "?"), "date": meta.get("date", "?"),
+              "mode": meta.get("mode", "?"),
+              "coopbot": meta.get("versions", {}).get("coopbot", "?")}
+    kept = []
+    for section in sections:
+        old = by_key.get(section.key)
+        if section.status == "skipped" and old is not None:
+            old.raw.setdefault(KEPT, origin)
+            kept.append(old)
+        else:
+            kept.append(section)
+    return kept
 
 
 def write(directory: Path, meta: dict[str, Any], sections: list[Section]) -> Path:

@@ -38,6 +38,9 @@ class Settings:
     # 6. backup and restore
     backup_mb: int = 200
     backup_repeats: int = 2
+    # 7. backup and restore on a worker node
+    worker_mb: int = 200
+    worker_repeats: int = 2
 
     @staticmethod
     def full() -> Settings:
@@ -53,7 +56,7 @@ class Settings:
             deploy_repeats=1,
             burst_repeats=1, burst_commands=50, burst_window=1.0,
             memory_rooms=5, memory_commands=100, memory_checkpoint=50, memory_restarts=1,
-            backup_mb=20, backup_repeats=1,
+            backup_mb=20, backup_repeats=1, worker_mb=20, worker_repeats=1,
         )
 
     @property

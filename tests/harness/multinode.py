@@ -14,6 +14,8 @@
   namespaces killed by pid, namespaces deleted, cgroup folders removed. The default engine's
   iptables and socket are never touched: every iptables rule a node's dockerd writes lives in
   that node's own network namespace.
+- `running_swarm(images)` is the same start-up and tear-down as a context manager (the
+  fixture uses it, and so does bench/worker.py).
 - FAILS (never skips) when it cannot start. Recipes for it use `endpoint_mode: dnsrr` and
   host-mode ports: this kernel has no IPVS for VIPs or the ingress mesh.
 """
@@ -386,25 +388,41 @@ def multinode_images(test_images: AppImages, restic_image: str, extra: list[str]
     return [test_images.v1, test_images.v2, test_images.v3, restic_image, *extra]
 
 
-@pytest.fixture(scope="session")
-def multinode_swarm(dockerd: Dockerd, test_images: AppImages, restic_image: str,
-                    docker_cli_image: str) -> Iterator[MultiNodeSwarm]:
+class SwarmStartError(RuntimeError):
+    """The multi-node swarm could not be started (what is missing or what failed)."""
+
+
+@contextlib.contextmanager
+def running_swarm(images: list[str]) -> Iterator[MultiNodeSwarm]:
+    """A started manager + two workers with `images` loaded, torn down on exit (also used by
+    bench/worker.py). Raises SwarmStartError when it cannot start."""
     for tool in ("ip", "unshare", "nsenter", "dockerd"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is not installed (scripts/system-packages installs it)")
+            raise SwarmStartError(f"{tool} is not installed (scripts/system-packages installs it)")
     # Short root: unix socket paths must stay under 108 bytes.
     root = Path(f"/tmp/cbnodes-{uuid.uuid4().hex[:8]}")
     root.mkdir()
     builder = _Builder(root)
     try:
-        swarm = builder.start(multinode_images(test_images, restic_image, [docker_cli_image]))
+        swarm = builder.start(images)
     except (RuntimeError, OSError, subprocess.SubprocessError) as error:
         builder.stop()
-        pytest.fail(f"the multi-node swarm did not start: {error}")
+        raise SwarmStartError(f"the multi-node swarm did not start: {error}") from error
     try:
         yield swarm
     finally:
         builder.stop()
+
+
+@pytest.fixture(scope="session")
+def multinode_swarm(dockerd: Dockerd, test_images: AppImages, restic_image: str,
+                    docker_cli_image: str) -> Iterator[MultiNodeSwarm]:
+    try:
+        with running_swarm(multinode_images(test_images, restic_image,
+                                            [docker_cli_image])) as swarm:
+            yield swarm
+    except SwarmStartError as error:
+        pytest.fail(str(error))
 
 
 DOCKER_CLI_IMAGE = "coopbot-test/docker-cli:1"
