@@ -100,7 +100,7 @@ async def test_v_tags_deploy_redeploy_upgrade_fails_and_returns_with_abras_label
     assert "coopbot-test v2" not in answer, "the log lines are the failing task's"
     apps = await r.ask(r.bob, "!apps local")
     line = next(x for x in apps.splitlines() if x.startswith(domain))
-    assert "v1.0.2" in line and line.rstrip().endswith("running"), line
+    assert line.split()[1:3] == ["running", "v1.0.2"], line  # the state next to the name
 
     answer = await r.ask(r.bob, f"!rollback {domain}")
     assert "rolled back: v1.0.2 -> v1.0.1" in answer
