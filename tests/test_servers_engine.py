@@ -11,7 +11,7 @@ import pytest
 
 from coopbot.errors import DockerError, NotFound
 from coopbot.servers import ConvergenceProgress, DockerEngine
-from tests.harness.swarm import AppImages, docker
+from tests.harness.swarm import STACK_LABEL, AppImages, docker
 
 COMPOSE = """\
 version: "3.8"
@@ -250,3 +250,61 @@ async def test_logs_of_an_unknown_service_is_not_found(docker_engine: DockerEngi
         "could not read the logs of service coopbot_no_such_service on server "
         f"{docker_engine.name}: it does not exist"
     )
+
+
+SLOW_TO_STOP = """\
+version: "3.8"
+services:
+  app:
+    image: {image}
+    # Ignores SIGTERM, so its task holds the stack's network until the grace period ends.
+    command: ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+    stop_grace_period: 6s
+    networks: [internal]
+networks:
+  internal:
+"""
+
+
+async def test_remove_waits_until_a_task_slow_to_stop_is_gone(
+    docker_engine: DockerEngine, stack_name: str, test_images: AppImages, tmp_path: Path
+) -> None:
+    compose = tmp_path / "compose.yml"
+    compose.write_text(SLOW_TO_STOP.format(image=test_images.v1))
+    await docker_engine.stack_deploy(stack_name, [compose], {}, tmp_path)
+    assert (await docker_engine.wait_converged(stack_name, 60)).ok
+    await docker_engine.stack_remove(stack_name)
+    label = f"label={STACK_LABEL}={stack_name}"
+    assert docker("ps", "-aq", "--filter", label).split() == []
+    assert docker("network", "ls", "-q", "--filter", label).split() == []
+
+
+async def test_remove_finishes_when_the_cli_stopped_at_a_network_still_in_use(
+    docker_engine: DockerEngine, stack_name: str, test_images: AppImages, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Seen in a full run: `docker stack rm` removed the services, then failed on the network a
+    # stopping task still used. Here the first `stack rm` removes only the services and fails
+    # with the daemon's words; the real engine and CLI do the rest.
+    compose = tmp_path / "compose.yml"
+    compose.write_text(SLOW_TO_STOP.format(image=test_images.v1))
+    await docker_engine.stack_deploy(stack_name, [compose], {}, tmp_path)
+    assert (await docker_engine.wait_converged(stack_name, 60)).ok
+    real_cli = docker_engine._cli
+    calls: list[list[str]] = []
+
+    async def cli(args: list[str], *rest: object, **options: object) -> object:
+        calls.append(list(args))
+        if args[:2] == ["stack", "rm"] and len(calls) == 1:
+            docker("service", "rm", f"{stack_name}_app")
+            raise DockerError(
+                "`docker stack rm` failed on server local: Failed to remove network x: Error "
+                "response from daemon: rpc error: code = FailedPrecondition desc = network x "
+                "is in use by task y")
+        return await real_cli(args, *rest, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(docker_engine, "_cli", cli)
+    await docker_engine.stack_remove(stack_name)
+    assert [c[:2] for c in calls] == [["stack", "rm"], ["stack", "rm"]]
+    label = f"label={STACK_LABEL}={stack_name}"
+    assert docker("network", "ls", "-q", "--filter", label).split() == []

@@ -36,6 +36,7 @@ T = TypeVar("T")
 ResolveImage = Literal["always", "changed", "never"]
 
 _FAILURE_LOG_LINES = 20
+_NETWORK_IN_USE = "is in use by task"
 _REMOVAL_POLL = 0.5
 
 
@@ -239,25 +240,43 @@ class DockerEngine:
         `docker stack rm` returns at once; waiting avoids racing a redeploy or a volume removal
         against its leftovers. Volumes and external secrets stay, as with abra's undeploy.
         """
-        await self._cli(["stack", "rm", "--", stack])
+        # Swarm removes a stack's services first, then its networks; a network still used by
+        # a task that is stopping cannot go yet ("is in use by task") and the CLI fails. The
+        # services are gone by then: wait for their tasks, then remove what is left.
+        networks_left = not await self._stack_rm(stack)
         label = {"label": f"{STACK_LABEL}={stack}"}
 
-        def leftovers(api: Any) -> int:
-            return (
-                len(api.services(filters=label))
-                + len(api.networks(filters=label))
-                + len(api.containers(all=True, filters=label))
-            )
+        def leftovers(api: Any) -> tuple[int, int]:
+            running = (len(api.services(filters=label))
+                       + len(api.containers(all=True, filters=label)))
+            return running, len(api.networks(filters=label))
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.spec.command_timeout
-        while await self._call(f"check the removal of {stack}", leftovers):
+        while True:
+            running, networks = await self._call(f"check the removal of {stack}", leftovers)
+            if not running and not networks:
+                return
+            if not running and networks_left:
+                networks_left = not await self._stack_rm(stack)
             if loop.time() > deadline:
                 raise DockerError(
                     f"stack {stack} on server {self.name} was not fully removed within "
                     f"{self.spec.command_timeout:g} s"
                 )
             await asyncio.sleep(_REMOVAL_POLL)
+
+    async def _stack_rm(self, stack: str) -> bool:
+        """`docker stack rm`; False when only a network still in use stopped it."""
+        try:
+            await self._cli(["stack", "rm", "--", stack])
+        except DockerError as error:
+            if _NETWORK_IN_USE not in f"{error} {error.detail or ''}":
+                raise
+            log.info("stack %s on %s: a network is still in use by a stopping task; "
+                     "removing it once the tasks are gone", stack, self.name)
+            return False
+        return True
 
     async def wait_converged(
         self,
